@@ -1,0 +1,242 @@
+//! The executor: builds one op per plan node (fusing activations into the ops that can take
+//! them) and runs the plan, freeing each intermediate value after its last use.
+
+use crate::attrs::Attrs;
+use crate::error::{Error, Result};
+use crate::kernels::act::Activation;
+use crate::ops::{registry, BuildCtx, Op};
+use crate::plan::{NodeDef, PlanDef, ValueDef, WeightStore};
+use crate::tensor::Tensor;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// Values the caller wants to read after a run: never fused away.
+    pub keep: Vec<usize>,
+    /// Disable activation fusion (for debugging and tests).
+    pub no_fusion: bool,
+}
+
+struct Step {
+    name: String,
+    op_type: String,
+    op: Box<dyn Op>,
+    inputs: Vec<Option<usize>>,
+    outputs: Vec<usize>,
+}
+
+pub struct Executor {
+    values: Vec<ValueDef>,
+    inputs: Vec<usize>,
+    outputs: Vec<usize>,
+    consts: Vec<Option<Arc<Tensor>>>,
+    steps: Vec<Step>,
+    /// For each value, the index of the last step that reads it (`usize::MAX`: never freed).
+    last_use: Vec<usize>,
+}
+
+/// The activation a node computes, if it is one that an op epilogue can apply.
+fn as_activation(node: &NodeDef, consts: &[Option<Arc<Tensor>>]) -> Option<Activation> {
+    let a = Attrs { op: &node.op, node: &node.name, map: &node.attrs };
+    match node.op.as_str() {
+        "Relu" => Some(Activation::Relu),
+        "LeakyRelu" => Some(Activation::LeakyRelu(a.float("alpha", 0.01).ok()?)),
+        "HardSigmoid" => Some(Activation::HardSigmoid(a.float("alpha", 0.2).ok()?, a.float("beta", 0.5).ok()?)),
+        "HardSwish" => Some(Activation::HardSwish),
+        "Sigmoid" => Some(Activation::Sigmoid),
+        "Tanh" => Some(Activation::Tanh),
+        "Clip" => {
+            if a.has("min") || a.has("max") {
+                return Some(Activation::Clip(a.float("min", f32::NEG_INFINITY).ok()?, a.float("max", f32::INFINITY).ok()?));
+            }
+            let bound = |i: usize, d: f32| -> Option<f32> {
+                match node.inputs.get(i).copied().flatten() {
+                    None => Some(d),
+                    Some(v) => consts[v].as_ref().filter(|t| t.len() == 1).map(|t| t.data[0]),
+                }
+            };
+            Some(Activation::Clip(bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?))
+        }
+        _ => None,
+    }
+}
+
+impl Executor {
+    pub fn new(plan: PlanDef, store: &WeightStore) -> Result<Self> {
+        Self::with_options(plan, store, &BuildOptions::default())
+    }
+
+    pub fn with_options(plan: PlanDef, store: &WeightStore, opts: &BuildOptions) -> Result<Self> {
+        plan.validate()?;
+        let nv = plan.values.len();
+        let mut consts: Vec<Option<Arc<Tensor>>> = vec![None; nv];
+        for c in &plan.constants {
+            let t = store.get(&c.weight)?;
+            let want = &plan.values[c.value].shape;
+            if &t.shape != want && t.len() != crate::tensor::numel(want) {
+                return Err(Error::BadTensor {
+                    name: plan.values[c.value].name.clone(),
+                    msg: format!("weight has shape {:?}, plan says {:?}", t.shape, want),
+                });
+            }
+            let t = if &t.shape != want { Arc::new(Tensor::new(want.clone(), t.data.clone())) } else { t };
+            consts[c.value] = Some(t);
+        }
+
+        // Report every unsupported op before doing any work.
+        let reg = registry();
+        let unsupported: Vec<String> = plan
+            .nodes
+            .iter()
+            .filter(|n| !reg.contains_key(n.op.as_str()))
+            .map(|n| format!("{} (node '{}', opset {})", n.op, n.name, n.opset))
+            .collect();
+        if !unsupported.is_empty() {
+            let first = plan.nodes.iter().find(|n| !reg.contains_key(n.op.as_str())).unwrap();
+            if unsupported.len() == 1 {
+                return Err(Error::UnsupportedOp { op: first.op.clone(), node: first.name.clone() });
+            }
+            return Err(Error::Plan(format!("unsupported ops: {}", unsupported.join(", "))));
+        }
+
+        // Consumers of each value, to find fusable activations.
+        let mut consumers = vec![Vec::new(); nv];
+        for (i, n) in plan.nodes.iter().enumerate() {
+            for v in n.inputs.iter().flatten() {
+                consumers[*v].push(i);
+            }
+        }
+        let protected: HashSet<usize> = plan.outputs.iter().chain(opts.keep.iter()).copied().collect();
+
+        let mut fused_away = vec![false; plan.nodes.len()];
+        let mut steps = Vec::with_capacity(plan.nodes.len());
+        for (i, node) in plan.nodes.iter().enumerate() {
+            if fused_away[i] {
+                continue;
+            }
+            let r = reg[node.op.as_str()];
+            let mut fused = None;
+            let mut outputs = node.outputs.clone();
+            let mut name = node.name.clone();
+            if r.fuses_activation && !opts.no_fusion && node.outputs.len() == 1 {
+                let o = node.outputs[0];
+                if !protected.contains(&o) && consumers[o].len() == 1 {
+                    let j = consumers[o][0];
+                    let next = &plan.nodes[j];
+                    if next.inputs.first().copied().flatten() == Some(o) {
+                        if let Some(act) = as_activation(next, &consts) {
+                            fused = Some(act);
+                            fused_away[j] = true;
+                            outputs = next.outputs.clone();
+                            name = format!("{}+{}", node.name, next.name);
+                        }
+                    }
+                }
+            }
+            let shape_of = |v: usize| plan.values[v].shape.as_slice();
+            let ctx = BuildCtx {
+                node,
+                attrs: Attrs { op: &node.op, node: &node.name, map: &node.attrs },
+                in_shapes: node.inputs.iter().map(|v| v.map(shape_of)).collect(),
+                in_dtypes: node.inputs.iter().map(|v| v.map(|v| plan.values[v].dtype)).collect(),
+                out_shapes: outputs.iter().map(|&v| shape_of(v)).collect(),
+                out_dtypes: outputs.iter().map(|&v| plan.values[v].dtype).collect(),
+                consts: node.inputs.iter().map(|v| v.and_then(|v| consts[v].clone())).collect(),
+                fused,
+            };
+            let op = (r.build)(&ctx)?;
+            steps.push(Step { name, op_type: node.op.clone(), op, inputs: node.inputs.clone(), outputs });
+        }
+
+        let mut last_use = vec![0usize; nv];
+        for (si, s) in steps.iter().enumerate() {
+            for v in s.inputs.iter().flatten() {
+                last_use[*v] = si;
+            }
+        }
+        for &v in plan.outputs.iter().chain(opts.keep.iter()) {
+            last_use[v] = usize::MAX;
+        }
+        Ok(Executor { values: plan.values, inputs: plan.inputs, outputs: plan.outputs, consts, steps, last_use })
+    }
+
+    pub fn values(&self) -> &[ValueDef] {
+        &self.values
+    }
+    pub fn input_ids(&self) -> &[usize] {
+        &self.inputs
+    }
+    pub fn output_ids(&self) -> &[usize] {
+        &self.outputs
+    }
+    /// Number of executed steps (after fusion).
+    pub fn num_steps(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Runs the plan on the graph inputs and returns the graph outputs.
+    pub fn run(&self, inputs: Vec<Tensor>, cancel: Option<&AtomicBool>) -> Result<Vec<Tensor>> {
+        let ids = self.outputs.clone();
+        self.run_values(inputs, &ids, cancel)
+    }
+
+    /// Runs the plan and returns the values `want` (graph outputs or values kept at build time).
+    pub fn run_values(&self, inputs: Vec<Tensor>, want: &[usize], cancel: Option<&AtomicBool>) -> Result<Vec<Tensor>> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::Plan(format!("expected {} inputs, got {}", self.inputs.len(), inputs.len())));
+        }
+        let mut slots: Vec<Option<Arc<Tensor>>> = self.consts.clone();
+        for (t, &id) in inputs.into_iter().zip(&self.inputs) {
+            let v = &self.values[id];
+            if t.shape != v.shape || t.data.len() != crate::tensor::numel(&t.shape) {
+                return Err(Error::InputShape { name: v.name.clone(), expected: v.shape.clone(), got: t.shape });
+            }
+            slots[id] = Some(Arc::new(t));
+        }
+        for &w in want {
+            if w >= self.values.len() || (self.last_use[w] != usize::MAX && self.consts[w].is_none() && !self.inputs.contains(&w)) {
+                return Err(Error::Plan(format!("value {w} is not kept by this executor")));
+            }
+        }
+        for (si, step) in self.steps.iter().enumerate() {
+            if let Some(c) = cancel {
+                if c.load(Ordering::Relaxed) {
+                    return Err(Error::Cancelled);
+                }
+            }
+            let args: Vec<Option<&Tensor>> = step
+                .inputs
+                .iter()
+                .map(|v| v.and_then(|v| slots[v].as_deref()))
+                .collect();
+            let outs = step.op.run(&args)?;
+            if outs.len() < step.outputs.len() {
+                return Err(Error::node(&step.op_type, &step.name, format!("produced {} outputs, expected {}", outs.len(), step.outputs.len())));
+            }
+            for (t, &o) in outs.into_iter().zip(&step.outputs) {
+                let want_shape = &self.values[o].shape;
+                if &t.shape != want_shape {
+                    return Err(Error::node(
+                        &step.op_type,
+                        &step.name,
+                        format!("output '{}' has shape {:?}, the plan says {:?}", self.values[o].name, t.shape, want_shape),
+                    ));
+                }
+                slots[o] = Some(Arc::new(t));
+            }
+            for v in step.inputs.iter().flatten() {
+                if self.last_use[*v] == si && self.consts[*v].is_none() {
+                    slots[*v] = None;
+                }
+            }
+        }
+        want.iter()
+            .map(|&w| {
+                let t = slots[w].take().ok_or_else(|| Error::Plan(format!("value '{}' was not computed", self.values[w].name)))?;
+                Ok(Arc::try_unwrap(t).unwrap_or_else(|a| (*a).clone()))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,19 @@
+//! mpq-core: the pure-Rust engine of onnx-mpq.
+//!
+//! A graph is lowered (in TypeScript) into a [`plan::PlanDef`] with static shapes and handed
+//! to [`exec::Executor`], which builds one [`ops::Op`] per node (ops are registered by type in
+//! [`ops::registry`]) and runs them. Weights live in a [`plan::WeightStore`] shared by plans.
+//! Every tensor is `f32`; integer and boolean values are stored as exact `f32` numbers.
+
+pub mod attrs;
+pub mod error;
+pub mod exec;
+pub mod kernels;
+pub mod ops;
+pub mod plan;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use exec::Executor;
+pub use plan::{PlanDef, WeightStore};
+pub use tensor::Tensor;

@@ -1,0 +1,100 @@
+//! Ops, registered by ONNX op type in a table (see [`registry`]). Each file registers the
+//! ops it implements; an op is built once per plan node (weights can be packed at build
+//! time) and run many times.
+
+use crate::attrs::Attrs;
+use crate::error::{Error, Result};
+use crate::kernels::act::Activation;
+use crate::plan::{DType, NodeDef};
+use crate::tensor::Tensor;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+pub mod basic;
+
+/// Everything an op may look at when it is built.
+pub struct BuildCtx<'a> {
+    pub node: &'a NodeDef,
+    pub attrs: Attrs<'a>,
+    /// Static shape of each input (`None` for an omitted optional input).
+    pub in_shapes: Vec<Option<&'a [usize]>>,
+    pub in_dtypes: Vec<Option<DType>>,
+    pub out_shapes: Vec<&'a [usize]>,
+    pub out_dtypes: Vec<DType>,
+    /// The value of each input that is a constant of the plan (weights, folded constants).
+    pub consts: Vec<Option<Arc<Tensor>>>,
+    /// An activation the executor fused into this node (only offered to ops that
+    /// return true from [`Registration::fuses_activation`]).
+    pub fused: Option<Activation>,
+}
+
+impl<'a> BuildCtx<'a> {
+    pub fn err(&self, msg: impl Into<String>) -> Error {
+        Error::node(&self.node.op, &self.node.name, msg)
+    }
+    /// Shape of input `i`, or an error naming the node when it is missing.
+    pub fn in_shape(&self, i: usize) -> Result<&'a [usize]> {
+        self.in_shapes.get(i).copied().flatten().ok_or_else(|| self.err(format!("input {i} is required")))
+    }
+    pub fn has_input(&self, i: usize) -> bool {
+        matches!(self.in_shapes.get(i), Some(Some(_)))
+    }
+    /// Constant value of input `i`, or an error saying that it must be constant.
+    pub fn const_input(&self, i: usize) -> Result<Arc<Tensor>> {
+        self.consts
+            .get(i)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| self.err(format!("input {i} must be a constant (initializer or folded value)")))
+    }
+    pub fn const_opt(&self, i: usize) -> Option<Arc<Tensor>> {
+        self.consts.get(i).cloned().flatten()
+    }
+}
+
+/// A built op. `run` gets the inputs in node order (`None` for omitted optional inputs)
+/// and returns the outputs in node order, with the shapes the plan declares.
+pub trait Op: Send + Sync {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>>;
+}
+
+pub type BuildFn = fn(&BuildCtx) -> Result<Box<dyn Op>>;
+
+#[derive(Clone, Copy)]
+pub struct Registration {
+    pub build: BuildFn,
+    /// Whether a following elementwise activation may be fused into this op's epilogue.
+    pub fuses_activation: bool,
+}
+
+pub type Registry = HashMap<&'static str, Registration>;
+
+pub fn reg(r: &mut Registry, op: &'static str, build: BuildFn) {
+    r.insert(op, Registration { build, fuses_activation: false });
+}
+
+pub fn reg_fusing(r: &mut Registry, op: &'static str, build: BuildFn) {
+    r.insert(op, Registration { build, fuses_activation: true });
+}
+
+/// The op table: ONNX op type -> builder.
+pub fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(|| {
+        let mut r = Registry::new();
+        basic::register(&mut r);
+        r
+    })
+}
+
+/// Op types the engine can run, sorted (for error messages and `mpq inspect`).
+pub fn supported_ops() -> Vec<&'static str> {
+    let mut v: Vec<_> = registry().keys().copied().collect();
+    v.sort();
+    v
+}
+
+/// Helper for ops with one input and one output computed elementwise.
+pub fn input<'t>(inputs: &[Option<&'t Tensor>], i: usize) -> Result<&'t Tensor> {
+    inputs.get(i).copied().flatten().ok_or_else(|| Error::Plan(format!("missing input {i}")))
+}

@@ -1,0 +1,206 @@
+//! napi-rs binding of mpq-core: conversions of options, results and errors only.
+//! Every entry point catches Rust panics and turns them into JS errors.
+
+use mpq_core::exec::BuildOptions;
+use mpq_core::{Error as CoreError, Executor, PlanDef, Tensor, WeightStore};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Error codes, kept in step with `src/errors.ts`.
+fn code_of(e: &CoreError) -> &'static str {
+    match e {
+        CoreError::UnsupportedOp { .. } => "MPQ_UNSUPPORTED_OP",
+        CoreError::BadNode { .. } | CoreError::BadAttr { .. } => "MPQ_BAD_NODE",
+        CoreError::InputShape { .. } => "MPQ_INPUT_SHAPE",
+        CoreError::BadTensor { .. } | CoreError::MissingWeight(_) | CoreError::Plan(_) => "MPQ_BAD_PLAN",
+        CoreError::Cancelled => "MPQ_ABORTED",
+    }
+}
+
+/// The one conversion from core errors to JS errors: "CODE: message".
+fn to_js(e: CoreError) -> Error {
+    Error::new(Status::GenericFailure, format!("{}: {}", code_of(&e), e))
+}
+
+fn panic_msg(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
+}
+
+/// Runs `f`, turning a core error or a panic into a JS error.
+fn guard<T>(f: impl FnOnce() -> mpq_core::Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(to_js),
+        Err(p) => Err(Error::new(Status::GenericFailure, format!("MPQ_INTERNAL: internal error (Rust panic): {}", panic_msg(p)))),
+    }
+}
+
+fn shape_usize(shape: &[u32]) -> Vec<usize> {
+    shape.iter().map(|&d| d as usize).collect()
+}
+
+/// Weights shared by plans. Upload each once; plans refer to them by name.
+#[napi]
+pub struct WeightStoreHandle {
+    inner: Arc<WeightStore>,
+}
+
+#[napi]
+impl WeightStoreHandle {
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        WeightStoreHandle { inner: Arc::new(WeightStore::new()) }
+    }
+
+    #[napi]
+    pub fn set(&self, name: String, shape: Vec<u32>, data: Float32Array) -> Result<()> {
+        let shape = shape_usize(&shape);
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(Error::new(
+                Status::InvalidArg,
+                format!("MPQ_BAD_PLAN: weight '{name}' has {} values, shape {shape:?} needs {n}", data.len()),
+            ));
+        }
+        self.inner.insert(name, Tensor::new(shape, data.to_vec()));
+        Ok(())
+    }
+
+    #[napi(getter)]
+    pub fn size(&self) -> u32 {
+        self.inner.len() as u32
+    }
+}
+
+/// A cancellation flag that a running task polls between steps.
+#[napi]
+pub struct CancelToken {
+    flag: Arc<AtomicBool>,
+}
+
+#[napi]
+impl CancelToken {
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        CancelToken { flag: Arc::new(AtomicBool::new(false)) }
+    }
+    #[napi]
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A compiled plan: ops built, weights packed.
+#[napi]
+pub struct PlanHandle {
+    exec: Arc<Executor>,
+}
+
+#[napi(object)]
+pub struct TensorIn {
+    pub shape: Vec<u32>,
+    pub data: Float32Array,
+}
+
+#[napi(object)]
+pub struct TensorOut {
+    pub shape: Vec<u32>,
+    pub data: Float32Array,
+}
+
+pub struct RunTask {
+    exec: Arc<Executor>,
+    inputs: Option<Vec<Tensor>>,
+    want: Option<Vec<usize>>,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+impl Task for RunTask {
+    type Output = Vec<Tensor>;
+    type JsValue = Vec<TensorOut>;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let inputs = self.inputs.take().unwrap_or_default();
+        let exec = self.exec.clone();
+        let cancel = self.cancel.clone();
+        let want = self.want.take();
+        guard(move || match want {
+            Some(w) => exec.run_values(inputs, &w, cancel.as_deref()),
+            None => exec.run(inputs, cancel.as_deref()),
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(output
+            .into_iter()
+            .map(|t| TensorOut { shape: t.shape.iter().map(|&d| d as u32).collect(), data: Float32Array::new(t.data) })
+            .collect())
+    }
+}
+
+#[napi]
+impl PlanHandle {
+    /// Builds a plan from its JSON (see `mpq_core::plan::PlanDef`) on the weights in `store`.
+    /// `keep`: value indices that must stay readable (not fused away) for `run(..., want)`.
+    #[napi(factory)]
+    pub fn compile(store: &WeightStoreHandle, plan_json: String, keep: Option<Vec<u32>>, no_fusion: Option<bool>) -> Result<Self> {
+        let store = store.inner.clone();
+        guard(move || {
+            let plan = PlanDef::from_json(&plan_json)?;
+            let opts = BuildOptions {
+                keep: keep.unwrap_or_default().into_iter().map(|v| v as usize).collect(),
+                no_fusion: no_fusion.unwrap_or(false),
+            };
+            Ok(PlanHandle { exec: Arc::new(Executor::with_options(plan, &store, &opts)?) })
+        })
+    }
+
+    #[napi(getter)]
+    pub fn num_steps(&self) -> u32 {
+        self.exec.num_steps() as u32
+    }
+
+    /// Runs the plan off the JS thread. `want`: value indices to return instead of the outputs.
+    #[napi]
+    pub fn run(&self, inputs: Vec<TensorIn>, want: Option<Vec<u32>>, cancel: Option<&CancelToken>) -> AsyncTask<RunTask> {
+        let inputs = inputs.into_iter().map(|t| Tensor { shape: shape_usize(&t.shape), data: t.data.to_vec() }).collect();
+        AsyncTask::new(RunTask {
+            exec: self.exec.clone(),
+            inputs: Some(inputs),
+            want: want.map(|w| w.into_iter().map(|v| v as usize).collect()),
+            cancel: cancel.map(|c| c.flag.clone()),
+        })
+    }
+}
+
+/// Op types the engine runs.
+#[napi]
+pub fn supported_ops() -> Vec<String> {
+    mpq_core::ops::supported_ops().into_iter().map(String::from).collect()
+}
+
+/// The SIMD level the kernels dispatch to ("avx2" or "scalar").
+#[napi]
+pub fn simd_level() -> String {
+    format!("{:?}", mpq_core::kernels::simd_level()).to_lowercase()
+}
+
+/// Sets the number of compute threads (call before the first run; later calls are ignored).
+#[napi]
+pub fn set_threads(n: u32) -> bool {
+    rayon::ThreadPoolBuilder::new().num_threads(n.max(1) as usize).build_global().is_ok()
+}
+
+/// Number of compute threads in use.
+#[napi]
+pub fn num_threads() -> u32 {
+    rayon::current_num_threads() as u32
+}
