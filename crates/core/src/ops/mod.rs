@@ -11,6 +11,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 pub mod basic;
+pub mod conv;
+pub mod matmul;
+pub mod pool;
+pub mod norm;
+pub mod elementwise;
+pub mod unary;
+pub mod movement;
+pub mod reduce;
+pub mod resize;
+pub mod softmax;
+pub mod qdq;
 
 /// Everything an op may look at when it is built.
 pub struct BuildCtx<'a> {
@@ -83,6 +94,17 @@ pub fn registry() -> &'static Registry {
     R.get_or_init(|| {
         let mut r = Registry::new();
         basic::register(&mut r);
+        conv::register(&mut r);
+        matmul::register(&mut r);
+        pool::register(&mut r);
+        norm::register(&mut r);
+        elementwise::register(&mut r);
+        unary::register(&mut r);
+        movement::register(&mut r);
+        reduce::register(&mut r);
+        resize::register(&mut r);
+        softmax::register(&mut r);
+        qdq::register(&mut r);
         r
     })
 }

@@ -1,0 +1,4 @@
+//! softmax ops (see CONTRACT.md).
+use super::Registry;
+
+pub fn register(_r: &mut Registry) {}
