@@ -1,0 +1,353 @@
+//! Convolution building blocks: 2-D geometry, im2col over a block of output columns,
+//! col2im (for ConvTranspose) and a direct depthwise kernel. 1-D convolutions use these
+//! with `h = 1`.
+
+use super::act::Activation;
+use super::SimdLevel;
+use crate::dispatch_fn;
+
+/// Geometry of one 2-D convolution plane (per input channel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geom2 {
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    /// Padding at the start of each axis (the end padding only matters through `oh`/`ow`).
+    pub ph: usize,
+    pub pw: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl Geom2 {
+    /// Output extent of an axis: `(n + p0 + p1 - ((k - 1) * d + 1)) / s + 1`, `None` when the
+    /// dilated kernel does not fit.
+    pub fn out_len(n: usize, k: usize, s: usize, d: usize, p0: usize, p1: usize) -> Option<usize> {
+        let span = (k.checked_sub(1)?).checked_mul(d)?.checked_add(1)?;
+        let padded = n.checked_add(p0)?.checked_add(p1)?;
+        if s == 0 || padded < span {
+            return None;
+        }
+        Some((padded - span) / s + 1)
+    }
+    pub fn ohw(&self) -> usize {
+        self.oh * self.ow
+    }
+    pub fn kk(&self) -> usize {
+        self.kh * self.kw
+    }
+}
+
+/// Writes the im2col matrix of output columns `j0..j1` (column `j` = output pixel
+/// `(j / ow, j % ow)`) for `c` input channels of `x` (`[c, h, w]`) into `cols`
+/// (`[c * kh * kw, j1 - j0]`, row-major). Out-of-bounds taps are zero.
+pub fn im2col(x: &[f32], c: usize, g: &Geom2, j0: usize, j1: usize, cols: &mut [f32]) {
+    let nb = j1 - j0;
+    let hw = g.h * g.w;
+    debug_assert!(x.len() >= c * hw && cols.len() >= c * g.kk() * nb);
+    let mut row = 0;
+    for ci in 0..c {
+        let xc = &x[ci * hw..(ci + 1) * hw];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let dst = &mut cols[row * nb..(row + 1) * nb];
+                row += 1;
+                let mut j = j0;
+                while j < j1 {
+                    let oy = j / g.ow;
+                    let ox0 = j % g.ow;
+                    let ox1 = (ox0 + (j1 - j)).min(g.ow);
+                    let d = &mut dst[j - j0..j - j0 + (ox1 - ox0)];
+                    let iy = (oy * g.sh + ky * g.dh) as isize - g.ph as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        d.fill(0.0);
+                    } else {
+                        let xr = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
+                        let off = (kx * g.dw) as isize - g.pw as isize;
+                        if g.sw == 1 {
+                            // valid ox: 0 <= ox + off < w
+                            let lo = ((-off).max(0) as usize).clamp(ox0, ox1);
+                            let hi = ((g.w as isize - off).max(0) as usize).clamp(lo, ox1);
+                            d[..lo - ox0].fill(0.0);
+                            let s = (lo as isize + off) as usize;
+                            d[lo - ox0..hi - ox0].copy_from_slice(&xr[s..s + (hi - lo)]);
+                            d[hi - ox0..].fill(0.0);
+                        } else {
+                            for (i, v) in d.iter_mut().enumerate() {
+                                let ix = ((ox0 + i) * g.sw) as isize + off;
+                                *v = if ix >= 0 && ix < g.w as isize { xr[ix as usize] } else { 0.0 };
+                            }
+                        }
+                    }
+                    j += ox1 - ox0;
+                }
+            }
+        }
+    }
+}
+
+/// Adds the columns `cols` (`[c * kh * kw, ih * iw]`, the input grid of a ConvTranspose,
+/// where `g.h/g.w` is the *output* plane and `g.oh/g.ow` the *input* grid) into `out`
+/// (`[c, h, w]`): `out[c, iy*sh - ph + ky*dh, ix*sw - pw + kx*dw] += cols[(c,ky,kx), iy, ix]`.
+pub fn col2im(cols: &[f32], c: usize, g: &Geom2, out: &mut [f32]) {
+    let n = g.oh * g.ow;
+    let hw = g.h * g.w;
+    let mut row = 0;
+    for ci in 0..c {
+        let oc = &mut out[ci * hw..(ci + 1) * hw];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let src = &cols[row * n..(row + 1) * n];
+                row += 1;
+                for iy in 0..g.oh {
+                    let y = (iy * g.sh + ky * g.dh) as isize - g.ph as isize;
+                    if y < 0 || y >= g.h as isize {
+                        continue;
+                    }
+                    let orow = &mut oc[y as usize * g.w..(y as usize + 1) * g.w];
+                    let srow = &src[iy * g.ow..(iy + 1) * g.ow];
+                    let off = (kx * g.dw) as isize - g.pw as isize;
+                    for (ix, v) in srow.iter().enumerate() {
+                        let x = (ix * g.sw) as isize + off;
+                        if x >= 0 && x < g.w as isize {
+                            orow[x as usize] += *v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scratch size (floats) [`depthwise_plane`] needs for geometry `g`.
+pub fn depthwise_scratch(g: &Geom2) -> usize {
+    let (pr, qw) = dw_padded(g);
+    g.sw * pr * qw
+}
+
+fn dw_padded(g: &Geom2) -> (usize, usize) {
+    let pr = if g.oh == 0 { 0 } else { (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1 };
+    let qw = g.ow + ((g.kw - 1) * g.dw) / g.sw;
+    (pr, qw)
+}
+
+/// One depthwise plane: `out[oy, ox] = bias + sum w[ky, kx] * x[oy*sh - ph + ky*dh, ox*sw - pw + kx*dw]`
+/// then the activation, row by row while the row is in L1.
+///
+/// The input is first copied into `scratch` zero-padded and split by column phase
+/// (`ix mod sw`), so that every tap reads a contiguous run of `ow` floats whatever the
+/// stride: the inner loops are plain slices the compiler vectorises for each level.
+pub fn depthwise_plane(
+    level: SimdLevel,
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    g: &Geom2,
+    act: Option<Activation>,
+    scratch: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let need = depthwise_scratch(g);
+    if scratch.len() < need {
+        scratch.resize(need, 0.0);
+    }
+    dw_plane_impl(level, x, w, bias, g, act.as_ref(), &mut scratch[..need], out, level);
+}
+
+dispatch_fn!(fn dw_plane_impl(
+    x: &[f32],
+    wt: &[f32],
+    bias: f32,
+    g: &Geom2,
+    act: Option<&Activation>,
+    buf: &mut [f32],
+    out: &mut [f32],
+    lvl: SimdLevel,
+) {
+    let (pr, qw) = dw_padded(g);
+    let sw = g.sw;
+    assert!(x.len() >= g.h * g.w && wt.len() >= g.kh * g.kw && out.len() >= g.oh * g.ow && buf.len() >= sw * pr * qw);
+    // Fill the padded, phase-split copy: buf[(q * pr + r) * qw + c] = P[r][c * sw + q].
+    for q in 0..sw {
+        // valid c: 0 <= c*sw + q - pw < w
+        let lo = if g.pw > q { (g.pw - q).div_ceil(sw) } else { 0 };
+        let hi = if g.w + g.pw > q { (g.w + g.pw - q).div_ceil(sw) } else { 0 };
+        let (lo, hi) = (lo.min(qw), hi.min(qw).max(lo.min(qw)));
+        for r in 0..pr {
+            let dst = &mut buf[(q * pr + r) * qw..(q * pr + r + 1) * qw];
+            let iy = r as isize - g.ph as isize;
+            if iy < 0 || iy >= g.h as isize {
+                dst.fill(0.0);
+                continue;
+            }
+            let xr = &x[iy as usize * g.w..(iy as usize + 1) * g.w];
+            dst[..lo].fill(0.0);
+            if hi > lo {
+                let s0 = lo * sw + q - g.pw;
+                if sw == 1 {
+                    dst[lo..hi].copy_from_slice(&xr[s0..s0 + (hi - lo)]);
+                } else {
+                    for (i, v) in dst[lo..hi].iter_mut().enumerate() {
+                        *v = xr[s0 + i * sw];
+                    }
+                }
+            }
+            dst[hi..].fill(0.0);
+        }
+    }
+    let ow = g.ow;
+    let buf = &*buf;
+    let src = |r: usize, kx: usize| -> &[f32] {
+        let off = kx * g.dw;
+        let (q, base) = (off % sw, off / sw);
+        let s = (q * pr + r) * qw + base;
+        &buf[s..s + ow]
+    };
+    for oy in 0..g.oh {
+        let o = &mut out[oy * ow..(oy + 1) * ow];
+        o.fill(bias);
+        for ky in 0..g.kh {
+            let r = oy * g.sh + ky * g.dh;
+            let wr = &wt[ky * g.kw..(ky + 1) * g.kw];
+            let mut kx = 0;
+            while kx + 3 <= g.kw {
+                let (w0, w1, w2) = (wr[kx], wr[kx + 1], wr[kx + 2]);
+                let (a, b, c) = (src(r, kx), src(r, kx + 1), src(r, kx + 2));
+                for (((o, a), b), c) in o.iter_mut().zip(a).zip(b).zip(c) {
+                    *o += w0 * *a + w1 * *b + w2 * *c;
+                }
+                kx += 3;
+            }
+            while kx < g.kw {
+                let w0 = wr[kx];
+                for (o, a) in o.iter_mut().zip(src(r, kx)) {
+                    *o += w0 * *a;
+                }
+                kx += 1;
+            }
+        }
+        if let Some(a) = act {
+            a.apply_at(lvl, o);
+        }
+    }
+});
+
+/// Naive depthwise plane, the reference for tests.
+pub fn depthwise_plane_ref(x: &[f32], w: &[f32], bias: f32, g: &Geom2, act: Option<Activation>, out: &mut [f32]) {
+    for oy in 0..g.oh {
+        for ox in 0..g.ow {
+            let mut s = bias as f64;
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let iy = (oy * g.sh + ky * g.dh) as isize - g.ph as isize;
+                    let ix = (ox * g.sw + kx * g.dw) as isize - g.pw as isize;
+                    if iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize {
+                        s += w[ky * g.kw + kx] as f64 * x[iy as usize * g.w + ix as usize] as f64;
+                    }
+                }
+            }
+            out[oy * g.ow + ox] = s as f32;
+        }
+    }
+    if let Some(a) = act {
+        a.apply_at(SimdLevel::Scalar, &mut out[..g.oh * g.ow]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::available_levels;
+
+    pub(crate) fn rnd(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn depthwise_every_level_matches_naive_reference() {
+        let mut seed = 1;
+        let mut cases = 0;
+        for &(h, w) in &[(1, 1), (5, 7), (12, 9), (17, 33)] {
+            for &(kh, kw) in &[(1, 1), (3, 3), (2, 5), (5, 4), (1, 7)] {
+                for &(sh, sw) in &[(1, 1), (2, 2), (1, 3), (3, 2)] {
+                    for &(dh, dw) in &[(1, 1), (2, 3)] {
+                        for &(ph, pw, ph1, pw1) in &[(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 0, 3), (0, 2, 1, 0)] {
+                            let (Some(oh), Some(ow)) =
+                                (Geom2::out_len(h, kh, sh, dh, ph, ph1), Geom2::out_len(w, kw, sw, dw, pw, pw1))
+                            else {
+                                continue;
+                            };
+                            let g = Geom2 { h, w, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow };
+                            seed += 1;
+                            let x = rnd(h * w, seed);
+                            let wt = rnd(kh * kw, seed + 1000);
+                            let act = [None, Some(Activation::Relu), Some(Activation::Clip(-0.3, 0.4))][seed as usize % 3];
+                            let mut want = vec![0.0; oh * ow];
+                            depthwise_plane_ref(&x, &wt, 0.25, &g, act, &mut want);
+                            let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+                            for lvl in available_levels() {
+                                let mut got = vec![f32::NAN; oh * ow];
+                                let mut scratch = vec![f32::NAN; 3]; // dirty scratch must not leak in
+                                depthwise_plane(lvl, &x, &wt, 0.25, &g, act, &mut scratch, &mut got);
+                                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                                    assert!((a - b).abs() <= 1e-4 * scale, "{lvl:?} {g:?} at {i}: {a} vs {b}");
+                                }
+                            }
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cases > 300, "{cases}");
+    }
+
+    #[test]
+    fn im2col_blocks_match_whole() {
+        let g = Geom2 { h: 7, w: 6, kh: 3, kw: 2, sh: 2, sw: 1, dh: 1, dw: 2, ph: 1, pw: 2, oh: 4, ow: 7 };
+        let c = 2;
+        let x = rnd(c * g.h * g.w, 9);
+        let k = c * g.kk();
+        let n = g.ohw();
+        let mut whole = vec![0.0; k * n];
+        im2col(&x, c, &g, 0, n, &mut whole);
+        // spot check against the definition
+        for ci in 0..c {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    for j in 0..n {
+                        let (oy, ox) = (j / g.ow, j % g.ow);
+                        let iy = (oy * g.sh + ky * g.dh) as isize - g.ph as isize;
+                        let ix = (ox * g.sw + kx * g.dw) as isize - g.pw as isize;
+                        let v = if iy >= 0 && iy < g.h as isize && ix >= 0 && ix < g.w as isize {
+                            x[ci * g.h * g.w + iy as usize * g.w + ix as usize]
+                        } else {
+                            0.0
+                        };
+                        assert_eq!(whole[((ci * g.kh + ky) * g.kw + kx) * n + j], v);
+                    }
+                }
+            }
+        }
+        for (j0, j1) in [(0, 5), (3, 11), (10, n)] {
+            let mut part = vec![0.0; k * (j1 - j0)];
+            im2col(&x, c, &g, j0, j1, &mut part);
+            for r in 0..k {
+                assert_eq!(&part[r * (j1 - j0)..(r + 1) * (j1 - j0)], &whole[r * n + j0..r * n + j1]);
+            }
+        }
+    }
+}
