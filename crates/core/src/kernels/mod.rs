@@ -4,6 +4,7 @@
 
 pub mod act;
 pub mod gemm;
+pub mod conv;
 
 use std::sync::OnceLock;
 
