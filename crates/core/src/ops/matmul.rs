@@ -1,4 +1,405 @@
-//! matmul ops (see CONTRACT.md).
-use super::Registry;
+//! Gemm and MatMul (see CONTRACT.md).
+//!
+//! Both end in [`gemm_rows`]: the output rows are cut into blocks that run in parallel
+//! (single-threaded GEMMs), and each block's epilogue (alpha, beta * C, fused activation)
+//! runs right after its GEMM while the block is in cache. A MatMul whose right operand is
+//! 2-D is one GEMM over all rows of the left operand, whatever its batch dimensions.
 
-pub fn register(_r: &mut Registry) {}
+use super::{input, reg_fusing, BuildCtx, Op, Registry};
+use crate::error::{Error, Result};
+use crate::kernels::act::Activation;
+use crate::kernels::gemm::{sgemm, MatRef};
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+
+pub fn register(r: &mut Registry) {
+    reg_fusing(r, "Gemm", build_gemm);
+    reg_fusing(r, "MatMul", build_matmul);
+}
+
+/// Output floats per row block (about 512 KiB).
+const BLOCK_FLOATS: usize = 128 * 1024;
+
+/// `out[m, n] = a[m, k] * b[k, n]`, then `epi(row_index, row)` on every row.
+fn gemm_rows(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, out: &mut [f32], epi: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let flops = m * n * k;
+    let mut rb = (BLOCK_FLOATS / n).clamp(16, m.max(16));
+    if m.div_ceil(rb) < threads {
+        rb = m.div_ceil(threads).max(16);
+    }
+    if threads == 1 || m <= rb || flops < 1 << 18 {
+        // too small to split by rows: one call (threaded inside when it pays)
+        let t = if flops >= 1 << 21 { threads } else { 1 };
+        sgemm(m, n, k, a, b, out, n, false, t);
+        for (i, row) in out.chunks_mut(n).enumerate().take(m) {
+            epi(i, row);
+        }
+        return;
+    }
+    out[..m * n].par_chunks_mut(rb * n).enumerate().for_each(|(bi, ob)| {
+        let r0 = bi * rb;
+        let rows = ob.len() / n;
+        let sub = MatRef { data: &a.data[(r0 as isize * a.rs) as usize..], rs: a.rs, cs: a.cs };
+        sgemm(rows, n, k, sub, b, ob, n, false, 1);
+        for (i, row) in ob.chunks_mut(n).enumerate() {
+            epi(r0 + i, row);
+        }
+    });
+}
+
+fn data<'t>(inputs: &[Option<&'t Tensor>], i: usize, len: usize) -> Result<&'t [f32]> {
+    let t = input(inputs, i)?;
+    if t.data.len() != len {
+        return Err(Error::Plan(format!("input {i} has {} elements, expected {len}", t.data.len())));
+    }
+    Ok(&t.data)
+}
+
+struct Gemm {
+    m: usize,
+    n: usize,
+    k: usize,
+    trans_a: bool,
+    trans_b: bool,
+    alpha: f32,
+    beta: f32,
+    /// C viewed as `[cm, cn]` with cm in {1, m}, cn in {1, n}.
+    c: Option<(usize, usize)>,
+    act: Option<Activation>,
+}
+
+fn build_gemm(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
+    let sa = ctx.in_shape(0)?;
+    let sb = ctx.in_shape(1)?;
+    if sa.len() != 2 || sb.len() != 2 {
+        return Err(ctx.err(format!("A {sa:?} and B {sb:?} must be 2-D")));
+    }
+    let a = &ctx.attrs;
+    let trans_a = a.int("transA", 0)? != 0;
+    let trans_b = a.int("transB", 0)? != 0;
+    let (m, k) = if trans_a { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
+    let (kb, n) = if trans_b { (sb[1], sb[0]) } else { (sb[0], sb[1]) };
+    if k != kb {
+        return Err(ctx.err(format!("inner dimensions differ: A {sa:?} (transA={trans_a}), B {sb:?} (transB={trans_b})")));
+    }
+    let c = if ctx.has_input(2) {
+        let sc = ctx.in_shape(2)?;
+        if sc.len() > 2 {
+            return Err(ctx.err(format!("C {sc:?} has rank > 2")));
+        }
+        let mut s2 = [1usize, 1];
+        s2[2 - sc.len()..].copy_from_slice(sc);
+        if (s2[0] != 1 && s2[0] != m) || (s2[1] != 1 && s2[1] != n) {
+            return Err(ctx.err(format!("C {sc:?} does not broadcast to [{m}, {n}]")));
+        }
+        Some((s2[0], s2[1]))
+    } else {
+        None
+    };
+    if ctx.out_shapes.first().copied() != Some(&[m, n][..]) {
+        return Err(ctx.err(format!("output shape {:?}, expected [{m}, {n}]", ctx.out_shapes.first())));
+    }
+    Ok(Box::new(Gemm { m, n, k, trans_a, trans_b, alpha: a.float("alpha", 1.0)?, beta: a.float("beta", 1.0)?, c, act: ctx.fused }))
+}
+
+impl Op for Gemm {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let a = data(inputs, 0, m * k)?;
+        let b = data(inputs, 1, k * n)?;
+        let c = match self.c {
+            Some((cm, cn)) if self.beta != 0.0 => Some((data(inputs, 2, cm * cn)?, cm, cn)),
+            _ => None,
+        };
+        let am = if self.trans_a { MatRef::transposed(a, m) } else { MatRef::row_major(a, k) };
+        let bm = if self.trans_b { MatRef::transposed(b, k) } else { MatRef::row_major(b, n) };
+        let mut out = vec![0f32; m * n];
+        let (alpha, beta, act) = (self.alpha, self.beta, self.act);
+        gemm_rows(m, n, k, am, bm, &mut out, &|i, row| {
+            if alpha != 1.0 {
+                row.iter_mut().for_each(|v| *v *= alpha);
+            }
+            if let Some((c, cm, cn)) = c {
+                let cr = &c[if cm == 1 { 0 } else { i * cn }..][..cn];
+                if cn == 1 {
+                    let add = beta * cr[0];
+                    row.iter_mut().for_each(|v| *v += add);
+                } else {
+                    row.iter_mut().zip(cr).for_each(|(v, c)| *v += beta * c);
+                }
+            }
+            if let Some(a) = &act {
+                a.apply(row);
+            }
+        });
+        Ok(vec![Tensor::new(vec![m, n], out)])
+    }
+}
+
+struct MatMul {
+    m: usize,
+    n: usize,
+    k: usize,
+    /// Batch shape of the output, and each operand's batch strides (0 where broadcast).
+    batch: Vec<usize>,
+    a_strides: Vec<usize>,
+    b_strides: Vec<usize>,
+    a_len: usize,
+    b_len: usize,
+    /// B is a single matrix: one GEMM over all rows of A.
+    b_single: bool,
+    act: Option<Activation>,
+    out_shape: Vec<usize>,
+}
+
+fn build_matmul(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
+    let sa = ctx.in_shape(0)?;
+    let sb = ctx.in_shape(1)?;
+    if sa.is_empty() || sb.is_empty() {
+        return Err(ctx.err("MatMul operands must have rank >= 1"));
+    }
+    let a2: Vec<usize> = if sa.len() == 1 { vec![1, sa[0]] } else { sa.to_vec() };
+    let b2: Vec<usize> = if sb.len() == 1 { vec![sb[0], 1] } else { sb.to_vec() };
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (kb, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != kb {
+        return Err(ctx.err(format!("inner dimensions differ: {sa:?} x {sb:?}")));
+    }
+    let (ab, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
+    let r = ab.len().max(bb.len());
+    let pad = |s: &[usize]| -> Vec<usize> { std::iter::repeat(1).take(r - s.len()).chain(s.iter().copied()).collect() };
+    let (pa, pb) = (pad(ab), pad(bb));
+    let mut batch = Vec::with_capacity(r);
+    for i in 0..r {
+        let (x, y) = (pa[i], pb[i]);
+        if x != y && x != 1 && y != 1 {
+            return Err(ctx.err(format!("batch dimensions of {sa:?} and {sb:?} do not broadcast")));
+        }
+        batch.push(if x == 1 { y } else { x });
+    }
+    let bstr = |p: &[usize], mat: usize| -> Vec<usize> {
+        let mut s = vec![0; r];
+        let mut acc = mat;
+        for i in (0..r).rev() {
+            s[i] = if p[i] == 1 { 0 } else { acc };
+            acc *= p[i];
+        }
+        s
+    };
+    let mut out_shape = batch.clone();
+    if sa.len() > 1 {
+        out_shape.push(m);
+    }
+    if sb.len() > 1 {
+        out_shape.push(n);
+    }
+    if ctx.out_shapes.first().copied() != Some(out_shape.as_slice()) {
+        return Err(ctx.err(format!("output shape {:?}, expected {out_shape:?}", ctx.out_shapes.first())));
+    }
+    Ok(Box::new(MatMul {
+        m,
+        n,
+        k,
+        a_strides: bstr(&pa, m * k),
+        b_strides: bstr(&pb, k * n),
+        a_len: sa.iter().product(),
+        b_len: sb.iter().product(),
+        b_single: bb.iter().all(|&d| d == 1),
+        batch,
+        act: ctx.fused,
+        out_shape,
+    }))
+}
+
+impl Op for MatMul {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let a = data(inputs, 0, self.a_len)?;
+        let b = data(inputs, 1, self.b_len)?;
+        let nb: usize = self.batch.iter().product();
+        let mut out = vec![0f32; nb * m * n];
+        let act = self.act;
+        let epi = |_: usize, row: &mut [f32]| {
+            if let Some(a) = &act {
+                a.apply(row);
+            }
+        };
+        // A's batches are contiguous when it is never broadcast: then rows stack.
+        let a_dense = self.a_strides.iter().zip(&self.batch).all(|(&s, &d)| s != 0 || d == 1);
+        if self.b_single && a_dense {
+            gemm_rows(nb * m, n, k, MatRef::row_major(a, k), MatRef::row_major(b, n), &mut out, &epi);
+        } else if nb > 0 && m * n > 0 {
+            let offsets = |bi: usize| -> (usize, usize) {
+                let (mut rem, mut oa, mut ob) = (bi, 0, 0);
+                for d in (0..self.batch.len()).rev() {
+                    let i = rem % self.batch[d];
+                    rem /= self.batch[d];
+                    oa += i * self.a_strides[d];
+                    ob += i * self.b_strides[d];
+                }
+                (oa, ob)
+            };
+            let threads = rayon::current_num_threads();
+            let one = |bi: usize, o: &mut [f32], t: usize| {
+                let (oa, ob) = offsets(bi);
+                sgemm(m, n, k, MatRef::row_major(&a[oa..oa + m * k], k), MatRef::row_major(&b[ob..ob + k * n], n), o, n, false, t);
+                if let Some(a) = &act {
+                    a.apply(o);
+                }
+            };
+            if nb >= threads {
+                out.par_chunks_mut(m * n).enumerate().for_each(|(bi, o)| one(bi, o, 1));
+            } else {
+                let t = if m * n * k >= 1 << 21 { threads } else { 1 };
+                out.chunks_mut(m * n).enumerate().for_each(|(bi, o)| one(bi, o, t));
+            }
+        }
+        Ok(vec![Tensor::new(self.out_shape.clone(), out)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conv::testutil::*;
+    use crate::attrs::AttrValue;
+    use crate::kernels::act::Activation;
+    use crate::tensor::Tensor;
+
+    fn matmul_ref(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, at: bool, bt: bool) -> Vec<f32> {
+        let mut o = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0f64;
+                for p in 0..k {
+                    let x = if at { a[p * m + i] } else { a[i * k + p] };
+                    let y = if bt { b[j * k + p] } else { b[p * n + j] };
+                    s += x as f64 * y as f64;
+                }
+                o[i * n + j] = s as f32;
+            }
+        }
+        o
+    }
+
+    #[test]
+    fn gemm_random_transposes_alpha_beta_and_c_broadcast() {
+        let mut r = Rng(3);
+        for trial in 0..120u64 {
+            let big = trial % 10 == 0;
+            let (m, n, k) = if big { (r.range(100, 300), r.range(30, 90), r.range(20, 70)) } else { (r.range(1, 9), r.range(1, 9), r.range(1, 9)) };
+            let (ta, tb) = (r.bool(), r.bool());
+            let alpha = [1.0, 0.5, -2.0][r.range(0, 2)];
+            let beta = [1.0, 0.0, 0.75][r.range(0, 2)];
+            let cshape: Option<Vec<usize>> = [None, Some(vec![]), Some(vec![n]), Some(vec![1, n]), Some(vec![m, 1]), Some(vec![m, n])][r.range(0, 5)].clone();
+            let a = Tensor::new(if ta { vec![k, m] } else { vec![m, k] }, rnd(m * k, trial));
+            let b = Tensor::new(if tb { vec![n, k] } else { vec![k, n] }, rnd(k * n, trial + 77));
+            let c = cshape.as_ref().map(|s| Tensor::new(s.clone(), rnd(s.iter().product(), trial + 99)));
+            let act = [None, Some(Activation::Relu)][r.range(0, 1)];
+            let mut want = matmul_ref(&a.data, &b.data, m, n, k, ta, tb);
+            for i in 0..m {
+                for j in 0..n {
+                    let mut v = alpha * want[i * n + j];
+                    if let (Some(c), Some(s)) = (&c, &cshape) {
+                        let cv = match s.len() {
+                            0 => c.data[0],
+                            1 => c.data[j],
+                            _ => c.data[if s[0] == 1 { 0 } else { i * s[1] } + if s[1] == 1 { 0 } else { j }],
+                        };
+                        v += beta * cv;
+                    }
+                    want[i * n + j] = v;
+                }
+            }
+            apply_ref(act, &mut want);
+            let attrs = [
+                ("alpha", AttrValue::Float(alpha as f64)),
+                ("beta", AttrValue::Float(beta as f64)),
+                ("transA", AttrValue::Int(ta as i64)),
+                ("transB", AttrValue::Int(tb as i64)),
+            ];
+            let got = run_op("Gemm", &attrs, &[Some(&a), Some(&b), c.as_ref()], &[false, true, true], &[vec![m, n]], act).unwrap();
+            assert_close(&got[0], &[m, n], &want, &format!("gemm trial {trial}"));
+        }
+        let a = Tensor::zeros(&[2, 3]);
+        let b = Tensor::zeros(&[4, 5]);
+        assert!(run_op("Gemm", &[], &[Some(&a), Some(&b)], &[false, true], &[vec![2, 5]], None).is_err());
+        let b = Tensor::zeros(&[3, 5]);
+        let c = Tensor::zeros(&[3, 5]);
+        assert!(run_op("Gemm", &[], &[Some(&a), Some(&b), Some(&c)], &[false, true, true], &[vec![2, 5]], None).is_err());
+        assert!(run_op("Gemm", &[], &[Some(&a), Some(&b)], &[false, true], &[vec![2, 5]], None).is_ok());
+    }
+
+    /// numpy matmul: broadcast batch dims, 1-D promotion.
+    fn np_matmul(sa: &[usize], a: &[f32], sb: &[usize], b: &[f32]) -> (Vec<usize>, Vec<f32>) {
+        let a2: Vec<usize> = if sa.len() == 1 { vec![1, sa[0]] } else { sa.to_vec() };
+        let b2: Vec<usize> = if sb.len() == 1 { vec![sb[0], 1] } else { sb.to_vec() };
+        let (m, k, n) = (a2[a2.len() - 2], a2[a2.len() - 1], b2[b2.len() - 1]);
+        let (ab, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
+        let r = ab.len().max(bb.len());
+        let pa: Vec<usize> = vec![1; r - ab.len()].into_iter().chain(ab.iter().copied()).collect();
+        let pb: Vec<usize> = vec![1; r - bb.len()].into_iter().chain(bb.iter().copied()).collect();
+        let batch: Vec<usize> = (0..r).map(|i| pa[i].max(pb[i])).collect();
+        let nb: usize = batch.iter().product();
+        let mut out = Vec::new();
+        for bi in 0..nb {
+            let mut idx = vec![0; r];
+            let mut rem = bi;
+            for d in (0..r).rev() {
+                idx[d] = rem % batch[d];
+                rem /= batch[d];
+            }
+            let flat = |p: &[usize]| idx.iter().zip(p).fold(0, |acc, (&i, &d)| acc * d + if d == 1 { 0 } else { i });
+            let (oa, ob) = (flat(&pa) * m * k, flat(&pb) * k * n);
+            out.extend(matmul_ref(&a[oa..oa + m * k], &b[ob..ob + k * n], m, n, k, false, false));
+        }
+        let mut shape = batch;
+        if sa.len() > 1 {
+            shape.push(m);
+        }
+        if sb.len() > 1 {
+            shape.push(n);
+        }
+        (shape, out)
+    }
+
+    #[test]
+    fn matmul_numpy_semantics_random() {
+        let mut r = Rng(5);
+        let shapes: &[(&[usize], &[usize])] = &[
+            (&[3], &[3]),
+            (&[3], &[3, 4]),
+            (&[2, 3], &[3]),
+            (&[5, 3], &[2, 3, 4]),
+            (&[2, 1, 5, 3], &[4, 3, 2]),
+            (&[4, 5, 3], &[3, 6]),
+            (&[2, 3, 7, 3], &[3, 1]),
+            (&[1, 5, 3], &[4, 3, 2]),
+            (&[4, 1, 3], &[1, 3, 2]),
+            (&[3], &[2, 3, 4]),
+            (&[6, 70, 40], &[40, 50]),
+            (&[300, 40], &[40, 33]),
+            (&[3, 80, 40], &[3, 40, 50]),
+        ];
+        for (t, (sa, sb)) in shapes.iter().enumerate() {
+            let a = Tensor::new(sa.to_vec(), rnd(sa.iter().product(), t as u64));
+            let b = Tensor::new(sb.to_vec(), rnd(sb.iter().product(), t as u64 + 50));
+            let (oshape, mut want) = np_matmul(sa, &a.data, sb, &b.data);
+            let act = if r.bool() { Some(Activation::Relu) } else { None };
+            apply_ref(act, &mut want);
+            let got = run_op("MatMul", &[], &[Some(&a), Some(&b)], &[false, r.bool()], &[oshape.clone()], act).unwrap();
+            assert_close(&got[0], &oshape, &want, &format!("matmul {sa:?} x {sb:?}"));
+        }
+        let a = Tensor::zeros(&[2, 3]);
+        let b = Tensor::zeros(&[4, 5]);
+        assert!(run_op("MatMul", &[], &[Some(&a), Some(&b)], &[false, true], &[vec![2, 5]], None).is_err());
+        let b = Tensor::zeros(&[3, 5]);
+        assert!(run_op("MatMul", &[], &[Some(&a), Some(&b)], &[false, true], &[vec![5, 2]], None).is_err());
+        let a = Tensor::zeros(&[2, 2, 3]);
+        let b = Tensor::zeros(&[3, 3, 5]);
+        assert!(run_op("MatMul", &[], &[Some(&a), Some(&b)], &[false, true], &[vec![3, 2, 5]], None).is_err());
+    }
+}
