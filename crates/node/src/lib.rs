@@ -123,6 +123,7 @@ pub struct RunTask {
     cancel: Option<Arc<AtomicBool>>,
 }
 
+#[napi]
 impl Task for RunTask {
     type Output = Vec<Tensor>;
     type JsValue = Vec<TensorOut>;

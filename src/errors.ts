@@ -1,0 +1,38 @@
+/**
+ * Error classes with a stable `code`. Every error the package throws on purpose is an
+ * {@link MpqError}; messages say what is wrong and what to do.
+ */
+
+/** Stable error codes. */
+export type ErrorCode =
+  | 'MPQ_BAD_MODEL' // the model file cannot be read or is not a valid ONNX model
+  | 'MPQ_UNSUPPORTED_OP' // an op the engine cannot run
+  | 'MPQ_BAD_NODE' // a node whose attributes or input shapes are invalid
+  | 'MPQ_INPUT_SHAPE' // input data does not fit the model
+  | 'MPQ_BAD_INPUT' // a bad argument or input file (npy, data folder, ...)
+  | 'MPQ_BAD_PLAN' // internal plan inconsistency
+  | 'MPQ_ABORTED' // cancelled through an AbortSignal
+  | 'MPQ_INTERNAL'; // a bug: please report it
+
+export class MpqError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = 'MpqError';
+  }
+}
+
+const CODES: ReadonlySet<string> = new Set([
+  'MPQ_BAD_MODEL', 'MPQ_UNSUPPORTED_OP', 'MPQ_BAD_NODE', 'MPQ_INPUT_SHAPE', 'MPQ_BAD_INPUT', 'MPQ_BAD_PLAN',
+  'MPQ_ABORTED', 'MPQ_INTERNAL',
+]);
+
+/** Converts an error thrown by the native binding ("CODE: message") into an {@link MpqError}. */
+export function fromNative(e: unknown): MpqError {
+  if (e instanceof MpqError) return e;
+  const msg = e instanceof Error ? e.message : String(e);
+  const m = /^(MPQ_[A-Z_]+): ([\s\S]*)$/.exec(msg);
+  if (m && CODES.has(m[1])) return new MpqError(m[1] as ErrorCode, m[2], { cause: e });
+  return new MpqError('MPQ_INTERNAL', `internal error: ${msg}`, { cause: e });
+}

@@ -1,0 +1,99 @@
+/** The context an op handler sees during shape inference, folding and lowering. */
+import { MpqError } from '../errors';
+import { AttrValue, ConstTensor, DType, Node } from './ir';
+
+/** A value after specialisation: static shape, and its data when it is constant. */
+export interface Val {
+  dtype: DType;
+  shape: number[];
+  value?: ConstTensor;
+}
+
+/** What a handler returns from `lower`: which inputs reach Rust, and lowered attributes. */
+export interface Lowered {
+  op?: string;
+  inputs?: number[];
+  attrs?: Record<string, number | string | number[]>;
+}
+
+export interface OpDef {
+  /** Output dtypes and shapes (and values, for ops whose output is known from shapes alone). */
+  infer(c: OpCtx): Val[];
+  /** Output values when every present input is constant; null when this op does not fold. */
+  fold?(c: OpCtx, outs: Val[]): ConstTensor[] | null;
+  /** The node as Rust receives it (see crates/core/src/ops/CONTRACT.md). Default: all inputs, plain attributes. */
+  lower?(c: OpCtx, outs: Val[]): Lowered;
+}
+
+export class OpCtx {
+  constructor(
+    readonly node: Node,
+    readonly opset: number,
+    readonly inputs: (Val | undefined)[],
+  ) {}
+
+  fail(msg: string): never {
+    throw new MpqError('MPQ_BAD_NODE', `node '${this.node.name}' (${this.node.op}, opset ${this.opset}): ${msg}`);
+  }
+  has(i: number): boolean {
+    return this.inputs[i] !== undefined;
+  }
+  in(i: number): Val {
+    const v = this.inputs[i];
+    if (!v) this.fail(`input ${i} is required`);
+    return v;
+  }
+  shape(i: number): number[] {
+    return this.in(i).shape;
+  }
+  rank(i: number): number {
+    return this.in(i).shape.length;
+  }
+  constOf(i: number): ConstTensor | undefined {
+    return this.inputs[i]?.value;
+  }
+  /** The integer values of constant input `i` (shape-like inputs), or a clear error. */
+  ints(i: number, what: string): number[] {
+    const v = this.constOf(i);
+    if (!v) this.fail(`${what} (input ${i}) must be a constant or computable from shapes; data-dependent ${what} is not supported`);
+    return Array.from(v.data, (x) => Number(x));
+  }
+  floats(i: number, what: string): number[] {
+    return this.ints(i, what);
+  }
+  attr(name: string): AttrValue {
+    return this.node.attrs[name];
+  }
+  ai(name: string, def: number): number {
+    const v = this.node.attrs[name];
+    if (v === undefined) return def;
+    if (typeof v !== 'number') this.fail(`attribute '${name}' must be an integer`);
+    return v;
+  }
+  af(name: string, def: number): number {
+    const v = this.node.attrs[name];
+    if (v === undefined) return def;
+    if (typeof v !== 'number') this.fail(`attribute '${name}' must be a number`);
+    return v;
+  }
+  as(name: string, def: string): string {
+    const v = this.node.attrs[name];
+    if (v === undefined) return def;
+    if (typeof v !== 'string') this.fail(`attribute '${name}' must be a string`);
+    return v;
+  }
+  aints(name: string): number[] | undefined {
+    const v = this.node.attrs[name];
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v)) this.fail(`attribute '${name}' must be a list of integers`);
+    return v as number[];
+  }
+  afloats(name: string): number[] | undefined {
+    return this.aints(name);
+  }
+  axis(a: number, rank: number): number {
+    const r = a < 0 ? a + rank : a;
+    if (!(r >= 0 && r < Math.max(rank, 1))) this.fail(`axis ${a} is out of range for rank ${rank}`);
+    return r;
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * Specialisation: given concrete input shapes, infers every value's static shape and folds
+ * every value computable without input data (the Shape -> Gather -> Concat -> Reshape chains
+ * that exporters emit, weight transposes, ...).
+ */
+import { MpqError } from '../errors';
+import { Graph, Node } from './ir';
+import { OPS } from './ops';
+import { OpCtx, Val } from './opctx';
+
+export interface SpecializedNode {
+  node: Node;
+  ctx: OpCtx;
+  outs: Val[];
+  /** True when every output is constant: the node is folded away. */
+  folded: boolean;
+}
+
+export interface Specialized {
+  graph: Graph;
+  inputShapes: Record<string, number[]>;
+  values: Map<string, Val>;
+  nodes: SpecializedNode[];
+}
+
+/** Throws one error naming every op the tool cannot handle, before any work. */
+export function checkSupported(graph: Graph, engineOps: ReadonlySet<string>): void {
+  const bad = graph.nodes.filter((n) => !OPS[n.op] || (!engineOps.has(n.op) && !canAlwaysFold(n.op)));
+  if (bad.length === 0) return;
+  const byOp = new Map<string, string[]>();
+  for (const n of bad) byOp.set(n.op, [...(byOp.get(n.op) ?? []), n.name]);
+  const list = [...byOp]
+    .map(([op, names]) => `'${op}' (opset ${graph.opset}; node${names.length > 1 ? 's' : ''} ${names.slice(0, 3).map((x) => `'${x}'`).join(', ')}${names.length > 3 ? ` and ${names.length - 3} more` : ''})`)
+    .join(', ');
+  const supported = Object.keys(OPS).filter((o) => engineOps.has(o) || canAlwaysFold(o)).sort().join(', ');
+  throw new MpqError('MPQ_UNSUPPORTED_OP', `unsupported op${byOp.size > 1 ? 's' : ''} ${list}. Supported ops: ${supported}`);
+}
+
+function canAlwaysFold(op: string): boolean {
+  return op === 'Shape' || op === 'Size' || op === 'ConstantOfShape' || op === 'Range';
+}
+
+/** Resolves each input's shape: explicit shapes win; declared static dims are used; otherwise error. */
+export function resolveInputShapes(graph: Graph, given: Record<string, readonly number[]> = {}): Record<string, number[]> {
+  const out: Record<string, number[]> = {};
+  for (const name of Object.keys(given)) {
+    if (!graph.inputs.some((i) => i.name === name)) {
+      throw new MpqError('MPQ_BAD_INPUT', `the model has no input '${name}'; its inputs are: ${graph.inputs.map((i) => i.name).join(', ')}`);
+    }
+  }
+  for (const inp of graph.inputs) {
+    const g = given[inp.name];
+    const dims = inp.dims;
+    if (g) {
+      if (dims && dims.length !== g.length) {
+        throw new MpqError('MPQ_INPUT_SHAPE', `input '${inp.name}' has rank ${dims.length} ([${dims.map((d) => d ?? '?')}]), got shape [${g}]`);
+      }
+      dims?.forEach((d, i) => {
+        if (typeof d === 'number' && d !== g[i]) {
+          throw new MpqError('MPQ_INPUT_SHAPE', `input '${inp.name}' needs size ${d} on axis ${i} (declared [${dims.map((x) => x ?? '?')}]), got shape [${g}]`);
+        }
+      });
+      if (g.some((d) => !Number.isInteger(d) || d < 0)) throw new MpqError('MPQ_INPUT_SHAPE', `input '${inp.name}': invalid shape [${g}]`);
+      out[inp.name] = g.slice();
+    } else {
+      if (!dims || dims.some((d) => typeof d !== 'number')) {
+        throw new MpqError(
+          'MPQ_INPUT_SHAPE',
+          `input '${inp.name}' has dynamic dimensions [${(dims ?? ['?']).map((d) => d ?? '?')}]; give its shape (for example --shape ${inp.name}=${(dims ?? []).map((d) => (typeof d === 'number' ? d : 1)).join(',')})`,
+        );
+      }
+      out[inp.name] = dims as number[];
+    }
+  }
+  return out;
+}
+
+export function specialize(graph: Graph, inputShapes: Record<string, number[]>): Specialized {
+  const values = new Map<string, Val>();
+  for (const [name, t] of graph.consts) values.set(name, { dtype: t.dtype, shape: t.shape, value: t });
+  for (const inp of graph.inputs) values.set(inp.name, { dtype: inp.dtype, shape: inputShapes[inp.name] });
+  const nodes: SpecializedNode[] = [];
+  for (const node of graph.nodes) {
+    const def = OPS[node.op];
+    if (!def) throw new MpqError('MPQ_UNSUPPORTED_OP', `op '${node.op}' (node '${node.name}', opset ${graph.opset}) is not supported`);
+    const inputs = node.inputs.map((n) => {
+      if (!n) return undefined;
+      const v = values.get(n);
+      if (!v) throw new MpqError('MPQ_BAD_MODEL', `node '${node.name}' reads '${n}', which is not defined`);
+      return v;
+    });
+    const ctx = new OpCtx(node, graph.opset, inputs);
+    let outs = def.infer(ctx);
+    const allConst = inputs.every((v) => v === undefined || v.value !== undefined);
+    if (!outs.every((o) => o.value) && allConst && def.fold) {
+      const folded = def.fold(ctx, outs);
+      if (folded) outs = outs.map((o, i) => ({ ...o, value: folded[i] }));
+    }
+    if (outs.length < node.outputs.filter(Boolean).length) {
+      throw new MpqError('MPQ_BAD_NODE', `node '${node.name}' (${node.op}) has ${node.outputs.length} outputs; only ${outs.length} are supported`);
+    }
+    node.outputs.forEach((o, i) => o && values.set(o, outs[i]));
+    nodes.push({ node, ctx, outs, folded: outs.every((o) => o.value !== undefined) });
+  }
+  for (const o of graph.outputs) {
+    if (!values.has(o.name)) throw new MpqError('MPQ_BAD_MODEL', `graph output '${o.name}' is not computed by any node`);
+  }
+  return { graph, inputShapes, values, nodes };
+}

@@ -1,0 +1,130 @@
+/** A loaded model: the graph IR, its weights uploaded once to the engine, and plans per input shape. */
+import { MpqError, fromNative } from './errors';
+import { ConstTensor, Graph } from './graph/ir';
+import { lower, Lowered } from './graph/lower';
+import { checkSupported, resolveInputShapes, specialize, Specialized } from './graph/specialize';
+import { native } from './native';
+import { loadGraph, loadGraphFromFile } from './onnx/load';
+
+/** A float32 tensor: row-major data and its shape. */
+export interface Tensor {
+  shape: number[];
+  data: Float32Array;
+}
+
+export interface RunOptions {
+  /** Cancels the run; the promise rejects with an MpqError of code MPQ_ABORTED. */
+  signal?: AbortSignal;
+}
+
+type PlanHandle = InstanceType<ReturnType<typeof native>['PlanHandle']>;
+type StoreHandle = InstanceType<ReturnType<typeof native>['WeightStoreHandle']>;
+
+export interface Compiled {
+  spec: Specialized;
+  lowered: Lowered;
+  plan: PlanHandle;
+}
+
+export class Model {
+  readonly graph: Graph;
+  private store: StoreHandle;
+  private uploaded = new Set<string>();
+  private compiled = new Map<string, Compiled>();
+
+  private constructor(graph: Graph) {
+    this.graph = graph;
+    const n = native();
+    checkSupported(graph, new Set(n.supportedOps()));
+    this.store = new n.WeightStoreHandle();
+  }
+
+  /** Loads an ONNX model from a file (external data is read from its folder). */
+  static fromFile(file: string): Model {
+    return new Model(loadGraphFromFile(file));
+  }
+
+  /** Loads an ONNX model from bytes (models with external data must use {@link Model.fromFile}). */
+  static fromBytes(bytes: Uint8Array): Model {
+    return new Model(loadGraph(bytes));
+  }
+
+  get inputNames(): string[] {
+    return this.graph.inputs.map((i) => i.name);
+  }
+  get outputNames(): string[] {
+    return this.graph.outputs.map((o) => o.name);
+  }
+
+  /** Shape inference and folding for these input shapes (declared static dims fill the rest). */
+  specialize(shapes: Record<string, readonly number[]> = {}): Specialized {
+    return specialize(this.graph, resolveInputShapes(this.graph, shapes));
+  }
+
+  /** The compiled plan for these input shapes (cached). */
+  compile(shapes: Record<string, readonly number[]>): Compiled {
+    const resolved = resolveInputShapes(this.graph, shapes);
+    const key = this.graph.inputs.map((i) => resolved[i.name].join('x')).join(';');
+    let c = this.compiled.get(key);
+    if (c) return c;
+    const spec = specialize(this.graph, resolved);
+    const lowered = lower(spec, (name) => (this.graph.consts.has(name) ? `w:${name}` : `f:${key}:${name}`));
+    for (const { key: k, tensor } of lowered.consts) this.upload(k, tensor);
+    let plan: PlanHandle;
+    try {
+      plan = native().PlanHandle.compile(this.store, JSON.stringify(lowered.plan));
+    } catch (e) {
+      throw fromNative(e);
+    }
+    c = { spec, lowered, plan };
+    this.compiled.set(key, c);
+    return c;
+  }
+
+  private upload(key: string, t: ConstTensor): void {
+    if (this.uploaded.has(key)) return;
+    const data = t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
+    this.store.set(key, t.shape, data);
+    this.uploaded.add(key);
+  }
+
+  /** Runs the model in the engine (off the JS thread). Returns outputs by name. */
+  async run(feeds: Record<string, Tensor>, opts: RunOptions = {}): Promise<Record<string, Tensor>> {
+    for (const name of this.inputNames) {
+      if (!feeds[name]) throw new MpqError('MPQ_BAD_INPUT', `missing input '${name}'; the model's inputs are: ${this.inputNames.join(', ')}`);
+    }
+    const shapes: Record<string, number[]> = {};
+    for (const [name, t] of Object.entries(feeds)) {
+      const n = t.shape.reduce((a, b) => a * b, 1);
+      if (n !== t.data.length) throw new MpqError('MPQ_INPUT_SHAPE', `input '${name}': shape [${t.shape}] needs ${n} values, got ${t.data.length}`);
+      shapes[name] = t.shape;
+    }
+    const c = this.compile(shapes);
+    const results = await this.exec(c, this.inputNames.map((n) => feeds[n]), opts);
+    const out: Record<string, Tensor> = {};
+    let k = 0;
+    for (const o of this.graph.outputs) {
+      const constOut = c.lowered.constOutputs.get(o.name);
+      out[o.name] = constOut
+        ? { shape: constOut.shape, data: Float32Array.from(constOut.data) }
+        : { shape: results[k].shape, data: results[k++].data };
+    }
+    return out;
+  }
+
+  /** Runs a compiled plan; `want` lists plan value indices to return instead of the outputs. */
+  async exec(c: Compiled, inputs: Tensor[], opts: RunOptions = {}, want?: number[]): Promise<Tensor[]> {
+    const n = native();
+    if (opts.signal?.aborted) throw new MpqError('MPQ_ABORTED', 'the run was aborted before it started');
+    const token = new n.CancelToken();
+    const onAbort = () => token.cancel();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await c.plan.run(inputs.map((t) => ({ shape: t.shape, data: t.data })), want, token);
+    } catch (e) {
+      throw fromNative(e);
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+}

@@ -1,0 +1,22 @@
+/** The native addon, loaded once. */
+import * as path from 'path';
+import { MpqError } from './errors';
+
+export type Binding = typeof import('../binding');
+
+let cached: Binding | undefined;
+
+export function native(): Binding {
+  if (cached) return cached;
+  try {
+    // binding.js sits at the package root: ../../binding.js from dist/src/
+    cached = require(path.join(__dirname, '..', '..', 'binding.js')) as Binding;
+  } catch (e) {
+    throw new MpqError(
+      'MPQ_INTERNAL',
+      `cannot load the native addon (${(e as Error).message}); run 'npm run build' in the package folder, or reinstall onnx-mpq`,
+      { cause: e },
+    );
+  }
+  return cached;
+}
