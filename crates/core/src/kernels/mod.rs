@@ -4,6 +4,9 @@
 
 pub mod act;
 pub mod gemm;
+pub mod bcast;
+pub mod fq;
+pub mod unary;
 pub mod conv;
 
 use std::sync::OnceLock;
