@@ -5,6 +5,7 @@ import { lower, Lowered } from './graph/lower';
 import { checkSupported, resolveInputShapes, specialize, Specialized } from './graph/specialize';
 import { native } from './native';
 import { loadGraph, loadGraphFromFile } from './onnx/load';
+import { foldBatchNorm } from './graph/passes/fold-bn';
 
 /** A float32 tensor: row-major data and its shape. */
 export interface Tensor {
@@ -33,9 +34,9 @@ export class Model {
   private compiled = new Map<string, Compiled>();
 
   private constructor(graph: Graph) {
-    this.graph = graph;
+    this.graph = foldBatchNorm(graph);
     const n = native();
-    checkSupported(graph, new Set(n.supportedOps()));
+    checkSupported(this.graph, new Set(n.supportedOps()));
     this.store = new n.WeightStoreHandle();
   }
 

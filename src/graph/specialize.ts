@@ -25,7 +25,7 @@ export interface Specialized {
 
 /** Throws one error naming every op the tool cannot handle, before any work. */
 export function checkSupported(graph: Graph, engineOps: ReadonlySet<string>): void {
-  const bad = graph.nodes.filter((n) => !OPS[n.op] || (!engineOps.has(n.op) && !canAlwaysFold(n.op)));
+  const bad = graph.nodes.filter((n) => !OPS[n.op] || (!engineOps.has(n.op) && !canFold(n.op)));
   if (bad.length === 0) return;
   const byOp = new Map<string, string[]>();
   for (const n of bad) byOp.set(n.op, [...(byOp.get(n.op) ?? []), n.name]);
@@ -38,6 +38,11 @@ export function checkSupported(graph: Graph, engineOps: ReadonlySet<string>): vo
 
 function canAlwaysFold(op: string): boolean {
   return op === 'Shape' || op === 'Size' || op === 'ConstantOfShape' || op === 'Range';
+}
+
+/** Ops that the engine may lack but that TypeScript computes when their inputs are constant. */
+function canFold(op: string): boolean {
+  return canAlwaysFold(op) || OPS[op]?.fold !== undefined;
 }
 
 /** Resolves each input's shape: explicit shapes win; declared static dims are used; otherwise error. */

@@ -1,0 +1,148 @@
+/** Shared test helpers: paths to ../shared, ONNX Runtime reference runs, comparisons, tiny model building. */
+import * as fs from 'fs';
+import * as path from 'path';
+import { onnx } from 'onnx-proto';
+import * as ort from 'onnxruntime-node';
+
+export const ROOT = path.resolve(__dirname, '..', '..');
+export const SHARED = path.resolve(ROOT, '..', 'shared');
+export const HAS_SHARED = fs.existsSync(SHARED);
+export const OCR = path.join(ROOT, 'node_modules', '@gutenye', 'ocr-models', 'assets');
+export const MOBILENET = path.join(SHARED, 'models', 'mobilenet_v1_0.75_224.onnx');
+
+/** Path of a file in ../shared; throws (fails loudly) when shared/ exists but the file is missing. */
+export function sharedFile(rel: string): string {
+  const p = path.join(SHARED, rel);
+  if (!fs.existsSync(p)) throw new Error(`../shared is present but ${rel} is missing`);
+  return p;
+}
+
+export const SKIP_SHARED_MSG = '../shared/ is absent (fresh clone): skipping tests on the shared models and data';
+
+/** Deterministic pseudo-random data in [-1, 1). */
+export function randomData(n: number, seed = 1): Float32Array {
+  let s = (seed * 2654435761) >>> 0 || 1;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13; s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5; s >>>= 0;
+    out[i] = s / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+export async function ortRun(
+  model: string | Uint8Array,
+  feeds: Record<string, { shape: number[]; data: Float32Array }>,
+  opts: { optimize?: boolean } = {},
+): Promise<Record<string, { shape: number[]; data: Float32Array }>> {
+  const so: ort.InferenceSession.SessionOptions = {
+    intraOpNumThreads: 2,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: opts.optimize === false ? 'disabled' : 'all',
+  };
+  const s = typeof model === 'string' ? await ort.InferenceSession.create(model, so) : await ort.InferenceSession.create(model, so);
+  const f: Record<string, ort.Tensor> = {};
+  for (const [k, v] of Object.entries(feeds)) f[k] = new ort.Tensor('float32', v.data, v.shape);
+  const r = await s.run(f);
+  const out: Record<string, { shape: number[]; data: Float32Array }> = {};
+  for (const [k, v] of Object.entries(r)) {
+    const d = v.data as unknown;
+    out[k] = { shape: v.dims.slice(), data: d instanceof Float32Array ? d : Float32Array.from(d as ArrayLike<number>, Number) };
+  }
+  await s.release();
+  return out;
+}
+
+/** max |a - b| / max |b| (0 when both are all zero). */
+export function relMaxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let md = 0, mx = 0;
+  for (let i = 0; i < b.length; i++) {
+    md = Math.max(md, Math.abs(a[i] - b[i]));
+    mx = Math.max(mx, Math.abs(b[i]));
+  }
+  if (a.length !== b.length) return Infinity;
+  return mx === 0 ? md : md / mx;
+}
+
+// ---- building small ONNX models for op tests ----
+
+export interface TinyNode {
+  op: string;
+  inputs: string[];
+  outputs: string[];
+  attrs?: Record<string, number | string | number[] | { floats: number[] } | { tensor: TinyTensor }>;
+}
+export interface TinyTensor {
+  dims: number[];
+  /** 1 float, 7 int64, 10 float16, 9 bool, 3 int8, 2 uint8, 22 int4 ... */
+  type?: number;
+  values: number[];
+}
+
+function tensorProto(name: string, t: TinyTensor): onnx.ITensorProto {
+  const type = t.type ?? 1;
+  const p: onnx.ITensorProto = { name, dims: t.dims, dataType: type };
+  if (type === 1) p.floatData = t.values;
+  else if (type === 7) p.int64Data = t.values;
+  else if (type === 10) {
+    const buf = Buffer.alloc(t.values.length * 2);
+    t.values.forEach((v, i) => buf.writeUInt16LE(f32ToF16(v), i * 2));
+    p.rawData = buf;
+  } else p.int32Data = t.values;
+  return p;
+}
+
+function f32ToF16(v: number): number {
+  const f = new Float32Array([v]);
+  const x = new Uint32Array(f.buffer)[0];
+  const sign = (x >> 16) & 0x8000;
+  const exp = ((x >> 23) & 0xff) - 127 + 15;
+  const mant = (x >> 13) & 0x3ff;
+  if (exp <= 0) return sign;
+  if (exp >= 31) return sign | 0x7c00;
+  return sign | (exp << 10) | mant;
+}
+
+/** Encodes a small model: float32 inputs/outputs with given shapes, initializers, nodes. */
+export function tinyModel(opts: {
+  inputs: Record<string, (number | string)[]>;
+  outputs: Record<string, (number | string)[] | null>;
+  nodes: TinyNode[];
+  inits?: Record<string, TinyTensor>;
+  opset?: number;
+  outputTypes?: Record<string, number>;
+}): Uint8Array {
+  const vi = (name: string, dims: (number | string)[] | null, type = 1): onnx.IValueInfoProto => ({
+    name,
+    type: { tensorType: { elemType: type, shape: dims ? { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } : undefined } },
+  });
+  const attr = (name: string, v: NonNullable<TinyNode['attrs']>[string]): onnx.IAttributeProto => {
+    const T = onnx.AttributeProto.AttributeType;
+    if (typeof v === 'number') return Number.isInteger(v) ? { name, type: T.INT, i: v } : { name, type: T.FLOAT, f: v };
+    if (typeof v === 'string') return { name, type: T.STRING, s: Buffer.from(v) };
+    if (Array.isArray(v)) return { name, type: T.INTS, ints: v };
+    if ('floats' in v) return { name, type: T.FLOATS, floats: v.floats };
+    return { name, type: T.TENSOR, t: tensorProto('', v.tensor) };
+  };
+  const model: onnx.IModelProto = {
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: opts.opset ?? 13 }],
+    producerName: 'onnx-mpq-tests',
+    graph: {
+      name: 'tiny',
+      node: opts.nodes.map((n, i) => ({
+        name: `${n.op}_${i}`,
+        opType: n.op,
+        input: n.inputs,
+        output: n.outputs,
+        attribute: Object.entries(n.attrs ?? {}).map(([k, v]) => attr(k, v)),
+      })),
+      input: Object.entries(opts.inputs).map(([k, d]) => vi(k, d)),
+      output: Object.entries(opts.outputs).map(([k, d]) => vi(k, d, opts.outputTypes?.[k] ?? 1)),
+      initializer: Object.entries(opts.inits ?? {}).map(([k, t]) => tensorProto(k, t)),
+    },
+  };
+  return onnx.ModelProto.encode(model).finish();
+}
