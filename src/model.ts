@@ -45,6 +45,11 @@ export class Model {
     return new Model(loadGraphFromFile(file));
   }
 
+  /** Wraps a graph IR (for example a QDQ graph built by the quantizer). */
+  static fromGraph(graph: Graph): Model {
+    return new Model(graph);
+  }
+
   /** Loads an ONNX model from bytes (models with external data must use {@link Model.fromFile}). */
   static fromBytes(bytes: Uint8Array): Model {
     return new Model(loadGraph(bytes));
@@ -63,22 +68,24 @@ export class Model {
   }
 
   /** The compiled plan for these input shapes (cached). */
-  compile(shapes: Record<string, readonly number[]>): Compiled {
+  compile(shapes: Record<string, readonly number[]>, keep: readonly string[] = []): Compiled {
     const resolved = resolveInputShapes(this.graph, shapes);
     const key = this.graph.inputs.map((i) => resolved[i.name].join('x')).join(';');
-    let c = this.compiled.get(key);
+    const ckey = keep.length ? `${key}|${keep.join('|')}` : key;
+    let c = this.compiled.get(ckey);
     if (c) return c;
     const spec = specialize(this.graph, resolved);
     const lowered = lower(spec, (name) => (this.graph.consts.has(name) ? `w:${name}` : `f:${key}:${name}`));
     for (const { key: k, tensor } of lowered.consts) this.upload(k, tensor);
     let plan: PlanHandle;
+    const keepIds = keep.map((k) => lowered.index.get(k)).filter((i): i is number => i !== undefined);
     try {
-      plan = native().PlanHandle.compile(this.store, JSON.stringify(lowered.plan));
+      plan = native().PlanHandle.compile(this.store, JSON.stringify(lowered.plan), keepIds);
     } catch (e) {
       throw fromNative(e);
     }
     c = { spec, lowered, plan };
-    this.compiled.set(key, c);
+    this.compiled.set(ckey, c);
     return c;
   }
 
@@ -111,6 +118,25 @@ export class Model {
         : { shape: results[k].shape, data: results[k++].data };
     }
     return out;
+  }
+
+  /**
+   * Runs a compiled plan and returns statistics of `values` (plan value indices kept at
+   * compile time): [min, max] pairs, or histograms when `ranges` and `bins` are given.
+   */
+  async observe(c: Compiled, inputs: Tensor[], values: number[], hist?: { ranges: Float64Array; bins: number }, opts: RunOptions = {}): Promise<Float64Array> {
+    const n = native();
+    if (opts.signal?.aborted) throw new MpqError('MPQ_ABORTED', 'aborted');
+    const token = new n.CancelToken();
+    const onAbort = () => token.cancel();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await c.plan.observe(inputs.map((t) => ({ shape: t.shape, data: t.data })), values, hist?.ranges, hist?.bins, token);
+    } catch (e) {
+      throw fromNative(e);
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
   }
 
   /** Runs a compiled plan; `want` lists plan value indices to return instead of the outputs. */

@@ -184,6 +184,26 @@ impl Executor {
 
     /// Runs the plan and returns the values `want` (graph outputs or values kept at build time).
     pub fn run_values(&self, inputs: Vec<Tensor>, want: &[usize], cancel: Option<&AtomicBool>) -> Result<Vec<Tensor>> {
+        self.run_observe(inputs, want, &[], &mut |_, _| {}, cancel)
+    }
+
+    /// Runs the plan, calling `observer(value, tensor)` as soon as each value in `observe`
+    /// (graph inputs or values kept at build time) is available, and returns `want`.
+    pub fn run_observe(
+        &self,
+        inputs: Vec<Tensor>,
+        want: &[usize],
+        observe: &[usize],
+        observer: &mut dyn FnMut(usize, &Tensor),
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Vec<Tensor>> {
+        let mut watched = vec![false; self.values.len()];
+        for &o in observe {
+            if o >= self.values.len() || (self.last_use[o] != usize::MAX && !self.inputs.contains(&o)) {
+                return Err(Error::Plan(format!("value {o} is not kept by this executor and cannot be observed")));
+            }
+            watched[o] = true;
+        }
         if inputs.len() != self.inputs.len() {
             return Err(Error::Plan(format!("expected {} inputs, got {}", self.inputs.len(), inputs.len())));
         }
@@ -192,6 +212,9 @@ impl Executor {
             let v = &self.values[id];
             if t.shape != v.shape || t.data.len() != crate::tensor::numel(&t.shape) {
                 return Err(Error::InputShape { name: v.name.clone(), expected: v.shape.clone(), got: t.shape });
+            }
+            if watched[id] {
+                observer(id, &t);
             }
             slots[id] = Some(Arc::new(t));
         }
@@ -223,6 +246,9 @@ impl Executor {
                         &step.name,
                         format!("output '{}' has shape {:?}, the plan says {:?}", self.values[o].name, t.shape, want_shape),
                     ));
+                }
+                if watched[o] {
+                    observer(o, &t);
                 }
                 slots[o] = Some(Arc::new(t));
             }

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod kernels;
 pub mod ops;
 pub mod plan;
+pub mod stats;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -9,6 +9,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+mod data;
+
 /// Error codes, kept in step with `src/errors.ts`.
 fn code_of(e: &CoreError) -> &'static str {
     match e {
@@ -147,6 +149,65 @@ impl Task for RunTask {
     }
 }
 
+
+pub struct ObserveTask {
+    exec: Arc<Executor>,
+    inputs: Option<Vec<Tensor>>,
+    values: Vec<usize>,
+    /// `None`: min/max per value. `Some((ranges, bins))`: histograms over the given ranges.
+    hist: Option<(Vec<f64>, usize)>,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+#[napi]
+impl Task for ObserveTask {
+    type Output = Vec<f64>;
+    type JsValue = Float64Array;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let inputs = self.inputs.take().unwrap_or_default();
+        let exec = self.exec.clone();
+        let values = self.values.clone();
+        let hist = self.hist.clone();
+        let cancel = self.cancel.clone();
+        guard(move || {
+            let slot: std::collections::HashMap<usize, usize> = values.iter().enumerate().map(|(i, &v)| (v, i)).collect();
+            let n = values.len();
+            match hist {
+                None => {
+                    let mut out = vec![0f64; 2 * n];
+                    for i in 0..n {
+                        out[2 * i] = f64::INFINITY;
+                        out[2 * i + 1] = f64::NEG_INFINITY;
+                    }
+                    exec.run_observe(inputs, &[], &values, &mut |v, t| {
+                        let i = slot[&v];
+                        let (lo, hi) = mpq_core::stats::minmax(&t.data);
+                        out[2 * i] = out[2 * i].min(lo as f64);
+                        out[2 * i + 1] = out[2 * i + 1].max(hi as f64);
+                    }, cancel.as_deref())?;
+                    Ok(out)
+                }
+                Some((ranges, bins)) => {
+                    if ranges.len() != 2 * n || bins == 0 {
+                        return Err(CoreError::Plan(format!("histogram needs {} range bounds and bins > 0", 2 * n)));
+                    }
+                    let mut out = vec![0f64; n * bins];
+                    exec.run_observe(inputs, &[], &values, &mut |v, t| {
+                        let i = slot[&v];
+                        mpq_core::stats::histogram(&t.data, ranges[2 * i] as f32, ranges[2 * i + 1] as f32, &mut out[i * bins..(i + 1) * bins]);
+                    }, cancel.as_deref())?;
+                    Ok(out)
+                }
+            }
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(Float64Array::new(output))
+    }
+}
+
 #[napi]
 impl PlanHandle {
     /// Builds a plan from its JSON (see `mpq_core::plan::PlanDef`) on the weights in `store`.
@@ -167,6 +228,20 @@ impl PlanHandle {
     #[napi(getter)]
     pub fn num_steps(&self) -> u32 {
         self.exec.num_steps() as u32
+    }
+
+    /// Runs the plan and returns statistics of `values` (kept at compile time): min/max pairs,
+    /// or, with `ranges` ([lo, hi] per value) and `bins`, histograms (values x bins).
+    #[napi]
+    pub fn observe(&self, inputs: Vec<TensorIn>, values: Vec<u32>, ranges: Option<Float64Array>, bins: Option<u32>, cancel: Option<&CancelToken>) -> AsyncTask<ObserveTask> {
+        let inputs = inputs.into_iter().map(|t| Tensor { shape: shape_usize(&t.shape), data: t.data.to_vec() }).collect();
+        AsyncTask::new(ObserveTask {
+            exec: self.exec.clone(),
+            inputs: Some(inputs),
+            values: values.into_iter().map(|v| v as usize).collect(),
+            hist: ranges.map(|r| (r.to_vec(), bins.unwrap_or(2048) as usize)),
+            cancel: cancel.map(|c| c.flag.clone()),
+        })
     }
 
     /// Runs the plan off the JS thread. `want`: value indices to return instead of the outputs.

@@ -1,8 +1,6 @@
 /** Compute ops: convolutions, pooling, matrix products, normalisation, reductions, Resize, QDQ. */
-import { MpqError } from '../../errors';
 import { OpCtx, OpDef, Val } from '../opctx';
 import { broadcastShapes, makeConst } from '../tensor';
-import { encodeInf } from './elementwise';
 
 /** Explicit pads for a sliding window, resolving auto_pad as ONNX Runtime does. */
 function windowPads(c: OpCtx, spatial: number[], kernel: number[], strides: number[], dil: number[]): number[] {
@@ -240,6 +238,7 @@ const globalPool: OpDef = {
 
 /** qmin/qmax of the integer type a QuantizeLinear produces (from its zero point or output_dtype). */
 function qrange(c: OpCtx): { qmin: number; qmax: number } {
+  if (c.attr('mpq_qmin') !== undefined) return { qmin: c.ai('mpq_qmin', 0), qmax: c.ai('mpq_qmax', 255) };
   const t = c.constOf(2)?.onnxType ?? c.ai('output_dtype', 2);
   const ranges: Record<number, [number, number]> = {
     2: [0, 255], 3: [-128, 127], 4: [0, 65535], 5: [-32768, 32767], 21: [0, 15], 22: [-8, 7], 6: [-2147483648, 2147483647],
@@ -360,7 +359,4 @@ export const NN: Record<string, OpDef> = {
 };
 NN.Upsample = { infer: NN.Resize.infer, lower: (c, o) => ({ ...NN.Resize.lower!(c, o), op: 'Resize' }) };
 
-// Referenced so that tree-shaking tools keep the shared helpers.
-void MpqError;
-void encodeInf;
 export type { Val };

@@ -1,0 +1,65 @@
+/** Calibration: activation statistics over the calibration data, computed in the engine. */
+import { Model, RunOptions, Tensor } from '../model';
+import { mseRange, RangeMethod } from './ranges';
+
+export type Batches = () => AsyncIterable<Record<string, Tensor>>;
+
+export interface ActStats {
+  min: number;
+  max: number;
+  /** Histogram over [min, max] (only for the MSE range method). */
+  hist?: Float64Array;
+}
+
+const BINS = 1024;
+
+/** Min/max (and histograms for MSE) of `values` over every calibration batch. */
+export async function collectStats(model: Model, batches: Batches, values: string[], method: RangeMethod, opts: RunOptions = {}): Promise<Map<string, ActStats>> {
+  const stats = new Map<string, ActStats>();
+  for (const v of values) stats.set(v, { min: Infinity, max: -Infinity });
+  const plans = new Map<string, { c: ReturnType<Model['compile']>; ids: number[]; names: string[] }>();
+  const planFor = (batch: Record<string, Tensor>) => {
+    const key = model.inputNames.map((n) => batch[n].shape.join('x')).join(';');
+    let p = plans.get(key);
+    if (!p) {
+      const c = model.compile(Object.fromEntries(model.inputNames.map((n) => [n, batch[n].shape])), values);
+      const names = values.filter((v) => c.lowered.index.has(v));
+      p = { c, ids: names.map((v) => c.lowered.index.get(v)!), names };
+      plans.set(key, p);
+    }
+    return p;
+  };
+  for await (const batch of batches()) {
+    const p = planFor(batch);
+    const r = await model.observe(p.c, model.inputNames.map((n) => batch[n]), p.ids, undefined, opts);
+    p.names.forEach((v, i) => {
+      const s = stats.get(v)!;
+      s.min = Math.min(s.min, r[2 * i]);
+      s.max = Math.max(s.max, r[2 * i + 1]);
+    });
+  }
+  if (method === 'mse') {
+    for (const s of stats.values()) s.hist = new Float64Array(BINS);
+    for await (const batch of batches()) {
+      const p = planFor(batch);
+      const ranges = new Float64Array(p.names.length * 2);
+      p.names.forEach((v, i) => {
+        ranges[2 * i] = stats.get(v)!.min;
+        ranges[2 * i + 1] = stats.get(v)!.max;
+      });
+      const h = await model.observe(p.c, model.inputNames.map((n) => batch[n]), p.ids, { ranges, bins: BINS }, opts);
+      p.names.forEach((v, i) => {
+        const dst = stats.get(v)!.hist!;
+        for (let k = 0; k < BINS; k++) dst[k] += h[i * BINS + k];
+      });
+    }
+  }
+  return stats;
+}
+
+/** The clipping range of an activation at `bits` under `method`. */
+export function activationRange(s: ActStats, bits: number, method: RangeMethod): [number, number] {
+  if (!Number.isFinite(s.min) || !Number.isFinite(s.max)) return [0, 0];
+  if (method === 'mse' && s.hist) return mseRange(s.hist, s.min, s.max, bits);
+  return [s.min, s.max];
+}
