@@ -127,21 +127,22 @@ pub fn col2im(cols: &[f32], c: usize, g: &Geom2, out: &mut [f32]) {
 /// Scratch size (floats) [`depthwise_plane`] needs for geometry `g`.
 pub fn depthwise_scratch(g: &Geom2) -> usize {
     let (pr, qw) = dw_padded(g);
-    g.sw * pr * qw
+    g.sh * g.sw * pr * qw + g.oh * qw
 }
 
+/// Rows per row phase and columns per column phase of the phase-split padded input.
 fn dw_padded(g: &Geom2) -> (usize, usize) {
-    let pr = if g.oh == 0 { 0 } else { (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1 };
-    let qw = g.ow + ((g.kw - 1) * g.dw) / g.sw;
-    (pr, qw)
+    (g.oh + ((g.kh - 1) * g.dh) / g.sh, g.ow + ((g.kw - 1) * g.dw) / g.sw)
 }
 
 /// One depthwise plane: `out[oy, ox] = bias + sum w[ky, kx] * x[oy*sh - ph + ky*dh, ox*sw - pw + kx*dw]`
-/// then the activation, row by row while the row is in L1.
+/// then the activation.
 ///
-/// The input is first copied into `scratch` zero-padded and split by column phase
-/// (`ix mod sw`), so that every tap reads a contiguous run of `ow` floats whatever the
-/// stride: the inner loops are plain slices the compiler vectorises for each level.
+/// The input is first copied into `scratch` zero-padded and split by row and column phase
+/// (`iy mod sh`, `ix mod sw`), each phase a `[pr, qw]` grid. On an output grid `[oh, qw]`
+/// (`qw >= ow`, the extra columns are discarded) every tap then reads one contiguous run of
+/// the flattened plane, whatever the strides and dilations, so the whole plane is a handful
+/// of long vectorisable loops (one pass for 3x3), also for small 7x7 planes.
 pub fn depthwise_plane(
     level: SimdLevel,
     x: &[f32],
@@ -149,14 +150,28 @@ pub fn depthwise_plane(
     bias: f32,
     g: &Geom2,
     act: Option<Activation>,
-    scratch: &mut Vec<f32>,
+    scratch: &mut DwScratch,
     out: &mut [f32],
 ) {
     let need = depthwise_scratch(g);
-    if scratch.len() < need {
-        scratch.resize(need, 0.0);
+    if scratch.geom != Some(*g) || scratch.buf.len() < need {
+        // The padding cells of the phase-split copy are zero for every plane of one
+        // geometry: zero them once here, and later planes only rewrite the interior.
+        scratch.buf.clear();
+        scratch.buf.resize(need, 0.0);
+        scratch.geom = Some(*g);
     }
-    dw_plane_impl(level, x, w, bias, g, act.as_ref(), &mut scratch[..need], out, level);
+    if g.oh == 0 || g.ow == 0 {
+        return;
+    }
+    dw_plane_impl(level, x, w, bias, g, act.as_ref(), &mut scratch.buf[..need], out, level);
+}
+
+/// Per-thread scratch of [`depthwise_plane`], reused across planes of the same geometry.
+#[derive(Default)]
+pub struct DwScratch {
+    buf: Vec<f32>,
+    geom: Option<Geom2>,
 }
 
 dispatch_fn!(fn dw_plane_impl(
@@ -165,75 +180,88 @@ dispatch_fn!(fn dw_plane_impl(
     bias: f32,
     g: &Geom2,
     act: Option<&Activation>,
-    buf: &mut [f32],
+    scratch: &mut [f32],
     out: &mut [f32],
     lvl: SimdLevel,
 ) {
     let (pr, qw) = dw_padded(g);
-    let sw = g.sw;
-    assert!(x.len() >= g.h * g.w && wt.len() >= g.kh * g.kw && out.len() >= g.oh * g.ow && buf.len() >= sw * pr * qw);
-    // Fill the padded, phase-split copy: buf[(q * pr + r) * qw + c] = P[r][c * sw + q].
-    for q in 0..sw {
-        // valid c: 0 <= c*sw + q - pw < w
-        let lo = if g.pw > q { (g.pw - q).div_ceil(sw) } else { 0 };
-        let hi = if g.w + g.pw > q { (g.w + g.pw - q).div_ceil(sw) } else { 0 };
-        let (lo, hi) = (lo.min(qw), hi.min(qw).max(lo.min(qw)));
-        for r in 0..pr {
-            let dst = &mut buf[(q * pr + r) * qw..(q * pr + r + 1) * qw];
-            let iy = r as isize - g.ph as isize;
-            if iy < 0 || iy >= g.h as isize {
-                dst.fill(0.0);
-                continue;
-            }
-            let xr = &x[iy as usize * g.w..(iy as usize + 1) * g.w];
-            dst[..lo].fill(0.0);
-            if hi > lo {
-                let s0 = lo * sw + q - g.pw;
+    let (sh, sw) = (g.sh, g.sw);
+    let phase = pr * qw;
+    assert!(x.len() >= g.h * g.w && wt.len() >= g.kh * g.kw && out.len() >= g.oh * g.ow);
+    let (buf, acc) = scratch.split_at_mut(sh * sw * phase);
+    let acc = &mut acc[..g.oh * qw];
+    // buf[((qy * sw + qx) * pr + r) * qw + c] = P[r * sh + qy][c * sw + qx] (P: padded input)
+    for qx in 0..sw {
+        // valid c: 0 <= c*sw + qx - pw < w
+        let lo = if g.pw > qx { (g.pw - qx).div_ceil(sw) } else { 0 }.min(qw);
+        let hi = if g.w + g.pw > qx { (g.w + g.pw - qx).div_ceil(sw) } else { 0 }.clamp(lo, qw);
+        for qy in 0..sh {
+            for r in 0..pr {
+                let at = ((qy * sw + qx) * pr + r) * qw;
+                let dst = &mut buf[at..at + qw];
+                let iy = (r * sh + qy) as isize - g.ph as isize;
+                if iy < 0 || iy >= g.h as isize || hi <= lo {
+                    continue; // all padding: zeroed when the scratch was set up
+                }
+                let xr = &x[iy as usize * g.w..(iy as usize + 1) * g.w];
+                let s0 = lo * sw + qx - g.pw;
                 if sw == 1 {
-                    dst[lo..hi].copy_from_slice(&xr[s0..s0 + (hi - lo)]);
+                    for (d, v) in dst[lo..hi].iter_mut().zip(&xr[s0..s0 + (hi - lo)]) {
+                        *d = *v;
+                    }
                 } else {
                     for (i, v) in dst[lo..hi].iter_mut().enumerate() {
                         *v = xr[s0 + i * sw];
                     }
                 }
             }
-            dst[hi..].fill(0.0);
         }
     }
-    let ow = g.ow;
+    // Flat run length: output rows 0..oh on a qw-wide grid, the last row only to ow.
+    let len = (g.oh - 1) * qw + g.ow;
     let buf = &*buf;
-    let src = |r: usize, kx: usize| -> &[f32] {
-        let off = kx * g.dw;
-        let (q, base) = (off % sw, off / sw);
-        let s = (q * pr + r) * qw + base;
-        &buf[s..s + ow]
+    let tap = |ky: usize, kx: usize| -> &[f32] {
+        let (oy, ox) = (ky * g.dh, kx * g.dw);
+        let s = (((oy % sh) * sw + ox % sw) * pr + oy / sh) * qw + ox / sw;
+        &buf[s..s + len]
+    };
+    let acc = &mut acc[..len];
+    if g.kh == 3 && g.kw == 3 {
+        let w = &wt[..9];
+        let (t0, t1, t2) = (tap(0, 0), tap(0, 1), tap(0, 2));
+        let (t3, t4, t5) = (tap(1, 0), tap(1, 1), tap(1, 2));
+        let (t6, t7, t8) = (tap(2, 0), tap(2, 1), tap(2, 2));
+        for i in 0..len {
+            let a = bias + w[0] * t0[i] + w[1] * t1[i] + w[2] * t2[i];
+            let b = w[3] * t3[i] + w[4] * t4[i] + w[5] * t5[i];
+            let c = w[6] * t6[i] + w[7] * t7[i] + w[8] * t8[i];
+            acc[i] = a + b + c;
+        }
+    } else {
+        acc.fill(bias);
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let w0 = wt[ky * g.kw + kx];
+                for (a, t) in acc.iter_mut().zip(tap(ky, kx)) {
+                    *a += w0 * *t;
+                }
+            }
+        }
+    }
+    // Copy out of the qw-wide grid; ReLU/Clip are applied in the same pass.
+    let (lo, hi, rest) = match act {
+        Some(Activation::Relu) => (0.0, f32::INFINITY, None),
+        Some(Activation::Clip(lo, hi)) => (*lo, *hi, None),
+        other => (f32::NEG_INFINITY, f32::INFINITY, other),
     };
     for oy in 0..g.oh {
-        let o = &mut out[oy * ow..(oy + 1) * ow];
-        o.fill(bias);
-        for ky in 0..g.kh {
-            let r = oy * g.sh + ky * g.dh;
-            let wr = &wt[ky * g.kw..(ky + 1) * g.kw];
-            let mut kx = 0;
-            while kx + 3 <= g.kw {
-                let (w0, w1, w2) = (wr[kx], wr[kx + 1], wr[kx + 2]);
-                let (a, b, c) = (src(r, kx), src(r, kx + 1), src(r, kx + 2));
-                for (((o, a), b), c) in o.iter_mut().zip(a).zip(b).zip(c) {
-                    *o += w0 * *a + w1 * *b + w2 * *c;
-                }
-                kx += 3;
-            }
-            while kx < g.kw {
-                let w0 = wr[kx];
-                for (o, a) in o.iter_mut().zip(src(r, kx)) {
-                    *o += w0 * *a;
-                }
-                kx += 1;
-            }
+        let o = &mut out[oy * g.ow..(oy + 1) * g.ow];
+        for (o, a) in o.iter_mut().zip(&acc[oy * qw..oy * qw + g.ow]) {
+            *o = a.max(lo).min(hi);
         }
-        if let Some(a) = act {
-            a.apply_at(lvl, o);
-        }
+    }
+    if let Some(a) = rest {
+        a.apply_at(lvl, &mut out[..g.oh * g.ow]);
     }
 });
 
@@ -280,6 +308,7 @@ mod tests {
     fn depthwise_every_level_matches_naive_reference() {
         let mut seed = 1;
         let mut cases = 0;
+        let mut scratches: Vec<DwScratch> = (0..4).map(|_| DwScratch { buf: vec![f32::NAN; 3], geom: None }).collect();
         for &(h, w) in &[(1, 1), (5, 7), (12, 9), (17, 33)] {
             for &(kh, kw) in &[(1, 1), (3, 3), (2, 5), (5, 4), (1, 7)] {
                 for &(sh, sw) in &[(1, 1), (2, 2), (1, 3), (3, 2)] {
@@ -294,14 +323,15 @@ mod tests {
                             seed += 1;
                             let x = rnd(h * w, seed);
                             let wt = rnd(kh * kw, seed + 1000);
-                            let act = [None, Some(Activation::Relu), Some(Activation::Clip(-0.3, 0.4))][seed as usize % 3];
+                            let act = [None, Some(Activation::Relu), Some(Activation::Clip(-0.3, 0.4)), Some(Activation::HardSwish)][seed as usize % 4];
                             let mut want = vec![0.0; oh * ow];
                             depthwise_plane_ref(&x, &wt, 0.25, &g, act, &mut want);
                             let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
                             for lvl in available_levels() {
                                 let mut got = vec![f32::NAN; oh * ow];
-                                let mut scratch = vec![f32::NAN; 3]; // dirty scratch must not leak in
-                                depthwise_plane(lvl, &x, &wt, 0.25, &g, act, &mut scratch, &mut got);
+                                // one scratch per level over all cases: reuse across geometries must be safe
+                                let scratch = &mut scratches[lvl as usize];
+                                depthwise_plane(lvl, &x, &wt, 0.25, &g, act, scratch, &mut got);
                                 for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                                     assert!((a - b).abs() <= 1e-4 * scale, "{lvl:?} {g:?} at {i}: {a} vs {b}");
                                 }

@@ -12,7 +12,7 @@
 use super::{input, reg_fusing, BuildCtx, Op, Registry};
 use crate::error::{Error, Result};
 use crate::kernels::act::Activation;
-use crate::kernels::conv::{col2im, depthwise_plane, im2col, Geom2};
+use crate::kernels::conv::{col2im, depthwise_plane, im2col, DwScratch, Geom2};
 use crate::kernels::gemm::{sgemm, MatRef};
 use crate::kernels::simd_level;
 use crate::tensor::Tensor;
@@ -265,11 +265,16 @@ impl Op for Conv {
             ConvKind::Depthwise => {
                 let level = simd_level();
                 let mg = self.m / self.group;
-                out.par_chunks_mut(ohw).enumerate().for_each_init(Vec::new, |scratch, (p, o)| {
-                    let (img, co) = (p / self.m, p % self.m);
-                    let ci = img * self.c + co / mg;
-                    let b = bias.map_or(0.0, |b| b[co]);
-                    depthwise_plane(level, &x[ci * hw..(ci + 1) * hw], &w[co * kk..(co + 1) * kk], b, g, self.act, scratch, o);
+                // Several small planes per task, so that a 7x7 plane does not pay a task each.
+                let per = (4096 / ohw).clamp(1, (self.n * self.m).div_ceil(4 * threads).max(1));
+                out.par_chunks_mut(ohw * per).enumerate().for_each_init(DwScratch::default, |scratch, (t, chunk)| {
+                    for (j, o) in chunk.chunks_mut(ohw).enumerate() {
+                        let p = t * per + j;
+                        let (img, co) = (p / self.m, p % self.m);
+                        let ci = img * self.c + co / mg;
+                        let b = bias.map_or(0.0, |b| b[co]);
+                        depthwise_plane(level, &x[ci * hw..(ci + 1) * hw], &w[co * kk..(co + 1) * kk], b, g, self.act, scratch, o);
+                    }
                 });
             }
             _ if self.n >= threads || threads == 1 => {
@@ -761,5 +766,67 @@ mod tests {
         let w = Tensor::zeros(&[2, 1, 3, 3]);
         assert!(run_op("ConvTranspose", &[], &[Some(&x), Some(&w)], &[false, true], &[vec![1, 1, 6, 5]], None).is_err());
         assert!(run_op("ConvTranspose", &[], &[Some(&x), Some(&w)], &[false, true], &[vec![1, 1, 5, 5]], None).is_ok());
+    }
+}
+
+/// `cargo test --release -p mpq-core bench_mobilenet -- --ignored --nocapture`: times the
+/// conv layers of MobileNetV1-0.75 (batch 32, 224x224, BN folded, fused ReLU), per layer and
+/// in total, best of a few runs.
+#[cfg(test)]
+mod bench {
+    use super::testutil::*;
+    use crate::attrs::AttrValue;
+    use crate::kernels::act::Activation;
+    use crate::tensor::Tensor;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore]
+    fn bench_mobilenet_v1_075_batch32() {
+        let n: usize = std::env::var("MPQ_BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+        let ch = |c: usize| c * 3 / 4;
+        // (cin, cout, kernel, stride, depthwise, input size)
+        let mut layers = vec![(3, ch(32), 3, 2, false, 224)];
+        let cfg = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)];
+        let (mut c, mut hw) = (ch(32), 112);
+        for (out, s) in cfg {
+            layers.push((c, c, 3, s, true, hw));
+            hw /= s;
+            layers.push((c, ch(out), 1, 1, false, hw));
+            c = ch(out);
+        }
+        let mut total = 0.0;
+        let (mut dw_t, mut pw_t) = (0.0, 0.0);
+        for (i, &(cin, cout, k, s, dw, hw)) in layers.iter().enumerate() {
+            let pad = k / 2;
+            let ohw = (hw + 2 * pad - k) / s + 1;
+            let x = Tensor::new(vec![n, cin, hw, hw], rnd(n * cin * hw * hw, i as u64));
+            let wshape = vec![cout, if dw { 1 } else { cin }, k, k];
+            let w = Tensor::new(wshape.clone(), rnd(wshape.iter().product(), 99));
+            let b = Tensor::new(vec![cout], rnd(cout, 7));
+            let attrs = [
+                ("pads", ints(&[pad; 4])),
+                ("strides", ints(&[s, s])),
+                ("dilations", ints(&[1, 1])),
+                ("group", AttrValue::Int(if dw { cin as i64 } else { 1 })),
+            ];
+            let oshape = vec![n, cout, ohw, ohw];
+            let mut best = f64::INFINITY;
+            for _ in 0..3 {
+                let t = Instant::now();
+                let out = run_op("Conv", &attrs, &[Some(&x), Some(&w), Some(&b)], &[false, true, true], &[oshape.clone()], Some(Activation::Relu)).unwrap();
+                best = best.min(t.elapsed().as_secs_f64());
+                std::hint::black_box(out);
+            }
+            total += best;
+            if dw {
+                dw_t += best;
+            } else if k == 1 {
+                pw_t += best;
+            }
+            let gflop = 2.0 * (n * cout * ohw * ohw * k * k * if dw { 1 } else { cin }) as f64 / 1e9;
+            println!("layer {i:2} {} {cin:4}->{cout:4} k{k} s{s} {hw:3}x{hw:<3}: {:8.2} ms  {:6.1} GFLOP/s", if dw { "dw" } else { "  " }, best * 1e3, gflop / best);
+        }
+        println!("batch {n}: total conv {:.1} ms (depthwise {:.1} ms, pointwise {:.1} ms), threads {}", total * 1e3, dw_t * 1e3, pw_t * 1e3, rayon::current_num_threads());
     }
 }
