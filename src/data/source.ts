@@ -1,0 +1,351 @@
+/**
+ * Calibration and evaluation data ("DATA" on the command line), streamed in batches.
+ *
+ * A spec is one of:
+ * - a folder of JPEG/PNG images (sorted by file name), decoded with a preset or preprocess options;
+ * - a folder of `.npy` files, each one sample or each a batch of samples (leading axis);
+ * - one `.npy` file with a leading sample axis;
+ * - for a model with several inputs, a record `{ NAME: PATH }` of the above (CLI form NAME=PATH).
+ *
+ * Memory stays at about two batches whatever the number of samples: `.npy` files are read with
+ * positioned reads of the rows a batch needs, and images are decoded batch by batch (the next
+ * batch is prepared while the current one is used).
+ */
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { MpqError } from '../errors';
+import { fixedImageSize, ImagePreprocess, loadImages, probeImages, toNativeOptions, NativeImageOptions } from './images';
+import { NpyHeader, readNpyAll, readNpyHeader, readNpyRows } from './npy-stream';
+import { presetOptions } from './presets';
+
+export interface Tensor {
+  shape: number[];
+  data: Float32Array;
+}
+
+/** A folder or file path, or `{ inputName: path }` for models with several inputs. */
+export type DataSpec = string | Record<string, string>;
+
+export interface DataSourceOptions {
+  /** Image preset name (see `PRESETS`); `preprocess` fields override it. */
+  preset?: string;
+  /** Image preprocessing (with or without a preset). */
+  preprocess?: ImagePreprocess;
+  /** Input name for a single-path spec (default `input`). */
+  inputName?: string;
+  /**
+   * Rank of one sample (the model input's rank less the batch axis), to tell a folder of
+   * per-sample `.npy` files from one of batched files. Without it: files whose shapes differ
+   * only in the first axis, or that all start with an axis of 1, are batched.
+   */
+  sampleRank?: number;
+  /** `[start, end)` over sample indices (before `select`). */
+  range?: [number, number];
+  /** Keep even or odd sample indices (ImageNet samples: calibrate on even, evaluate on odd). */
+  select?: 'all' | 'even' | 'odd';
+  /** Skip this many of the selected samples. */
+  offset?: number;
+  /** At most this many samples (after range, select and offset). */
+  limit?: number;
+  /** Default batch size of `batches()` (32). */
+  batchSize?: number;
+}
+
+export interface BatchInfo {
+  inputs: Record<string, Tensor>;
+  /** Sample indices in the source (file order). */
+  indices: number[];
+  /** Sample names: image or .npy file names, or `FILE.npy[i]` for rows of a batched file. */
+  names: string[];
+}
+
+export interface DataSource {
+  /** Number of selected samples. */
+  readonly count: number;
+  readonly inputNames: string[];
+  /** Per input, the shape of one sample when it is known before decoding. */
+  readonly sampleShapes: Record<string, number[] | undefined>;
+  /** Selected sample indices, in order. */
+  readonly indices: number[];
+  /** Names of the selected samples (of the first input), in order. */
+  readonly names: string[];
+  /** A hash of the files (names, sizes, modification times), preprocessing and selection. */
+  fingerprint(): string;
+  /** The selected samples in batches of `batchSize` (the last one may be smaller). */
+  batches(batchSize?: number): AsyncGenerator<Record<string, Tensor>>;
+  /** As `batches`, with the indices and names of each batch's samples. */
+  batchesWithInfo(batchSize?: number): AsyncGenerator<BatchInfo>;
+}
+
+const bad = (msg: string) => new MpqError('MPQ_BAD_INPUT', msg);
+
+const IMAGE_EXT = /\.(jpe?g|png)$/i;
+const NPY_EXT = /\.npy$/i;
+
+/** One input's samples. */
+interface InputReader {
+  readonly path: string;
+  readonly count: number;
+  readonly sampleShape: number[] | undefined;
+  name(i: number): string;
+  /** Files whose identity goes into the fingerprint. */
+  files(): string[];
+  /** Extra fingerprint text (options). */
+  describe(): string;
+  /** Checks the selected samples before streaming (sizes, headers). */
+  check(indices: number[]): Promise<void>;
+  load(indices: number[]): Promise<Tensor>;
+}
+
+const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+const prod = (s: number[]) => s.reduce((a, c) => a * c, 1);
+const eqShape = (a: number[], b: number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
+const fmt = (s: number[]) => `[${s.join(', ')}]`;
+
+class ImageFolder implements InputReader {
+  readonly count: number;
+  readonly sampleShape: number[] | undefined;
+  private nopts: NativeImageOptions;
+  constructor(readonly path: string, private list: string[], private pre: ImagePreprocess) {
+    this.count = list.length;
+    this.nopts = toNativeOptions(pre);
+    const fixed = fixedImageSize(pre);
+    const nhwc = pre.layout === 'nhwc';
+    this.sampleShape = fixed ? (nhwc ? [fixed[0], fixed[1], 3] : [3, fixed[0], fixed[1]]) : undefined;
+  }
+  name(i: number) {
+    return this.list[i];
+  }
+  files() {
+    return this.list.map((f) => path.join(this.path, f));
+  }
+  describe() {
+    return JSON.stringify(this.nopts);
+  }
+  async check(indices: number[]) {
+    const files = indices.map((i) => path.join(this.path, this.list[i]));
+    const sizes = await probeImages(files);
+    if (this.sampleShape || this.pre.resize !== undefined) return;
+    const [h, w] = sizes[0] ?? [0, 0];
+    const j = sizes.findIndex(([a, b]) => a !== h || b !== w);
+    if (j >= 0) {
+      throw bad(
+        `images in '${this.path}' differ in size: ${this.list[indices[0]]} is ${h}x${w} (HxW) but ${this.list[indices[j]]} is ${sizes[j][0]}x${sizes[j][1]}; ` +
+          'resize, crop or pad them to one size (a preset or preprocess options)',
+      );
+    }
+  }
+  async load(indices: number[]): Promise<Tensor> {
+    const b = await loadImages(indices.map((i) => path.join(this.path, this.list[i])), this.nopts);
+    return { shape: b.shape, data: b.data };
+  }
+}
+
+/** Samples from .npy files: each file one sample (`rows` 0) or a batch of samples along axis 0. */
+class NpyFiles implements InputReader {
+  readonly count: number;
+  readonly sampleShape: number[];
+  private starts: number[] = [];
+  constructor(readonly path: string, private headers: NpyHeader[], private batched: boolean, private single: boolean) {
+    let n = 0;
+    for (const h of headers) {
+      this.starts.push(n);
+      n += batched ? h.shape[0] : 1;
+    }
+    this.count = n;
+    this.sampleShape = batched ? headers[0].shape.slice(1) : headers[0].shape.slice();
+  }
+  private locate(i: number): [number, number] {
+    let lo = 0, hi = this.starts.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.starts[mid] <= i) lo = mid;
+      else hi = mid - 1;
+    }
+    return [lo, i - this.starts[lo]];
+  }
+  name(i: number) {
+    const [f, r] = this.locate(i);
+    const base = path.basename(this.headers[f].file);
+    return this.batched && (this.single || this.headers[f].shape[0] !== 1) ? `${base}[${r}]` : base;
+  }
+  files() {
+    return this.headers.map((h) => h.file);
+  }
+  describe() {
+    return `npy batched=${this.batched}`;
+  }
+  async check() {}
+  async load(indices: number[]): Promise<Tensor> {
+    const len = prod(this.sampleShape);
+    const out = new Float32Array(indices.length * len);
+    let k = 0;
+    while (k < indices.length) {
+      const [f] = this.locate(indices[k]);
+      // the run of this batch's indices in the same file
+      let e = k + 1;
+      while (e < indices.length && this.locate(indices[e])[0] === f) e++;
+      const h = this.headers[f];
+      if (this.batched) readNpyRows(h, indices.slice(k, e).map((i) => i - this.starts[f]), out, k * len);
+      else for (let j = k; j < e; j++) readNpyAll(h, out, j * len);
+      k = e;
+    }
+    return { shape: [indices.length, ...this.sampleShape], data: out };
+  }
+}
+
+function listDir(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir, { withFileTypes: true }).filter((d) => d.isFile() || d.isSymbolicLink()).map((d) => d.name).sort(byName);
+  } catch (e) {
+    throw bad(`cannot read data folder '${dir}': ${(e as Error).message}`);
+  }
+}
+
+function imageOptions(p: string, opts: DataSourceOptions): ImagePreprocess {
+  if (opts.preset) return presetOptions(opts.preset, opts.preprocess);
+  if (opts.preprocess) return opts.preprocess;
+  throw bad(`'${p}' holds images: give a preset (imagenet-tf, imagenet-torch, paddleocr-rec, paddleocr-cls) or preprocess options`);
+}
+
+function npyFolder(dir: string, names: string[], opts: DataSourceOptions): NpyFiles {
+  const headers = names.map((n) => readNpyHeader(path.join(dir, n)));
+  const shapes = headers.map((h) => h.shape);
+  const sameTail = (a: number[], b: number[]) => a.length === b.length && a.length > 0 && eqShape(a.slice(1), b.slice(1));
+  let batched: boolean;
+  if (opts.sampleRank !== undefined) {
+    const r = opts.sampleRank;
+    const bad0 = headers.find((h) => h.shape.length !== r && h.shape.length !== r + 1);
+    if (bad0) throw bad(`${bad0.file}: shape ${fmt(bad0.shape)} has rank ${bad0.shape.length}; one sample has rank ${r} (or ${r + 1} with a leading batch axis)`);
+    batched = headers[0].shape.length === r + 1;
+    const mixed = headers.find((h) => (h.shape.length === r + 1) !== batched);
+    if (mixed) throw bad(`'${dir}' mixes batched and unbatched .npy files (${path.basename(headers[0].file)} ${fmt(headers[0].shape)}, ${path.basename(mixed.file)} ${fmt(mixed.shape)})`);
+  } else {
+    const allSame = shapes.every((s) => eqShape(s, shapes[0]));
+    batched = allSame ? shapes[0].length > 0 && shapes[0][0] === 1 : shapes.every((s) => sameTail(s, shapes[0]));
+  }
+  for (const h of headers) {
+    const ok = batched ? sameTail(h.shape, headers[0].shape) : eqShape(h.shape, headers[0].shape);
+    if (!ok) {
+      throw bad(
+        `samples in '${dir}' differ in shape: ${path.basename(headers[0].file)} is ${fmt(headers[0].shape)} but ${path.basename(h.file)} is ${fmt(h.shape)}`,
+      );
+    }
+  }
+  return new NpyFiles(dir, headers, batched, false);
+}
+
+function openReader(p: string, opts: DataSourceOptions): InputReader {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(p);
+  } catch {
+    throw bad(`data path '${p}' does not exist`);
+  }
+  if (st.isDirectory()) {
+    const names = listDir(p);
+    const images = names.filter((n) => IMAGE_EXT.test(n));
+    const npys = names.filter((n) => NPY_EXT.test(n));
+    if (images.length && npys.length) throw bad(`data folder '${p}' holds both images and .npy files; keep one kind per folder`);
+    if (images.length) return new ImageFolder(p, images, imageOptions(p, opts));
+    if (npys.length) return npyFolder(p, npys, opts);
+    throw bad(`data folder '${p}' is empty: no .jpg, .jpeg, .png or .npy files`);
+  }
+  if (NPY_EXT.test(p)) {
+    const h = readNpyHeader(p);
+    if (h.shape.length < 1) throw bad(`${p}: a single .npy needs a leading sample axis, shape is ${fmt(h.shape)}`);
+    return new NpyFiles(p, [h], true, true);
+  }
+  if (IMAGE_EXT.test(p)) return new ImageFolder(path.dirname(p), [path.basename(p)], imageOptions(p, opts));
+  throw bad(`data path '${p}' is neither a folder, a .npy file nor an image`);
+}
+
+/** The sample indices that `opts` selects from `count` samples. */
+export function selectIndices(count: number, opts: Pick<DataSourceOptions, 'range' | 'select' | 'offset' | 'limit'>): number[] {
+  let [start, end] = opts.range ?? [0, count];
+  if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end < start) {
+    throw bad(`range must be [start, end) with 0 <= start <= end, got ${JSON.stringify(opts.range)}`);
+  }
+  end = Math.min(end, count);
+  const sel = opts.select ?? 'all';
+  if (!['all', 'even', 'odd'].includes(sel)) throw bad(`select must be all, even or odd, got '${sel}'`);
+  const out: number[] = [];
+  for (let i = start; i < end; i++) {
+    if (sel === 'even' && i % 2 !== 0) continue;
+    if (sel === 'odd' && i % 2 !== 1) continue;
+    out.push(i);
+  }
+  const off = opts.offset ?? 0;
+  const lim = opts.limit ?? Infinity;
+  if (!Number.isInteger(off) || off < 0) throw bad(`offset must be a non-negative integer, got ${off}`);
+  if (lim !== Infinity && (!Number.isInteger(lim) || lim < 0)) throw bad(`limit must be a non-negative integer, got ${lim}`);
+  return out.slice(off, off + lim);
+}
+
+/**
+ * Opens a data source. Reads folder listings and .npy headers, and image headers of the selected
+ * images; decodes nothing yet. Throws MPQ_BAD_INPUT on a missing or empty folder, unreadable
+ * files, or samples of different shapes.
+ */
+export async function openDataSource(spec: DataSpec, opts: DataSourceOptions = {}): Promise<DataSource> {
+  const entries: [string, string][] = typeof spec === 'string' ? [[opts.inputName ?? 'input', spec]] : Object.entries(spec);
+  if (entries.length === 0) throw bad('no data given');
+  const readers = entries.map(([, p]) => openReader(p, opts));
+  const count0 = readers[0].count;
+  readers.forEach((r, i) => {
+    if (r.count !== count0) {
+      throw bad(`inputs have different numbers of samples: '${entries[0][0]}' has ${count0} (${entries[0][1]}), '${entries[i][0]}' has ${r.count} (${entries[i][1]})`);
+    }
+  });
+  const indices = selectIndices(count0, opts);
+  for (const r of readers) await r.check(indices);
+  const inputNames = entries.map(([n]) => n);
+  const defaultBatch = opts.batchSize ?? 32;
+  if (!Number.isInteger(defaultBatch) || defaultBatch < 1) throw bad(`batchSize must be a positive integer, got ${opts.batchSize}`);
+
+  async function loadBatch(idx: number[]): Promise<BatchInfo> {
+    const tensors = await Promise.all(readers.map((r) => r.load(idx)));
+    const inputs: Record<string, Tensor> = {};
+    inputNames.forEach((n, i) => (inputs[n] = tensors[i]));
+    return { inputs, indices: idx, names: idx.map((i) => readers[0].name(i)) };
+  }
+
+  async function* withInfo(batchSize = defaultBatch): AsyncGenerator<BatchInfo> {
+    if (!Number.isInteger(batchSize) || batchSize < 1) throw bad(`batchSize must be a positive integer, got ${batchSize}`);
+    const chunks: number[][] = [];
+    for (let i = 0; i < indices.length; i += batchSize) chunks.push(indices.slice(i, i + batchSize));
+    let next: Promise<BatchInfo> | undefined = chunks.length ? loadBatch(chunks[0]) : undefined;
+    for (let c = 0; c < chunks.length; c++) {
+      const cur = await next!;
+      // prepare the next batch while this one is used
+      next = c + 1 < chunks.length ? loadBatch(chunks[c + 1]) : undefined;
+      next?.catch(() => undefined); // surfaced when awaited
+      yield cur;
+    }
+  }
+
+  return {
+    count: indices.length,
+    inputNames,
+    sampleShapes: Object.fromEntries(inputNames.map((n, i) => [n, readers[i].sampleShape])),
+    indices,
+    names: indices.map((i) => readers[0].name(i)),
+    fingerprint() {
+      const h = crypto.createHash('sha256');
+      h.update(JSON.stringify({ inputNames, indices }));
+      for (const r of readers) {
+        h.update(r.describe());
+        for (const f of r.files()) {
+          const st = fs.statSync(f);
+          h.update(`${f}\0${st.size}\0${st.mtimeMs}\n`);
+        }
+      }
+      return h.digest('hex');
+    },
+    async *batches(batchSize?: number) {
+      for await (const b of withInfo(batchSize)) yield b.inputs;
+    },
+    batchesWithInfo: withInfo,
+  };
+}
