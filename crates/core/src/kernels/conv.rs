@@ -78,10 +78,19 @@ pub fn im2col(x: &[f32], c: usize, g: &Geom2, j0: usize, j1: usize, cols: &mut [
                             d[lo - ox0..hi - ox0].copy_from_slice(&xr[s..s + (hi - lo)]);
                             d[hi - ox0..].fill(0.0);
                         } else {
-                            for (i, v) in d.iter_mut().enumerate() {
-                                let ix = ((ox0 + i) * g.sw) as isize + off;
-                                *v = if ix >= 0 && ix < g.w as isize { xr[ix as usize] } else { 0.0 };
+                            // valid ox: 0 <= ox*sw + off < w
+                            let sw = g.sw as isize;
+                            let lo = (if off < 0 { (-off + sw - 1) / sw } else { 0 } as usize).clamp(ox0, ox1);
+                            let hi = ((g.w as isize - off + sw - 1).max(0) / sw) as usize;
+                            let hi = hi.clamp(lo, ox1);
+                            d[..lo - ox0].fill(0.0);
+                            if hi > lo {
+                                let s = (lo as isize * sw + off) as usize;
+                                for (v, x) in d[lo - ox0..hi - ox0].iter_mut().zip(xr[s..].iter().step_by(g.sw)) {
+                                    *v = *x;
+                                }
                             }
+                            d[hi - ox0..].fill(0.0);
                         }
                     }
                     j += ox1 - ox0;
@@ -191,7 +200,51 @@ dispatch_fn!(fn dw_plane_impl(
     let (buf, acc) = scratch.split_at_mut(sh * sw * phase);
     let acc = &mut acc[..g.oh * qw];
     // buf[((qy * sw + qx) * pr + r) * qw + c] = P[r * sh + qy][c * sw + qx] (P: padded input)
+    let range = |qx: usize| {
+        // valid c: 0 <= c*sw + qx - pw < w
+        let lo = if g.pw > qx { (g.pw - qx).div_ceil(sw) } else { 0 }.min(qw);
+        let hi = if g.w + g.pw > qx { (g.w + g.pw - qx).div_ceil(sw) } else { 0 }.clamp(lo, qw);
+        (lo, hi)
+    };
+    let copy_phase = |dst: &mut [f32], xr: &[f32], qx: usize, from: usize, to: usize| {
+        for (c, d) in dst[from..to].iter_mut().enumerate() {
+            *d = xr[(from + c) * sw + qx - g.pw];
+        }
+    };
+    if sw == 2 {
+        // Both column phases of a row at once: the interior is a de-interleave of pairs,
+        // which the compiler vectorises with shuffles.
+        let ((lo0, hi0), (lo1, hi1)) = (range(0), range(1));
+        let (cl, ch) = (lo0.max(lo1), hi0.min(hi1).max(lo0.max(lo1)));
+        for qy in 0..sh {
+            for r in 0..pr {
+                let iy = (r * sh + qy) as isize - g.ph as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue; // all padding: zeroed when the scratch was set up
+                }
+                let xr = &x[iy as usize * g.w..(iy as usize + 1) * g.w];
+                let a0 = (qy * 2 * pr + r) * qw;
+                let a1 = ((qy * 2 + 1) * pr + r) * qw;
+                let (p0, p1) = buf.split_at_mut(a1);
+                let (d0, d1) = (&mut p0[a0..a0 + qw], &mut p1[..qw]);
+                copy_phase(d0, xr, 0, lo0, cl.min(hi0));
+                copy_phase(d1, xr, 1, lo1, cl.min(hi1));
+                if ch > cl {
+                    let s0 = 2 * cl - g.pw;
+                    for ((a, b), p) in d0[cl..ch].iter_mut().zip(d1[cl..ch].iter_mut()).zip(xr[s0..s0 + 2 * (ch - cl)].chunks_exact(2)) {
+                        *a = p[0];
+                        *b = p[1];
+                    }
+                }
+                copy_phase(d0, xr, 0, ch.max(lo0), hi0);
+                copy_phase(d1, xr, 1, ch.max(lo1), hi1);
+            }
+        }
+    }
     for qx in 0..sw {
+        if sw == 2 {
+            break;
+        }
         // valid c: 0 <= c*sw + qx - pw < w
         let lo = if g.pw > qx { (g.pw - qx).div_ceil(sw) } else { 0 }.min(qw);
         let hi = if g.w + g.pw > qx { (g.w + g.pw - qx).div_ceil(sw) } else { 0 }.clamp(lo, qw);
@@ -256,8 +309,9 @@ dispatch_fn!(fn dw_plane_impl(
     };
     for oy in 0..g.oh {
         let o = &mut out[oy * g.ow..(oy + 1) * g.ow];
-        for (o, a) in o.iter_mut().zip(&acc[oy * qw..oy * qw + g.ow]) {
-            *o = a.max(lo).min(hi);
+        for (o, &a) in o.iter_mut().zip(&acc[oy * qw..oy * qw + g.ow]) {
+            let v = if a < lo { lo } else { a };
+            *o = if v > hi { hi } else { v };
         }
     }
     if let Some(a) = rest {
