@@ -88,12 +88,7 @@ impl Bcast {
     }
 
     pub fn rows(&self) -> usize {
-        let i = self.inner();
-        if i == 0 {
-            0
-        } else {
-            self.out_numel / i
-        }
+        self.out_numel.checked_div(self.inner()).unwrap_or(0)
     }
 
     /// Calls `f(row, offsets)` for rows `r0..r1`, where `offsets[k]` is input `k`'s element
@@ -115,14 +110,14 @@ impl Bcast {
             while d > 0 {
                 d -= 1;
                 idx[d] += 1;
-                for k in 0..ni {
-                    offs[k] += self.strides[k][d];
+                for (o, s) in offs.iter_mut().zip(&self.strides) {
+                    *o += s[d];
                 }
                 if idx[d] < self.dims[d] {
                     break;
                 }
-                for k in 0..ni {
-                    offs[k] -= self.strides[k][d] * self.dims[d];
+                for (o, s) in offs.iter_mut().zip(&self.strides) {
+                    *o -= s[d] * self.dims[d];
                 }
                 idx[d] = 0;
             }

@@ -6,6 +6,7 @@
 //! Per-channel functions view the data as `[outer, C, inner]` with one scale and zero point
 //! per channel `C`; `start` is the flat index (a multiple of `inner`) of `x[0]` in that view,
 //! so a caller may split the tensor into chunks of whole `inner` blocks.
+#![allow(clippy::too_many_arguments)]
 use crate::dispatch_fn;
 
 /// Reference quantization of one value. A NaN input gives `qmin`.

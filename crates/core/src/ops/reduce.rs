@@ -198,9 +198,9 @@ mod tests {
         let out: Vec<usize> = s.iter().enumerate().map(|(d, &n)| if axes.contains(&d) { 1 } else { n }).collect();
         let (os, is) = (strides(&out), strides(s));
         let mut groups: Vec<Vec<f64>> = vec![Vec::new(); numel(&out)];
-        for i in 0..x.len() {
+        for (i, &v) in x.iter().enumerate() {
             let o: usize = (0..s.len()).map(|d| if axes.contains(&d) { 0 } else { (i / is[d]) % s[d] * os[d] }).sum();
-            groups[o].push(x[i] as f64);
+            groups[o].push(v as f64);
         }
         groups
             .iter()

@@ -322,7 +322,7 @@ mod tests {
         assert_eq!(map(Nearest::Floor, Coord::AlignCorners), vec![0, 0, 0, 1, 1, 2, 2, 3]);
         assert_eq!(map(Nearest::RoundPreferCeil, Coord::Asymmetric), vec![0, 1, 1, 2, 2, 3, 3, 3]);
         assert_eq!(map(Nearest::RoundPreferFloor, Coord::Asymmetric), vec![0, 0, 1, 1, 2, 2, 3, 3]);
-        assert_eq!(map(Nearest::RoundPreferFloor, Coord::TfHalfPixelForNn), vec![0, 1, 1, 2, 2, 3, 3, 4.min(3)]);
+        assert_eq!(map(Nearest::RoundPreferFloor, Coord::TfHalfPixelForNn), vec![0, 1, 1, 2, 2, 3, 3, 3]);
         let r = resize(iota1(16), &[1, 1, 4, 4], &[1, 1, 8, 8], r#"{"mode": "nearest", "nearest_mode": "floor", "coordinate_transformation_mode": "align_corners"}"#);
         assert_eq!(&r[..8], &[1., 1., 1., 2., 2., 3., 3., 4.]);
         assert_eq!(&r[56..], &[13., 13., 13., 14., 14., 15., 15., 16.]);
