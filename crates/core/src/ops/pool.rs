@@ -361,6 +361,14 @@ mod tests {
         assert_eq!(got[0].data, vec![0.25, 1.25, 2.75, 7.0]);
         let got = run_op("AveragePool", &attrs(0), &[Some(&x)], &[false], &[vec![1, 1, 2, 2]], None).unwrap();
         assert_eq!(got[0].data, vec![1.0, 2.5, 5.5, 7.0]);
+        // 4x4 plane, kernel 3, stride 2, pads 1, ceil mode: the last window runs past the
+        // padded input. Expected values printed by onnxruntime 1.32.
+        let x = Tensor::new(vec![1, 1, 4, 4], (1..=16).map(|v| v as f32).collect());
+        let attrs = |incl: i64| vec![("kernel_shape", ints(&[3, 3])), ("pads", ints(&[1, 1, 1, 1])), ("strides", ints(&[2, 2])), ("count_include_pad", AttrValue::Int(incl))];
+        let got = run_op("AveragePool", &attrs(1), &[Some(&x)], &[false], &[vec![1, 1, 3, 3]], None).unwrap();
+        assert_close(&got[0], &[1, 1, 3, 3], &[1.5555556, 3.3333333, 2.0, 6.3333335, 11.0, 6.0, 4.5, 7.5, 4.0], "ort include_pad");
+        let got = run_op("AveragePool", &attrs(0), &[Some(&x)], &[false], &[vec![1, 1, 3, 3]], None).unwrap();
+        assert_close(&got[0], &[1, 1, 3, 3], &[3.5, 5.0, 6.0, 9.5, 11.0, 12.0, 13.5, 15.0, 16.0], "ort exclude_pad");
     }
 
     #[test]
