@@ -1,8 +1,12 @@
 /** The `mpq` command line. Each command lives in its own module; this file wires them up. */
 import { Command, CommanderError } from 'commander';
 import { MpqError } from '../errors';
-import { runCommand } from './run';
+import { addDataFlags } from './data-options';
+import { evalCommand } from './eval';
 import { inspectCommand } from './inspect';
+import { quantizeCommand } from './quantize';
+import { runCommand } from './run';
+import { verifyCommand } from './verify';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
@@ -25,8 +29,40 @@ function program(): Command {
     .argument('<model>', 'ONNX model file')
     .requiredOption('--input <name=file.npy>', 'an input (repeatable); a single-input model also takes just FILE.npy', collect, [])
     .requiredOption('--out <dir>', 'output folder')
+    .option('--encodings <file>', 'run the simulated quantized model (float model + encodings.json)')
     .option('--json', 'print one JSON document (outputs, shapes, files) and nothing else')
     .action(runCommand);
+
+  addDataFlags(
+    p.command('quantize')
+      .description('calibrate and quantize at one configuration; writes DIR/model.qdq.onnx, encodings.json, config.json, quantize.json')
+      .argument('<model>', 'ONNX model file')
+      .requiredOption('--calib <data>', 'calibration data: image folder, .npy folder, one .npy with a sample axis, or NAME=PATH,...')
+      .requiredOption('--config <W8A8|W4A8|W8A16|W16A16|W4A16|file.json>', 'bit-widths: a named configuration or a config file')
+      .requiredOption('--out <dir>', 'output folder')
+      .option('--weight-range <minmax|mse>', 'weight range setting')
+      .option('--act-range <minmax|mse>', 'activation range setting')
+      .option('--json', 'print one JSON document and nothing else'),
+  ).action(quantizeCommand);
+
+  addDataFlags(
+    p.command('eval')
+      .description('top-1 against labels; with --encodings, the quantized model against float (agreement, SQNR)')
+      .argument('<model>', 'ONNX model file (float)')
+      .requiredOption('--data <data>', 'evaluation data')
+      .option('--labels <file>', 'labels.tsv (by file name or position), .npy or .txt (one label per sample)')
+      .option('--task <task>', 'classification', 'classification')
+      .option('--encodings <file>', 'evaluate the float model with these encodings applied')
+      .option('--json', 'print one JSON document and nothing else'),
+  ).action(evalCommand);
+
+  addDataFlags(
+    p.command('verify')
+      .description('run DIR/model.qdq.onnx in onnxruntime-node and compare it with the simulation')
+      .argument('<dir>', 'output folder of mpq quantize')
+      .option('--data <data>', 'data to compare on (default: 32 of the calibration samples)')
+      .option('--json', 'print one JSON document and nothing else'),
+  ).action(verifyCommand);
   return p;
 }
 

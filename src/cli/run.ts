@@ -3,9 +3,11 @@ import { MpqError } from '../errors';
 import { safeFileName, writeFileAtomic } from '../fsutil';
 import { Model, Tensor } from '../model';
 import { encodeNpy, readNpy } from '../npy';
+import { readEncodings, simulate } from '../quant/simulate';
 
-export async function runCommand(file: string, opts: { input: string[]; out: string; json?: boolean }): Promise<void> {
-  const model = Model.fromFile(file);
+export async function runCommand(file: string, opts: { input: string[]; out: string; encodings?: string; json?: boolean }): Promise<void> {
+  const float = Model.fromFile(file);
+  const model = opts.encodings ? simulate(float, readEncodings(opts.encodings)) : float;
   const feeds: Record<string, Tensor> = {};
   for (const spec of opts.input) {
     const eq = spec.indexOf('=');

@@ -22,6 +22,8 @@ export interface Node {
   inputs: string[];
   outputs: string[];
   attrs: Record<string, AttrValue>;
+  /** ONNX AttributeProto type of each attribute as read (so that a float 1.0 is written back as a float). */
+  attrTypes?: Record<string, number>;
 }
 
 /** A graph input or output as declared: dims are numbers, symbolic names, or null (unknown). */

@@ -67,13 +67,17 @@ export function loadGraph(bytes: Uint8Array, opts: LoadOptions = {}): Graph {
       );
     }
     const attrs: Record<string, AttrValue> = {};
-    for (const a of n.attribute ?? []) attrs[a.name ?? ''] = readAttr(a, ctx, name);
+    const attrTypes: Record<string, number> = {};
+    for (const a of n.attribute ?? []) {
+      attrs[a.name ?? ''] = readAttr(a, ctx, name);
+      if (a.type) attrTypes[a.name ?? ''] = a.type;
+    }
     if (n.opType === 'Constant') {
       const out = n.output?.[0] ?? '';
       consts.set(out, constantNodeValue(attrs, name));
       continue;
     }
-    nodes.push({ name, op: n.opType ?? '', domain, inputs: [...(n.input ?? [])], outputs: [...(n.output ?? [])], attrs });
+    nodes.push({ name, op: n.opType ?? '', domain, inputs: [...(n.input ?? [])], outputs: [...(n.output ?? [])], attrs, attrTypes });
   }
 
   const inputs: ValueInfo[] = (g.input ?? []).filter((i) => !consts.has(i.name ?? '')).map(valueInfo);

@@ -99,7 +99,9 @@ export function placeQuantizers(g: Graph, isFloat: (v: string) => boolean): Plac
       if (p) fused.push(p.name);
     }
     for (const o of n.outputs) {
-      if (!o || !isFloat(o)) continue;
+      // Graph outputs stay float: the caller's code reads them as the float model's, and
+      // quantizing a softmax makes ties of its argmax.
+      if (!o || !isFloat(o) || outputs.has(o)) continue;
       activations.push({ tensor: o, producer: n.name, fused: [...fused, n.name] });
       encodingOf.set(o, o);
     }
