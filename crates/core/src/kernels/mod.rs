@@ -8,6 +8,7 @@ pub mod bcast;
 pub mod fq;
 pub mod unary;
 pub mod conv;
+pub mod pgemm;
 
 use std::sync::OnceLock;
 

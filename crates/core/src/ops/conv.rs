@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::kernels::act::Activation;
 use crate::kernels::conv::{col2im, depthwise_plane, im2col, DwScratch, Geom2};
 use crate::kernels::gemm::{sgemm, MatRef};
+use crate::kernels::pgemm::{self, gemm_packed, PackedA};
 use crate::kernels::simd_level;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -171,6 +172,8 @@ struct Conv {
     /// Output columns per GEMM block.
     nb: usize,
     w: Option<Arc<Tensor>>,
+    /// Constant weights packed per group for the AVX-512 kernel (when the CPU has it).
+    packed: Option<Vec<PackedA>>,
     b: Option<Arc<Tensor>>,
     has_bias: bool,
     act: Option<Activation>,
@@ -227,6 +230,12 @@ fn build_conv(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
         g,
         kind,
         nb,
+        packed: match ctx.const_opt(1) {
+            Some(w) if kind != ConvKind::Depthwise && pgemm::available() && w.data.len() == m * kg => {
+                Some((0..a.group).map(|gi| PackedA::new(&w.data[gi * mg * kg..(gi + 1) * mg * kg], mg, kg)).collect())
+            }
+            _ => None,
+        },
         w: ctx.const_opt(1),
         b: if ctx.has_input(2) { ctx.const_opt(2) } else { None },
         has_bias: ctx.has_input(2),
@@ -259,6 +268,24 @@ impl Conv {
                     im2col(xg, cg, g, j0, j1, &mut cols[..kg * nbk]);
                     MatRef::row_major(&cols[..kg * nbk], nbk)
                 };
+                if let (Some(p), 1) = (&self.packed, threads) {
+                    // (single image on all threads: the threaded sgemm below instead)
+                    // bias and ReLU/Clip inside the kernel; other activations per row after
+                    let (lo, hi, rest) = match self.act {
+                        Some(Activation::Relu) => (0.0, f32::INFINITY, None),
+                        Some(Activation::Clip(lo, hi)) => (lo, hi, None),
+                        other => (f32::NEG_INFINITY, f32::INFINITY, other),
+                    };
+                    let bg = bias.map(|b| &b[gi * mg..(gi + 1) * mg]);
+                    gemm_packed(true, &p[gi], bmat.data, bmat.rs as usize, nbk, &mut og[j0..], ohw, bg, lo, hi);
+                    if let Some(a) = rest {
+                        for co in 0..mg {
+                            a.apply(&mut og[co * ohw + j0..co * ohw + j1]);
+                        }
+                    }
+                    j0 = j1;
+                    continue;
+                }
                 sgemm(mg, nbk, kg, MatRef::row_major(wg, kg), bmat, &mut og[j0..], ohw, false, threads);
                 for co in 0..mg {
                     let row = &mut og[co * ohw + j0..co * ohw + j1];

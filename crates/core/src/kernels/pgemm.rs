@@ -1,0 +1,246 @@
+//! GEMM with a left operand packed once (conv weights at build time):
+//! `out[m, n] = clamp(a[m, k] * x[k, n] + bias[m], lo, hi)`, `x` row-major with row stride
+//! `ldx` (an NCHW image for 1x1 convs, or an im2col block), the bias and ReLU/Clip applied
+//! while the tile is still in registers.
+//!
+//! The AVX-512 micro-kernel (6 rows x 32 columns, 12 accumulators, masked column tails)
+//! runs when the CPU has AVX-512F and the dispatch level is not forced to scalar; a plain
+//! loop version of the same blocking is its reference. Callers use [`available`] to choose
+//! between this and the general [`super::gemm::sgemm`].
+
+use super::{simd_level, SimdLevel};
+use std::sync::OnceLock;
+
+const MR: usize = 6;
+const NR: usize = 32;
+const KC: usize = 256;
+
+/// `a[m, k]` packed as `[m / MR (rounded up)][k][MR]`, zero rows past `m`.
+#[derive(Clone, Debug)]
+pub struct PackedA {
+    pub m: usize,
+    pub k: usize,
+    data: Vec<f32>,
+}
+
+impl PackedA {
+    /// Packs the row-major `[m, k]` matrix `a`.
+    pub fn new(a: &[f32], m: usize, k: usize) -> Self {
+        assert!(a.len() >= m * k);
+        let mb = m.div_ceil(MR);
+        let mut data = vec![0f32; mb * k * MR];
+        for i in 0..m {
+            let (b, r) = (i / MR, i % MR);
+            for p in 0..k {
+                data[(b * k + p) * MR + r] = a[i * k + p];
+            }
+        }
+        PackedA { m, k, data }
+    }
+}
+
+/// Whether the AVX-512 kernel runs on this CPU (and `MPQ_FORCE_SCALAR` is not set).
+pub fn available() -> bool {
+    static A: OnceLock<bool> = OnceLock::new();
+    *A.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            simd_level() == SimdLevel::Avx2 && is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// `out[i * ldo + j] = clamp(sum_p a[i, p] * x[p * ldx + j] + bias[i], lo, hi)` for
+/// `i < a.m`, `j < n`. `simd`: use the AVX-512 kernel (only when [`available`]).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_packed(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32) {
+    let (m, k) = (a.m, a.k);
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(ldo >= n && (m - 1) * ldo + n <= out.len(), "out of bounds");
+    assert!(k == 0 || (ldx >= n && (k - 1) * ldx + n <= x.len()), "x out of bounds");
+    assert!(bias.is_none_or(|b| b.len() >= m));
+    if k == 0 {
+        for i in 0..m {
+            let b = bias.map_or(0.0, |b| b[i]).max(lo).min(hi);
+            out[i * ldo..i * ldo + n].fill(b);
+        }
+        return;
+    }
+    let simd = simd && available();
+    // The kc x NR panel of x, copied contiguous: read by every row block from L1.
+    let mut xb = vec![0f32; KC * NR];
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = KC.min(k - k0);
+        let (first, last) = (k0 == 0, k0 + kc == k);
+        let mut j0 = 0;
+        while j0 < n {
+            let nn = NR.min(n - j0);
+            for p in 0..kc {
+                let src = &x[(k0 + p) * ldx + j0..(k0 + p) * ldx + j0 + nn];
+                xb[p * NR..p * NR + nn].copy_from_slice(src);
+            }
+            for b in 0..m.div_ceil(MR) {
+                let rows = MR.min(m - b * MR);
+                let ap = &a.data[(b * k + k0) * MR..(b * k + k0 + kc) * MR];
+                let mut bv = [0f32; MR];
+                if let Some(bs) = bias {
+                    bv[..rows].copy_from_slice(&bs[b * MR..b * MR + rows]);
+                }
+                let oo = b * MR * ldo + j0;
+                let t = Tile { kc, ldx: NR, ldo, nn, rows, first, last, bias: bv, lo, hi };
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: `available()` checked AVX-512F; `xb` holds kc rows of NR floats,
+                    // `ap` kc * MR floats, and the asserts above bound the out rows
+                    // b*MR..b*MR+rows at columns j0..j0+nn (the masks cover only nn columns).
+                    unsafe { tile_avx512(ap, xb.as_ptr(), out.as_mut_ptr().add(oo), &t) };
+                    continue;
+                }
+                tile_ref(ap, &xb, &mut out[oo..], &t);
+            }
+            j0 += nn;
+        }
+        k0 += kc;
+    }
+}
+
+struct Tile {
+    kc: usize,
+    ldx: usize,
+    ldo: usize,
+    nn: usize,
+    rows: usize,
+    first: bool,
+    last: bool,
+    bias: [f32; MR],
+    lo: f32,
+    hi: f32,
+}
+
+/// Plain-loop tile: the reference of [`tile_avx512`].
+fn tile_ref(a: &[f32], x: &[f32], out: &mut [f32], t: &Tile) {
+    let mut acc = [[0f32; NR]; MR];
+    for p in 0..t.kc {
+        let xr = &x[p * t.ldx..p * t.ldx + t.nn];
+        for r in 0..MR {
+            let av = a[p * MR + r];
+            for (c, xv) in acc[r].iter_mut().zip(xr) {
+                *c += av * xv;
+            }
+        }
+    }
+    for r in 0..t.rows {
+        let o = &mut out[r * t.ldo..r * t.ldo + t.nn];
+        for (j, v) in o.iter_mut().enumerate() {
+            let mut s = acc[r][j];
+            if !t.first {
+                s += *v;
+            }
+            if t.last {
+                s = (s + t.bias[r]).max(t.lo).min(t.hi);
+            }
+            *v = s;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512(a: &[f32], x: *const f32, out: *mut f32, t: &Tile) {
+    use std::arch::x86_64::*;
+    let m0: __mmask16 = if t.nn >= 16 { 0xffff } else { ((1u32 << t.nn) - 1) as u16 };
+    let m1: __mmask16 = if t.nn >= 32 { 0xffff } else if t.nn > 16 { ((1u32 << (t.nn - 16)) - 1) as u16 } else { 0 };
+    let mut acc = [_mm512_setzero_ps(); 2 * MR];
+    let ap = a.as_ptr();
+    for p in 0..t.kc {
+        // Masked-off lanes are never read, so the tail columns stay in bounds.
+        let xp = x.wrapping_add(p * t.ldx);
+        let x0 = _mm512_maskz_loadu_ps(m0, xp);
+        let x1 = _mm512_maskz_loadu_ps(m1, xp.wrapping_add(16));
+        for r in 0..MR {
+            let av = _mm512_set1_ps(*ap.add(p * MR + r));
+            acc[2 * r] = _mm512_fmadd_ps(av, x0, acc[2 * r]);
+            acc[2 * r + 1] = _mm512_fmadd_ps(av, x1, acc[2 * r + 1]);
+        }
+    }
+    let (lo, hi) = (_mm512_set1_ps(t.lo), _mm512_set1_ps(t.hi));
+    for r in 0..t.rows {
+        let op = out.wrapping_add(r * t.ldo);
+        let (mut v0, mut v1) = (acc[2 * r], acc[2 * r + 1]);
+        if !t.first {
+            v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, op));
+            v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, op.wrapping_add(16)));
+        }
+        if t.last {
+            let b = _mm512_set1_ps(t.bias[r]);
+            v0 = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v0, b), lo), hi);
+            v1 = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v1, b), lo), hi);
+        }
+        _mm512_mask_storeu_ps(op, m0, v0);
+        _mm512_mask_storeu_ps(op.wrapping_add(16), m1, v1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::gemm::{sgemm_ref, MatRef};
+
+    fn rnd(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packed_gemm_both_paths_match_reference() {
+        let mut seed = 0;
+        for &(m, n, k) in &[(1, 1, 1), (5, 7, 3), (6, 32, 8), (7, 33, 300), (13, 17, 256), (24, 100, 27), (50, 49, 513)] {
+            for extra in [0, 5] {
+                seed += 1;
+                let ldx = n + extra;
+                let ldo = n + 2 * extra;
+                let a = rnd(m * k, seed);
+                let x = rnd(k * ldx, seed + 100);
+                let bias = rnd(m, seed + 200);
+                let mut want = vec![0f32; m * ldo];
+                sgemm_ref(m, n, k, MatRef::row_major(&a, k), MatRef { data: &x, rs: ldx as isize, cs: 1 }, &mut want, ldo, false);
+                for i in 0..m {
+                    for j in 0..n {
+                        want[i * ldo + j] = (want[i * ldo + j] + bias[i]).max(0.0).min(0.7);
+                    }
+                }
+                let scale = want.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
+                let pa = PackedA::new(&a, m, k);
+                for simd in [false, true] {
+                    let mut got = vec![-9.0f32; m * ldo];
+                    gemm_packed(simd, &pa, &x, ldx, n, &mut got, ldo, Some(&bias), 0.0, 0.7);
+                    for i in 0..m {
+                        for j in 0..ldo {
+                            let (g, w) = (got[i * ldo + j], want[i * ldo + j]);
+                            if j < n {
+                                assert!((g - w).abs() <= 1e-4 * scale, "simd={simd} {m}x{n}x{k} ({i},{j}): {g} vs {w}");
+                            } else {
+                                assert_eq!(g, -9.0, "simd={simd}: wrote past column n");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        eprintln!("AVX-512 packed GEMM available: {}", available());
+    }
+}
