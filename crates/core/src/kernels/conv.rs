@@ -152,6 +152,7 @@ fn dw_padded(g: &Geom2) -> (usize, usize) {
 /// (`qw >= ow`, the extra columns are discarded) every tap then reads one contiguous run of
 /// the flattened plane, whatever the strides and dilations, so the whole plane is a handful
 /// of long vectorisable loops (one pass for 3x3), also for small 7x7 planes.
+#[allow(clippy::too_many_arguments)]
 pub fn depthwise_plane(
     level: SimdLevel,
     x: &[f32],

@@ -5,9 +5,12 @@
 //!   plane, parallel over planes;
 //! - pointwise (1x1, stride 1, no padding): a GEMM straight on the NCHW input;
 //! - anything else: im2col over blocks of output columns + GEMM.
-//! Bias and the fused activation are applied per block while it is in cache. Images run in
-//! parallel (single-threaded GEMMs) when there are at least as many images as threads,
-//! otherwise the GEMM itself uses the rayon pool.
+//!
+//! With constant weights on an AVX-512 CPU the GEMM is [`crate::kernels::pgemm`] on weights
+//! packed at build time, otherwise the `gemm` crate. Bias and the fused activation are
+//! applied per block while it is in cache (in registers for ReLU/Clip with pgemm). Images
+//! run in parallel (single-threaded GEMMs) when there are at least as many images as
+//! threads, otherwise the GEMM itself uses the rayon pool.
 
 use super::{input, reg_fusing, BuildCtx, Op, Registry};
 use crate::error::{Error, Result};

@@ -171,7 +171,7 @@ fn build_matmul(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
     }
     let (ab, bb) = (&a2[..a2.len() - 2], &b2[..b2.len() - 2]);
     let r = ab.len().max(bb.len());
-    let pad = |s: &[usize]| -> Vec<usize> { std::iter::repeat(1).take(r - s.len()).chain(s.iter().copied()).collect() };
+    let pad = |s: &[usize]| -> Vec<usize> { std::iter::repeat_n(1, r - s.len()).chain(s.iter().copied()).collect() };
     let (pa, pb) = (pad(ab), pad(bb));
     let mut batch = Vec::with_capacity(r);
     for i in 0..r {

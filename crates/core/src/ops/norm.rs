@@ -110,7 +110,7 @@ struct LayerNorm {
 fn expand(t: &[f32], s: &[usize], to: &[usize]) -> Vec<f32> {
     let n: usize = to.iter().product();
     let r = to.len();
-    let ps: Vec<usize> = std::iter::repeat(1).take(r - s.len()).chain(s.iter().copied()).collect();
+    let ps: Vec<usize> = std::iter::repeat_n(1, r - s.len()).chain(s.iter().copied()).collect();
     let mut strides = vec![0; r];
     let mut acc = 1;
     for i in (0..r).rev() {
