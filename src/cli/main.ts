@@ -6,6 +6,8 @@ import { evalCommand } from './eval';
 import { inspectCommand } from './inspect';
 import { quantizeCommand } from './quantize';
 import { runCommand } from './run';
+import { searchCommand } from './search';
+import { builtinProfiles, candKey } from '../profiles/profile';
 import { verifyCommand } from './verify';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -42,6 +44,7 @@ function program(): Command {
       .requiredOption('--out <dir>', 'output folder')
       .option('--weight-range <minmax|mse>', 'weight range setting')
       .option('--act-range <minmax|mse>', 'activation range setting')
+      .option('--rounding <nearest|gptq|auto>', 'weight rounding: nearest, gptq (data-aware, with bias correction), or auto = gptq below 8 bits (default)')
       .option('--json', 'print one JSON document and nothing else'),
   ).action(quantizeCommand);
 
@@ -63,6 +66,33 @@ function program(): Command {
       .option('--data <data>', 'data to compare on (default: 32 of the calibration samples)')
       .option('--json', 'print one JSON document and nothing else'),
   ).action(verifyCommand);
+  addDataFlags(
+    p.command('search')
+      .description('mixed-precision search: the cheapest per-layer bit-widths that meet a target; writes the model, encodings, front and report to --out')
+      .argument('<model>', 'ONNX model file')
+      .requiredOption('--calib <data>', 'calibration data')
+      .option('--profile <name|file>', 'hardware profile (see mpq profiles)', 'default')
+      .option('--max-drop <x>', 'largest metric drop from float (top-1 fraction, or dB of SQNR)')
+      .option('--max-bops <r>', 'largest BOPs relative to all-W8A8')
+      .option('--max-size <mb>', 'largest weight memory in MB')
+      .option('--eval <data>', 'evaluation data for phase 3 (default: the calibration data)')
+      .option('--labels <file>', 'labels of the evaluation data')
+      .option('--task <task>', 'classification')
+      .option('--order <sqnr|efficiency|auto>', 'front order', 'auto')
+      .option('--weight-range <minmax|mse>', 'weight range setting')
+      .option('--act-range <minmax|mse>', 'activation range setting')
+      .requiredOption('--out <dir>', 'output folder')
+      .option('--json', 'print run.json and nothing else'),
+  ).action(searchCommand);
+
+  p.command('profiles')
+    .description('list the built-in hardware profiles')
+    .option('--json', 'print one JSON document and nothing else')
+    .action((o: { json?: boolean }) => {
+      const ps = builtinProfiles();
+      if (o.json) process.stdout.write(JSON.stringify(ps, null, 2) + '\n');
+      else for (const pr of ps) process.stdout.write(`${pr.name.padEnd(14)} ${pr.candidates.map(candKey).join(', ').padEnd(30)} ${pr.description ?? ''}\n`);
+    });
   return p;
 }
 

@@ -5,8 +5,9 @@ import { writeFileAtomic } from '../fsutil';
 import { Model } from '../model';
 import { loadBitConfig } from '../quant/config';
 import { encodingsToJson } from '../quant/encodings';
-import { calibrate, exportQdq, quantizeWith } from '../quant/quantize';
+import { calibrate, exportQdq, quantize } from '../quant/quantize';
 import { RangeMethod } from '../quant/ranges';
+import { Rounding, ROUNDINGS } from '../quant/rounding';
 import { DataFlags, openData } from './data-options';
 
 export interface QuantizeFlags extends DataFlags {
@@ -15,6 +16,7 @@ export interface QuantizeFlags extends DataFlags {
   out: string;
   weightRange?: RangeMethod;
   actRange?: RangeMethod;
+  rounding?: string;
   json?: boolean;
 }
 
@@ -24,9 +26,16 @@ function method(v: string | undefined, flag: string): RangeMethod | undefined {
   return v;
 }
 
+function rounding(v: string | undefined): Rounding | undefined {
+  if (v === undefined) return undefined;
+  if (!(ROUNDINGS as string[]).includes(v)) throw new MpqError('MPQ_BAD_INPUT', `--rounding must be one of ${ROUNDINGS.join(', ')}, got '${v}'`);
+  return v as Rounding;
+}
+
 export async function quantizeCommand(file: string, f: QuantizeFlags): Promise<void> {
   const t0 = Date.now();
   const config = loadBitConfig(f.config);
+  const round = rounding(f.rounding);
   const model = Model.fromFile(file);
   const data = await openData(f.calib, model, f);
   const log = f.json ? () => undefined : (s: string) => process.stderr.write(s + '\n');
@@ -34,9 +43,11 @@ export async function quantizeCommand(file: string, f: QuantizeFlags): Promise<v
   const cal = await calibrate(model, () => data.batches(), {
     weightRange: method(f.weightRange, 'weight-range'),
     actRange: method(f.actRange, 'act-range'),
+    // 'auto' only rounds below 8 bits: skip gathering layer statistics when nothing is below
+    rounding: round ?? (Math.min(config.w, ...Object.values(config.weights)) < 8 ? undefined : 'nearest'),
   });
   const tCal = Date.now();
-  const q = quantizeWith(cal, config);
+  const q = await quantize(cal, config);
   const bytes = exportQdq(q, cal);
   const outModel = path.join(f.out, 'model.qdq.onnx');
   const outEnc = path.join(f.out, 'encodings.json');
@@ -49,10 +60,11 @@ export async function quantizeCommand(file: string, f: QuantizeFlags): Promise<v
     calib: { spec: f.calib, samples: data.count, fingerprint: data.fingerprint(), preset: f.preset, preprocess: f.preprocess, select: f.select },
     config: `W${config.w}A${config.a}`,
     ranges: { weights: cal.weightRange, activations: cal.actRange },
+    rounding: cal.rounding,
     quantizers: { weights: q.encodings.weights.size, activations: q.encodings.activations.size },
     files: { model: outModel, encodings: outEnc },
     size_bytes: bytes.length,
-    seconds: { calibration: (tCal - t0) / 1000, total: (Date.now() - t0) / 1000 },
+    seconds: { calibration: (tCal - t0) / 1000, rounding_stats: cal.rounder?.statsSeconds ?? 0, rounding: cal.rounder?.seconds ?? 0, total: (Date.now() - t0) / 1000 },
   };
   writeFileAtomic(path.join(f.out, 'quantize.json'), JSON.stringify(summary, null, 2));
   writeFileAtomic(outModel, bytes);

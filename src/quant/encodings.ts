@@ -21,6 +21,13 @@ export interface TensorEncoding {
   /** Per-channel axis; absent for per-tensor. */
   axis?: number;
   signed: boolean;
+  /**
+   * Weights only: integers chosen by data-aware rounding, in the weight's layout (absent:
+   * round to nearest), and the bias correction that goes with them (per output channel, added
+   * to the bias of the node that reads the weight). Not part of the encodings JSON.
+   */
+  quantized?: Float32Array;
+  biasDelta?: Float32Array;
 }
 
 export interface Encodings {

@@ -20,6 +20,7 @@ export function buildQdqGraph(g: Graph, enc: Encodings): Graph {
   const rename = new Map<string, string>(); // value read by consumers -> value they read instead
   const front: Node[] = [];
   const after = new Map<string, Node[]>(); // value -> nodes to insert after its producer
+  const biasFix = new Map<string, Float32Array>(); // weight -> bias correction of its node
 
   for (const [w, e] of enc.weights) {
     const t = g.consts.get(w);
@@ -31,10 +32,15 @@ export function buildQdqGraph(g: Graph, enc: Encodings): Graph {
     const inner = e.axis === undefined ? t.data.length : t.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
     const scales = Float32Array.from(e.entries.map((x) => x.scale));
     const q = new Float64Array(t.data.length);
-    for (let i = 0; i < q.length; i++) {
-      const c = ch === 1 ? 0 : Math.floor(i / inner) % ch;
-      q[i] = quantize(t.data[i], scales[c], 0, qmin, qmax);
+    if (e.quantized && e.quantized.length === q.length) {
+      for (let i = 0; i < q.length; i++) q[i] = Math.min(qmax, Math.max(qmin, e.quantized[i]));
+    } else {
+      for (let i = 0; i < q.length; i++) {
+        const c = ch === 1 ? 0 : Math.floor(i / inner) % ch;
+        q[i] = quantize(t.data[i], scales[c], 0, qmin, qmax);
+      }
     }
+    if (e.biasDelta) biasFix.set(w, e.biasDelta);
     const type = intType(bits, true);
     const sShape = e.axis === undefined ? [] : [ch];
     consts.set(`${w}_quantized`, { dtype: 'int', shape: t.shape, data: q, onnxType: type });
@@ -75,9 +81,11 @@ export function buildQdqGraph(g: Graph, enc: Encodings): Graph {
 
   const nodes: Node[] = [...front];
   for (const n of g.nodes) {
+    const fix = biasFix.get(n.inputs[1]);
+    const inputs = fix ? correctBias(n, fix, consts) : n.inputs;
     const m: Node = {
       ...n,
-      inputs: n.inputs.map((i) => rename.get(i) ?? i),
+      inputs: inputs.map((i) => rename.get(i) ?? i),
       outputs: n.outputs.map((o) => producerRename.get(o) ?? o),
     };
     nodes.push(m);
@@ -87,4 +95,31 @@ export function buildQdqGraph(g: Graph, enc: Encodings): Graph {
     }
   }
   return { ...g, nodes, consts };
+}
+
+/**
+ * Bias correction: the inputs of weighted node `n` with `delta` (per output channel) added to
+ * its bias, as a new constant (a bias input is added when the node has none). MatMul has no
+ * bias input and is left as it is.
+ */
+function correctBias(n: Node, delta: Float32Array, consts: Map<string, ConstTensor>): string[] {
+  if (!['Conv', 'ConvTranspose', 'Gemm'].includes(n.op)) return n.inputs;
+  const name = `${n.name || n.inputs[1]}::bias_corrected`;
+  const old = n.inputs[2] ? consts.get(n.inputs[2]) : undefined;
+  if (n.inputs[2] && !old) return n.inputs; // bias computed at run time: leave it
+  const beta = n.op === 'Gemm' ? Number(n.attrs.beta ?? 1) : 1;
+  if (!(beta !== 0 && Number.isFinite(beta))) return n.inputs;
+  const data = new Float32Array(delta.length);
+  if (old) {
+    const len = old.data.length;
+    if (old.dtype !== 'float' || (len !== delta.length && len !== 1)) return n.inputs;
+    for (let i = 0; i < data.length; i++) data[i] = old.data[len === 1 ? 0 : i];
+  }
+  for (let i = 0; i < data.length; i++) data[i] += delta[i] / beta;
+  const shape = old && old.data.length === delta.length ? old.shape : [delta.length];
+  consts.set(name, { dtype: 'float', shape, data, onnxType: 1 });
+  const inputs = [...n.inputs];
+  while (inputs.length < 2) inputs.push('');
+  inputs[2] = name;
+  return inputs;
 }

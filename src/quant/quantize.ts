@@ -13,13 +13,20 @@ import { Encodings, TensorEncoding } from './encodings';
 import { Placement, placeQuantizers } from './placement';
 import { buildQdqGraph } from './qdq';
 import { RangeMethod, weightScales } from './ranges';
+import { gatherRoundingStats, methodFor, Rounding, RoundingOptions, WeightRounder } from './rounding';
 import { asymmetric } from './scheme';
 
 export interface QuantizeOptions extends RunOptions {
   /** Range setting for weights and activations (default: see DEFAULT_RANGES). */
   weightRange?: RangeMethod;
   actRange?: RangeMethod;
+  /** Weight rounding (default: see DEFAULT_ROUNDING); 'nearest' skips gathering layer statistics. */
+  rounding?: Rounding;
+  roundingOptions?: RoundingOptions;
 }
+
+/** Data-aware rounding below 8 bits, round to nearest at 8 bits and above (chosen by measurement, bench/rounding.ts). */
+export const DEFAULT_ROUNDING: Rounding = 'auto';
 
 export const DEFAULT_RANGES: { weight: RangeMethod; act: RangeMethod } = { weight: 'mse', act: 'mse' };
 
@@ -32,6 +39,9 @@ export interface Calibrated {
   weightRange: RangeMethod;
   /** Input shapes of the first calibration batch. */
   shapes: Record<string, number[]>;
+  rounding: Rounding;
+  /** Layer statistics and rounded weights (absent when rounding is 'nearest'). */
+  rounder?: WeightRounder;
 }
 
 export interface Quantized {
@@ -58,25 +68,59 @@ export async function calibrate(model: Model, batches: Batches, opts: QuantizeOp
   };
   const placement = placeQuantizers(model.graph, isFloat);
   const stats = await collectStats(model, batches, placement.activations.map((a) => a.tensor), actRange, opts);
-  return { model, placement, stats, actRange, weightRange, shapes };
+  const rounding = opts.rounding ?? DEFAULT_ROUNDING;
+  const rounder = rounding === 'nearest' ? undefined : await gatherRoundingStats(model, placement, batches, opts.roundingOptions, opts);
+  return { model, placement, stats, actRange, weightRange, shapes, rounding, rounder };
+}
+
+function scalesOf(cal: Calibrated, tensor: string, axis: number, bits: number): Float32Array {
+  let cache = weightScaleCache.get(cal);
+  if (!cache) weightScaleCache.set(cal, (cache = new Map()));
+  const key = `${tensor}@${bits}`;
+  let scales = cache.get(key);
+  if (!scales) {
+    const t = cal.model.graph.consts.get(tensor)!;
+    cache.set(key, (scales = weightScales(t.data as Float32Array, t.shape, axis, bits, cal.weightRange)));
+  }
+  return scales;
+}
+
+/**
+ * Computes (once per weight and bit-width, then cached) the data-aware rounded weights that
+ * `config` needs, so that {@link encodingsFor} and {@link quantizeWith} use them. Call before
+ * scoring or exporting a configuration; a no-op under 'nearest' rounding.
+ */
+export async function prepareWeights(cal: Calibrated, config: BitConfig): Promise<void> {
+  const r = cal.rounder;
+  if (!r) return;
+  const jobs: Promise<unknown>[] = [];
+  for (const w of cal.placement.weights) {
+    const bits = weightBits(config, w.tensor);
+    if (methodFor(cal.rounding, bits) !== 'gptq' || !r.has(w.tensor)) continue;
+    const t = cal.model.graph.consts.get(w.tensor)!;
+    jobs.push(r.round(w.tensor, t.data as Float32Array, t.shape, scalesOf(cal, w.tensor, w.axis, bits), bits));
+  }
+  await Promise.all(jobs);
+}
+
+/** {@link prepareWeights}, then {@link quantizeWith}. */
+export async function quantize(cal: Calibrated, config: BitConfig): Promise<Quantized> {
+  await prepareWeights(cal, config);
+  return quantizeWith(cal, config);
 }
 
 const weightScaleCache = new WeakMap<Calibrated, Map<string, Float32Array>>();
 
 /** Encodings of every quantizer for a bit configuration. */
 export function encodingsFor(cal: Calibrated, config: BitConfig): Encodings {
-  const g = cal.model.graph;
   const weights = new Map<string, TensorEncoding>();
-  let cache = weightScaleCache.get(cal);
-  if (!cache) weightScaleCache.set(cal, (cache = new Map()));
   for (const w of cal.placement.weights) {
     const bits = weightBits(config, w.tensor);
-    const t = g.consts.get(w.tensor)!;
-    const key = `${w.tensor}@${bits}`;
-    let scales = cache.get(key);
-    if (!scales) cache.set(key, (scales = weightScales(t.data as Float32Array, t.shape, w.axis, bits, cal.weightRange)));
+    const scales = scalesOf(cal, w.tensor, w.axis, bits);
     const qmax = 2 ** (bits - 1) - 1;
+    const rounded = methodFor(cal.rounding, bits) === 'gptq' ? cal.rounder?.cached(w.tensor, bits, scales) : undefined;
     weights.set(w.tensor, {
+      ...(rounded ? { quantized: rounded.q, biasDelta: rounded.biasDelta } : {}),
       axis: w.axis,
       signed: true,
       entries: Array.from(scales, (s) => ({ bitwidth: bits, dtype: 'int' as const, is_symmetric: 'True' as const, scale: s, offset: 0, min: -s * qmax, max: s * qmax })),

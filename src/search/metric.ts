@@ -1,0 +1,94 @@
+/**
+ * What phase 3 measures: top-1 against labels (classification with labels), else top-1
+ * agreement with the float model (classifiers), else output SQNR against float (dB); or a
+ * user's own async function. Higher is always better.
+ */
+import { SampleLabels } from '../eval/labels';
+import { argmaxRows, SqnrMeter } from '../eval/metrics';
+import { Model, RunOptions, Tensor } from '../model';
+
+export type MetricName = 'top1' | 'agreement' | 'sqnr_db' | 'custom';
+
+/** A user-supplied evaluation: given a model (float or simulated quantized), a score, higher is better. */
+export type EvaluateFn = (model: Model, opts: RunOptions) => Promise<number>;
+
+export interface EvalData {
+  batches: () => AsyncIterable<{ inputs: Record<string, Tensor>; names: string[]; indices: number[] }>;
+  labels?: SampleLabels;
+}
+
+export interface Metric {
+  name: MetricName;
+  measure(model: Model, opts: RunOptions): Promise<number>;
+}
+
+/** Is this model a classifier (first output [N, C] with C > 1)? */
+function isClassifier(model: Model, shapes: Record<string, number[]>): boolean {
+  const spec = model.specialize(shapes);
+  const s = spec.values.get(model.outputNames[0])?.shape;
+  return !!s && s.length === 2 && s[1] > 1;
+}
+
+export async function makeMetric(
+  float: Model,
+  data: EvalData,
+  shapes: Record<string, number[]>,
+  opts: { custom?: EvaluateFn; task?: string },
+): Promise<Metric> {
+  if (opts.custom) {
+    const f = opts.custom;
+    return { name: 'custom', measure: (m, o) => f(m, o) };
+  }
+  const out0 = float.outputNames[0];
+  if (data.labels && (opts.task === 'classification' || isClassifier(float, shapes))) {
+    const labels = data.labels;
+    return {
+      name: 'top1',
+      async measure(m, o) {
+        let hit = 0, n = 0;
+        for await (const b of data.batches()) {
+          const pred = argmaxRows((await m.run(b.inputs, o))[out0]);
+          pred.forEach((p, i) => {
+            const l = labels(b.names[i], b.indices[i]);
+            if (typeof l !== 'number') return;
+            n++;
+            if (l === p) hit++;
+          });
+        }
+        return n ? hit / n : 0;
+      },
+    };
+  }
+  // reference outputs of the float model, computed once
+  const ref: Record<string, Tensor>[] = [];
+  for await (const b of data.batches()) ref.push(await float.run(b.inputs));
+  if (isClassifier(float, shapes)) {
+    const refTop = ref.map((r) => argmaxRows(r[out0]));
+    return {
+      name: 'agreement',
+      async measure(m, o) {
+        if (m === float) return 1;
+        let agree = 0, n = 0, k = 0;
+        for await (const b of data.batches()) {
+          const pred = argmaxRows((await m.run(b.inputs, o))[out0]);
+          pred.forEach((p, i) => {
+            n++;
+            if (p === refTop[k][i]) agree++;
+          });
+          k++;
+        }
+        return n ? agree / n : 0;
+      },
+    };
+  }
+  return {
+    name: 'sqnr_db',
+    async measure(m, o) {
+      if (m === float) return 200;
+      const meter = new SqnrMeter();
+      let k = 0;
+      for await (const b of data.batches()) meter.add(ref[k++], await m.run(b.inputs, o));
+      return Math.min(200, meter.db());
+    },
+  };
+}

@@ -1,0 +1,121 @@
+/**
+ * Phase 1, sensitivity: for each group and each of its candidates other than the highest,
+ * quantize only that group (everything else float) and measure the SQNR of the model's
+ * outputs against float over the calibration samples. Only the part downstream of the group
+ * is recomputed, from float activations of the unchanged upstream; groups are processed in
+ * chunks so that memory holds one batch of float activations at a time, and each finished
+ * result goes to the cache at once.
+ */
+import { MpqError } from '../errors';
+import { Model, RunOptions, Tensor } from '../model';
+import { Batches } from '../quant/calibrate';
+import { Encodings } from '../quant/encodings';
+import { buildQdqGraph } from '../quant/qdq';
+import { Calibrated, encodingsFor } from '../quant/quantize';
+import { candKey, Candidate } from '../profiles/profile';
+import { SensitivityCache, sqnrOf } from './cache';
+import { configOf, Group } from './groups';
+import { downstreamOf } from './subgraph';
+
+export interface Phase1Entry {
+  group: number;
+  candidate: Candidate;
+  sqnr_db: number;
+  cached: boolean;
+}
+
+export interface Phase1Progress {
+  done: number;
+  total: number;
+  reused: number;
+}
+
+/** Encodings restricted to one group's quantizers. */
+function groupEncodings(all: Encodings, grp: Group): Encodings {
+  const weights = new Map([...all.weights].filter(([k]) => grp.weights.includes(k)));
+  const activations = new Map([...all.activations].filter(([k]) => k === grp.act));
+  return { weights, activations };
+}
+
+export async function runPhase1(
+  cal: Calibrated,
+  groups: Group[],
+  batches: Batches,
+  cache: SensitivityCache,
+  opts: RunOptions & { chunk?: number; onProgress?: (p: Phase1Progress) => void } = {},
+): Promise<Phase1Entry[]> {
+  const model = cal.model;
+  const spec = model.specialize(cal.shapes);
+  // frontier values become inputs of the downstream graph: the batch axis stays symbolic
+  const shapeOf = (v: string) => {
+    const s = spec.values.get(v)?.shape;
+    return s ? ['N', ...s.slice(1)] : undefined;
+  };
+  const work: { group: Group; cand: Candidate }[] = [];
+  for (const grp of groups) for (const c of grp.candidates.slice(0, -1)) work.push({ group: grp, cand: c });
+  const results: Phase1Entry[] = [];
+  let reused = 0;
+  const todo = work.filter((w) => {
+    const hit = cache.get(w.group.id, candKey(w.cand));
+    if (hit) {
+      results.push({ group: w.group.id, candidate: w.cand, sqnr_db: hit.sqnr_db, cached: true });
+      reused++;
+    }
+    return !hit;
+  });
+  const total = work.length;
+  opts.onProgress?.({ done: results.length, total, reused });
+  const chunkSize = opts.chunk ?? 12;
+  const outputs = model.outputNames;
+  for (let c0 = 0; c0 < todo.length; c0 += chunkSize) {
+    const chunk = todo.slice(c0, c0 + chunkSize).map((w) => {
+      const choice = groups.map((g) => g.candidates[g.candidates.length - 1]);
+      choice[w.group.id] = w.cand;
+      const enc = groupEncodings(encodingsFor(cal, configOf(groups, choice)), w.group);
+      const gq = buildQdqGraph(model.graph, enc);
+      const seeds = new Set(gq.nodes.filter((n) => /_(Quantize|Dequantize)Linear$/.test(n.name) && !model.graph.nodes.some((m) => m.name === n.name)).map((n) => n.name));
+      const ds = downstreamOf(gq, seeds, shapeOf);
+      const sub = ds.outputs.length ? Model.fromGraph(ds.graph) : undefined;
+      const powers: Record<string, [number, number]> = Object.fromEntries(outputs.map((o) => [o, [0, 0] as [number, number]]));
+      return { ...w, ds, sub, powers };
+    });
+    const want = [...new Set([...chunk.flatMap((w) => w.ds.frontier), ...outputs])];
+    for await (const b of batches()) {
+      if (opts.signal?.aborted) throw new MpqError('MPQ_ABORTED', 'the search was aborted');
+      const shapes = Object.fromEntries(model.inputNames.map((n) => [n, b[n].shape]));
+      const c = model.compile(shapes, want);
+      const ids = want.map((v) => {
+        const id = c.lowered.index.get(v);
+        if (id === undefined) throw new MpqError('MPQ_INTERNAL', `value '${v}' is not in the plan`);
+        return id;
+      });
+      const isInput = (v: string) => model.inputNames.includes(v);
+      const vals = await model.exec(c, model.inputNames.map((n) => b[n]), opts, ids);
+      const float = new Map<string, Tensor>(want.map((v, i) => [v, isInput(v) ? b[v] : vals[i]]));
+      for (const w of chunk) {
+        for (const o of outputs) {
+          const y = float.get(o)!.data;
+          let s = 0;
+          for (let i = 0; i < y.length; i++) s += y[i] * y[i];
+          w.powers[o][0] += s;
+        }
+        if (!w.sub) continue;
+        const feeds = Object.fromEntries(w.ds.frontier.map((v) => [v, float.get(v)!]));
+        const got = await w.sub.run(feeds, opts);
+        for (const o of w.ds.outputs) {
+          const y = float.get(o)!.data, q = got[o].data;
+          let n = 0;
+          for (let i = 0; i < y.length; i++) n += (y[i] - q[i]) ** 2;
+          w.powers[o][1] += n;
+        }
+      }
+    }
+    for (const w of chunk) {
+      const sqnr = Math.min(200, sqnrOf(w.powers));
+      cache.add({ group: w.group.id, candidate: candKey(w.cand), sqnr_db: sqnr, powers: w.powers });
+      results.push({ group: w.group.id, candidate: w.cand, sqnr_db: sqnr, cached: false });
+    }
+    opts.onProgress?.({ done: results.length, total, reused });
+  }
+  return results;
+}

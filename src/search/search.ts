@@ -1,0 +1,267 @@
+/**
+ * The mixed-precision search (DESIGN.md section 5): calibrate, phase 1 (sensitivity, cached),
+ * phase 2 (Pareto front), phase 3 (selection with real evaluations), export and report.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { MpqError } from '../errors';
+import { writeFileAtomic } from '../fsutil';
+import { Model, RunOptions } from '../model';
+import { loadProfile, Profile, candKey, Candidate } from '../profiles/profile';
+import { Batches } from '../quant/calibrate';
+import { encodingsToJson } from '../quant/encodings';
+import { calibrate, exportQdq, quantizeWith, QuantizeOptions } from '../quant/quantize';
+import { renderReport, renderSummary } from '../report/html';
+import { hashOf, SensitivityCache } from './cache';
+import { CostModel } from './cost';
+import { buildGroups, configOf, Group } from './groups';
+import { EvalData, EvaluateFn, makeMetric, MetricName } from './metric';
+import { buildFront, FrontOrder, FrontPoint, frontQuality } from './pareto';
+import { runPhase1 } from './phase1';
+
+export interface SearchTarget {
+  /** Largest allowed drop of the metric from float (top-1 fraction, or dB for SQNR). */
+  maxDrop?: number;
+  /** Largest allowed BOPs relative to all-W8A8. */
+  maxBops?: number;
+  /** Largest allowed weight memory in MB (1e6 bytes). */
+  maxSizeMb?: number;
+}
+
+export type Phase = 'calibration' | 'phase1' | 'phase3' | 'export';
+
+export interface SearchOptions extends QuantizeOptions {
+  /** ONNX model file. */
+  model: string;
+  /** Calibration batches (re-iterable) and a fingerprint of the data for the cache key. */
+  calib: { batches: Batches; fingerprint: string; count: number };
+  /** Built-in profile name or profile file (default 'default'), or a profile object. */
+  profile?: string | Profile;
+  target: SearchTarget;
+  /** Evaluation data for phase 3 (default: the calibration data). */
+  eval?: EvalData;
+  /** A custom evaluation function (higher is better); overrides the built-in metrics. */
+  evaluate?: EvaluateFn;
+  task?: string;
+  /** Front order: the paper's (sqnr), efficiency, or auto (the better predicted front). */
+  order?: FrontOrder | 'auto';
+  /** Output folder. */
+  out: string;
+  onProgress?: (phase: Phase, done: number, total: number) => void;
+  /** Extra fields recorded in run.json (for example the command line). */
+  record?: Record<string, unknown>;
+}
+
+export interface EvaluatedPoint {
+  name: string;
+  rel_bops: number;
+  size_bytes: number;
+  metric: number;
+}
+
+export interface SearchResult {
+  tool: string;
+  version: string;
+  versions: Record<string, string>;
+  options: Record<string, unknown>;
+  seconds: Record<string, number>;
+  phase1: { computed: number; reused: number; total: number };
+  groups: number;
+  order: FrontOrder;
+  metric: MetricName;
+  float_metric: number;
+  selected: { index: number; rel_bops: number; size_bytes: number; metric: number; meets_target: boolean };
+  homogeneous: EvaluatedPoint[];
+  files: Record<string, string>;
+}
+
+function pkgVersion(): string {
+  return require('../../../package.json').version;
+}
+
+export async function search(o: SearchOptions): Promise<SearchResult> {
+  const t0 = Date.now();
+  const seconds: Record<string, number> = {};
+  const lap = (k: string, since: number) => (seconds[k] = +((Date.now() - since) / 1000).toFixed(2));
+  const { target } = o;
+  const nTargets = [target.maxDrop, target.maxBops, target.maxSizeMb].filter((x) => x !== undefined).length;
+  if (nTargets !== 1) throw new MpqError('MPQ_BAD_INPUT', 'give exactly one target: --max-drop, --max-bops or --max-size');
+  const profile = typeof o.profile === 'object' ? o.profile : loadProfile(o.profile ?? 'default');
+  const opt: RunOptions = { signal: o.signal };
+  fs.mkdirSync(o.out, { recursive: true });
+
+  // calibration
+  let t = Date.now();
+  o.onProgress?.('calibration', 0, 1);
+  const model = Model.fromFile(o.model);
+  const cal = await calibrate(model, o.calib.batches, o);
+  o.onProgress?.('calibration', 1, 1);
+  lap('calibration', t);
+
+  const spec = model.specialize(cal.shapes);
+  const groups = buildGroups(model.graph, cal.placement, profile);
+  const cost = new CostModel(model.graph, spec, cal.placement, groups);
+
+  // phase 1
+  t = Date.now();
+  const modelHash = hashOf(fs.readFileSync(o.model));
+  const options = { weightRange: cal.weightRange, actRange: cal.actRange, samples: o.calib.count };
+  const key = hashOf(modelHash, JSON.stringify(profile), o.calib.fingerprint, JSON.stringify(options));
+  const cache = new SensitivityCache(path.join(o.out, 'cache', 'sensitivity.jsonl'), key);
+  let entries;
+  try {
+    entries = await runPhase1(cal, groups, o.calib.batches, cache, {
+      signal: o.signal,
+      onProgress: (p) => o.onProgress?.('phase1', p.done, p.total),
+    });
+  } finally {
+    cache.close();
+  }
+  const reused = entries.filter((e) => e.cached).length;
+  lap('phase1', t);
+
+  // phase 2
+  t = Date.now();
+  const fronts = { sqnr: buildFront(entries, groups, cost, 'sqnr'), efficiency: buildFront(entries, groups, cost, 'efficiency') };
+  const order: FrontOrder = o.order && o.order !== 'auto' ? o.order : frontQuality(fronts.efficiency) > frontQuality(fronts.sqnr) ? 'efficiency' : 'sqnr';
+  const front = fronts[order];
+  lap('phase2', t);
+
+  // phase 3
+  t = Date.now();
+  const evalData: EvalData = o.eval ?? {
+    batches: async function* () {
+      let i = 0;
+      for await (const b of o.calib.batches()) {
+        const n = b[model.inputNames[0]].shape[0];
+        yield { inputs: b, names: Array.from({ length: n }, (_, k) => String(i + k)), indices: Array.from({ length: n }, (_, k) => i + k) };
+        i += n;
+      }
+    },
+  };
+  const metric = await makeMetric(model, evalData, cal.shapes, { custom: o.evaluate, task: o.task });
+  const floatMetric = await metric.measure(model, opt);
+  const simCache = new Map<string, number>();
+  const evaluate = async (choice: Candidate[]): Promise<number> => {
+    const k = choice.map(candKey).join(',');
+    let v = simCache.get(k);
+    if (v === undefined) {
+      const q = quantizeWith(cal, configOf(groups, choice));
+      v = await metric.measure(Model.fromGraph(q.graph), opt);
+      simCache.set(k, v);
+    }
+    return v;
+  };
+  let evals = 0;
+  const evalPoint = async (p: FrontPoint) => {
+    if (p.measured === null) {
+      p.measured = await evaluate(p.choice);
+      evals++;
+      o.onProgress?.('phase3', evals, evals + 1);
+    }
+    return p.measured;
+  };
+
+  let selected: FrontPoint;
+  if (target.maxDrop !== undefined) {
+    const goal = floatMetric - target.maxDrop;
+    // binary search for the cheapest point that meets the goal (front: cost decreasing)
+    let lo = 0, hi = front.length - 1, best = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if ((await evalPoint(front[mid])) >= goal) {
+        best = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    selected = front[best >= 0 ? best : 0];
+    await evalPoint(selected);
+  } else {
+    const within = (p: FrontPoint) => (target.maxBops !== undefined ? p.rel_bops <= target.maxBops + 1e-12 : p.size_bytes <= target.maxSizeMb! * 1e6);
+    const ok = front.filter(within);
+    if (ok.length === 0) {
+      const cheapest = front[front.length - 1];
+      throw new MpqError('MPQ_BAD_INPUT', `no configuration meets the budget: the cheapest on the front has rel_bops ${cheapest.rel_bops.toFixed(3)} and ${(cheapest.size_bytes / 1e6).toFixed(2)} MB`);
+    }
+    // the most accurate evaluated point within budget: evaluate the costliest few in budget
+    const tries = ok.slice(0, 3);
+    for (const p of tries) await evalPoint(p);
+    selected = tries.reduce((a, b) => ((b.measured ?? -Infinity) > (a.measured ?? -Infinity) ? b : a));
+  }
+
+  // homogeneous configurations, evaluated beside the mixed ones
+  const homogeneous: EvaluatedPoint[] = [];
+  for (const c of profile.candidates) {
+    if (!groups.every((g) => g.candidates.some((x) => candKey(x) === candKey(c)))) continue;
+    const choice = groups.map(() => c);
+    homogeneous.push({ name: candKey(c), rel_bops: cost.relBops(choice), size_bytes: cost.sizeBytes(choice), metric: await evaluate(choice) });
+  }
+  lap('phase3', t);
+
+  // export
+  t = Date.now();
+  const q = quantizeWith(cal, configOf(groups, selected.choice));
+  const bytes = exportQdq(q, cal);
+  const files = {
+    model: path.join(o.out, 'model.qdq.onnx'),
+    encodings: path.join(o.out, 'encodings.json'),
+    pareto: path.join(o.out, 'pareto.json'),
+    sensitivity: path.join(o.out, 'sensitivity.json'),
+    report: path.join(o.out, 'report.html'),
+    summary: path.join(o.out, 'summary.md'),
+    run: path.join(o.out, 'run.json'),
+    config: path.join(o.out, 'config.json'),
+    cache: path.join(o.out, 'cache', 'sensitivity.jsonl'),
+  };
+  const pointJson = (p: FrontPoint) => ({
+    index: p.index,
+    rel_bops: +p.rel_bops.toFixed(6),
+    size_bytes: p.size_bytes,
+    predicted_sqnr_db: +p.predicted_sqnr_db.toFixed(3),
+    measured: p.measured,
+    configuration: Object.fromEntries(groups.map((g, i) => [String(g.id), candKey(p.choice[i])])),
+  });
+  const sensitivity = groups.map((g) => ({
+    group: g.id,
+    activation: g.act ?? null,
+    weights: g.weights,
+    ops: g.ops,
+    candidates: g.candidates.map(candKey),
+    sqnr_db: Object.fromEntries(entries.filter((e) => e.group === g.id).map((e) => [candKey(e.candidate), +e.sqnr_db.toFixed(3)])),
+  }));
+  const config = configOf(groups, selected.choice);
+  const meets =
+    target.maxDrop !== undefined ? (selected.measured ?? -Infinity) >= floatMetric - target.maxDrop : target.maxBops !== undefined ? selected.rel_bops <= target.maxBops + 1e-12 : selected.size_bytes <= target.maxSizeMb! * 1e6;
+  const result: SearchResult = {
+    tool: 'onnx-mpq',
+    version: pkgVersion(),
+    versions: { node: process.version, 'onnx-mpq': pkgVersion() },
+    options: { model: path.resolve(o.model), profile: profile.name, target, order, weightRange: cal.weightRange, actRange: cal.actRange, calib_samples: o.calib.count, ...(o.record ?? {}) },
+    seconds,
+    phase1: { computed: entries.length - reused, reused, total: entries.length },
+    groups: groups.length,
+    order,
+    metric: metric.name,
+    float_metric: floatMetric,
+    selected: { index: selected.index, rel_bops: +selected.rel_bops.toFixed(6), size_bytes: selected.size_bytes, metric: selected.measured!, meets_target: meets },
+    homogeneous,
+    files,
+  };
+  writeFileAtomic(files.encodings, JSON.stringify(encodingsToJson(q.encodings), null, 1));
+  writeFileAtomic(files.config, JSON.stringify({ default: 'W8A8', weights: config.weights, activations: config.activations }, null, 2));
+  writeFileAtomic(files.pareto, JSON.stringify({ order, metric: metric.name, float_metric: floatMetric, points: front.map(pointJson), other_order: { order: order === 'sqnr' ? 'efficiency' : 'sqnr', points: fronts[order === 'sqnr' ? 'efficiency' : 'sqnr'].map(pointJson) } }, null, 1));
+  writeFileAtomic(files.sensitivity, JSON.stringify({ groups: sensitivity }, null, 1));
+  writeFileAtomic(path.join(o.out, 'quantize.json'), JSON.stringify({ tool: 'onnx-mpq', model: path.resolve(o.model), calib: o.record?.calib ?? {}, config: 'mixed', files }, null, 2));
+  writeFileAtomic(files.model, bytes);
+  lap('export', t);
+  seconds.total = +((Date.now() - t0) / 1000).toFixed(2);
+  const sens: Record<number, Record<string, number>> = {};
+  for (const e of entries) (sens[e.group] ??= {})[candKey(e.candidate)] = e.sqnr_db;
+  const report = { result, front, groups, homogeneous, selected, fronts, sens };
+  writeFileAtomic(files.report, renderReport(report));
+  writeFileAtomic(files.summary, renderSummary(report));
+  writeFileAtomic(files.run, JSON.stringify(result, null, 2));
+  return result;
+}
+
+export type { Group };
