@@ -9,6 +9,7 @@ pub mod fq;
 pub mod unary;
 pub mod conv;
 pub mod pgemm;
+pub mod alloc;
 
 use std::sync::OnceLock;
 

@@ -307,7 +307,7 @@ impl Op for Conv {
         let x = operand(&None, inputs, 0, self.n * self.c * hw)?;
         let w = operand(&self.w, inputs, 1, self.m * (self.c / self.group) * kk)?;
         let bias = bias_operand(&self.b, inputs, self.has_bias, self.m)?;
-        let mut out = vec![0f32; self.n * self.m * ohw];
+        let mut out = crate::kernels::alloc::zeroed(self.n * self.m * ohw);
         if out.is_empty() {
             return Ok(vec![Tensor::new(self.out_shape.clone(), out)]);
         }
@@ -455,7 +455,7 @@ impl Op for ConvTranspose {
         let x = operand(&None, inputs, 0, self.n * self.c * in_hw)?;
         let w = operand(&self.w, inputs, 1, self.c * (self.m / self.group) * g.kk())?;
         let bias = bias_operand(&self.b, inputs, self.has_bias, self.m)?;
-        let mut out = vec![0f32; self.n * self.m * out_hw];
+        let mut out = crate::kernels::alloc::zeroed(self.n * self.m * out_hw);
         if out.is_empty() || x.is_empty() {
             // an empty input still yields bias (+ activation) everywhere
             if let Some(b) = bias {

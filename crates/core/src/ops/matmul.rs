@@ -117,7 +117,7 @@ impl Op for Gemm {
         };
         let am = if self.trans_a { MatRef::transposed(a, m) } else { MatRef::row_major(a, k) };
         let bm = if self.trans_b { MatRef::transposed(b, k) } else { MatRef::row_major(b, n) };
-        let mut out = vec![0f32; m * n];
+        let mut out = crate::kernels::alloc::zeroed(m * n);
         let (alpha, beta, act) = (self.alpha, self.beta, self.act);
         gemm_rows(m, n, k, am, bm, &mut out, &|i, row| {
             if alpha != 1.0 {
@@ -221,7 +221,7 @@ impl Op for MatMul {
         let a = data(inputs, 0, self.a_len)?;
         let b = data(inputs, 1, self.b_len)?;
         let nb: usize = self.batch.iter().product();
-        let mut out = vec![0f32; nb * m * n];
+        let mut out = crate::kernels::alloc::zeroed(nb * m * n);
         let act = self.act;
         let epi = |_: usize, row: &mut [f32]| {
             if let Some(a) = &act {

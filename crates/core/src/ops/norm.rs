@@ -80,7 +80,7 @@ impl Op for BatchNorm {
                 (&computed.0, &computed.1)
             }
         };
-        let mut out = vec![0f32; x.data.len()];
+        let mut out = crate::kernels::alloc::zeroed(x.data.len());
         if self.inner > 0 {
             out.par_chunks_mut(self.inner).zip(x.data.par_chunks(self.inner)).enumerate().for_each(|(p, (o, xi))| {
                 let ch = p % self.c;
@@ -207,7 +207,7 @@ impl Op for LayerNorm {
             }
             _ => None,
         };
-        let mut out = vec![0f32; x.data.len()];
+        let mut out = crate::kernels::alloc::zeroed(x.data.len());
         let mut stats = vec![(0f32, 0f32); self.outer];
         if self.inner > 0 {
             let n = self.inner as f64;

@@ -124,7 +124,7 @@ impl Op for Pool {
         }
         let (oh, ow) = (self.ys.taps.len(), self.xs.taps.len());
         let ohw = oh * ow;
-        let mut out = vec![0f32; self.planes * ohw];
+        let mut out = crate::kernels::alloc::zeroed(self.planes * ohw);
         let mut idx = if self.with_indices { vec![0f32; self.planes * ohw] } else { Vec::new() };
         if ohw == 0 {
             let mut v = vec![Tensor::new(self.out_shape.clone(), out)];
