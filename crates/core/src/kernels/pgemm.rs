@@ -84,7 +84,12 @@ pub fn gemm_packed(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize, out
             let nn = NR.min(n - j0);
             for p in 0..kc {
                 let src = &x[(k0 + p) * ldx + j0..(k0 + p) * ldx + j0 + nn];
-                xb[p * NR..p * NR + nn].copy_from_slice(src);
+                let dst = &mut xb[p * NR..p * NR + nn];
+                if let (Ok(d), Ok(s)) = (<&mut [f32; NR]>::try_from(&mut *dst), <&[f32; NR]>::try_from(src)) {
+                    *d = *s; // fixed size: inlined vector moves instead of a memmove call
+                } else {
+                    dst.copy_from_slice(src);
+                }
             }
             for b in 0..m.div_ceil(MR) {
                 let rows = MR.min(m - b * MR);
