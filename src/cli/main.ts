@@ -44,7 +44,7 @@ function program(): Command {
       .requiredOption('--out <dir>', 'output folder')
       .option('--weight-range <minmax|mse>', 'weight range setting')
       .option('--act-range <minmax|mse>', 'activation range setting')
-      .option('--rounding <nearest|gptq|auto>', 'weight rounding: nearest, gptq (data-aware, with bias correction), or auto = gptq below 8 bits (default)')
+      .option('--rounding <nearest|gptq|auto>', 'weight rounding: nearest, gptq (data-aware, with bias correction), or auto = gptq at 8 bits and below (default)')
       .option('--json', 'print one JSON document and nothing else'),
   ).action(quantizeCommand);
 

@@ -43,8 +43,8 @@ export async function quantizeCommand(file: string, f: QuantizeFlags): Promise<v
   const cal = await calibrate(model, () => data.batches(), {
     weightRange: method(f.weightRange, 'weight-range'),
     actRange: method(f.actRange, 'act-range'),
-    // 'auto' only rounds below 8 bits: skip gathering layer statistics when nothing is below
-    rounding: round ?? (Math.min(config.w, ...Object.values(config.weights)) < 8 ? undefined : 'nearest'),
+    // 'auto' rounds data-aware at 8 bits and below: skip gathering layer statistics when no weight is
+    rounding: round ?? (Math.min(config.w, ...Object.values(config.weights)) <= 8 ? undefined : 'nearest'),
   });
   const tCal = Date.now();
   const q = await quantize(cal, config);

@@ -25,7 +25,7 @@ export interface QuantizeOptions extends RunOptions {
   roundingOptions?: RoundingOptions;
 }
 
-/** Data-aware rounding below 8 bits, round to nearest at 8 bits and above (chosen by measurement, bench/rounding.ts). */
+/** Data-aware rounding at 8 bits and below, round to nearest above (chosen by measurement, bench/rounding.ts: it also helps at W8A8). */
 export const DEFAULT_ROUNDING: Rounding = 'auto';
 
 export const DEFAULT_RANGES: { weight: RangeMethod; act: RangeMethod } = { weight: 'mse', act: 'mse' };
@@ -116,9 +116,10 @@ export function encodingsFor(cal: Calibrated, config: BitConfig): Encodings {
   const weights = new Map<string, TensorEncoding>();
   for (const w of cal.placement.weights) {
     const bits = weightBits(config, w.tensor);
-    const scales = scalesOf(cal, w.tensor, w.axis, bits);
+    const base = scalesOf(cal, w.tensor, w.axis, bits);
     const qmax = 2 ** (bits - 1) - 1;
-    const rounded = methodFor(cal.rounding, bits) === 'gptq' ? cal.rounder?.cached(w.tensor, bits, scales) : undefined;
+    const rounded = methodFor(cal.rounding, bits) === 'gptq' ? cal.rounder?.cached(w.tensor, bits, base) : undefined;
+    const scales = rounded?.scales ?? base;
     weights.set(w.tensor, {
       ...(rounded ? { quantized: rounded.q, biasDelta: rounded.biasDelta } : {}),
       axis: w.axis,

@@ -14,13 +14,13 @@ import { native } from '../native';
 import { Batches } from './calibrate';
 import { Placement, WEIGHTED } from './placement';
 
-/** `nearest`: round to nearest everywhere; `gptq`: data-aware everywhere; `auto`: data-aware below 8 bits. */
+/** `nearest`: round to nearest everywhere; `gptq`: data-aware everywhere; `auto`: data-aware at 8 bits and below. */
 export type Rounding = 'nearest' | 'gptq' | 'auto';
 export const ROUNDINGS: Rounding[] = ['nearest', 'gptq', 'auto'];
 
 /** The method used for a weight at `bits` under `mode`. */
 export function methodFor(mode: Rounding, bits: number): 'nearest' | 'gptq' {
-  if (mode === 'auto') return bits < 8 ? 'gptq' : 'nearest';
+  if (mode === 'auto') return bits <= 8 ? 'gptq' : 'nearest';
   return mode;
 }
 
@@ -29,6 +29,8 @@ export interface RoundingOptions {
   damp?: number;
   /** Quantize columns by decreasing H diagonal (default true). */
   actOrder?: boolean;
+  /** Re-choose each output channel's scale by the layer output error (default false: measured worse on MobileNetV1). */
+  scaleSearch?: boolean;
 }
 
 export interface RoundedWeight {
@@ -36,6 +38,8 @@ export interface RoundedWeight {
   q: Float32Array;
   /** Mean output shift per output channel caused by the rounding: to add to the bias. */
   biasDelta: Float32Array;
+  /** Scale per output channel that goes with `q`. */
+  scales: Float32Array;
 }
 
 type Stats = InstanceType<ReturnType<typeof native>['RoundingStats']>;
@@ -93,7 +97,7 @@ export class WeightRounder {
     p = (async () => {
       try {
         const r = await this.stats.round(i, w, shape, scales, bits, 'gptq', JSON.stringify(this.options));
-        const out = { q: r.q, biasDelta: r.biasDelta };
+        const out = { q: r.q, biasDelta: r.biasDelta, scales: r.scales };
         this.done.set(key, out);
         this.seconds += (Date.now() - t0) / 1000;
         return out;

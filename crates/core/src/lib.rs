@@ -8,6 +8,8 @@
 pub mod attrs;
 pub mod error;
 pub mod exec;
+pub mod gptq;
+pub mod hessian;
 pub mod kernels;
 pub mod ops;
 pub mod plan;

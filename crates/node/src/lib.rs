@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 mod data;
+mod rounding;
 
 /// Error codes, kept in step with `src/errors.ts`.
 fn code_of(e: &CoreError) -> &'static str {

@@ -1,0 +1,495 @@
+//! Data-aware weight rounding (GPTQ/OBQ family) and bias correction.
+//!
+//! A weight is seen as one matrix per group, `W [rows, d]`, whose rows are dotted with the
+//! layer's input vectors `x` (see [`crate::hessian`]). With `H = E[x x^T]`, GPTQ quantizes
+//! the columns in turn and spreads each column's rounding error over the columns not yet
+//! quantized so as to minimise `sum_rows (w - w_q) H (w - w_q)^T`, the expected squared error
+//! of the layer's output. Per-row scales are fixed beforehand; the integers follow ONNX
+//! QuantizeLinear exactly (`clamp(round_half_even(w / s), qmin, qmax)`).
+//!
+//! Bias correction: the quantized weights shift the layer's output mean by `(W - W_q) mu`
+//! (`mu` = mean input vector); that shift is returned so the caller can fold it into the bias.
+
+use crate::error::{Error, Result};
+use crate::hessian::{LayerSpec, LayerStats};
+use crate::kernels::gemm::{sgemm, MatRef};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Nearest,
+    Gptq,
+}
+
+#[derive(Clone, Debug)]
+pub struct RoundOptions {
+    /// Dampening added to the diagonal of `H`, as a fraction of its mean diagonal.
+    pub damp: f64,
+    /// Columns per lazy-update block.
+    pub block: usize,
+    /// Quantize columns in order of decreasing `H` diagonal.
+    pub act_order: bool,
+    /// Re-choose each output channel's scale (given scale times 0.6 .. 1.2) by the output
+    /// error `e H e^T` it leads to. Off by default: on MobileNetV1 W4A8 it measured worse
+    /// (top-1 0.76 against 0.79 on 200 images), since large layers judge candidates by
+    /// round-to-nearest.
+    pub scale_search: bool,
+}
+
+impl Default for RoundOptions {
+    fn default() -> Self {
+        RoundOptions { damp: 0.01, block: 128, act_order: true, scale_search: false }
+    }
+}
+
+/// ONNX QuantizeLinear of one value (symmetric, zero point 0).
+#[inline]
+pub fn quantize(w: f32, s: f32, qmin: f32, qmax: f32) -> f32 {
+    (w / s).round_ties_even().clamp(qmin, qmax)
+}
+
+/// Lower Cholesky factor of the symmetric positive definite `a` (`n x n`), or `None`.
+fn cholesky(a: &[f64], n: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0f64; n * n];
+    for j in 0..n {
+        let mut d = a[j * n + j];
+        for k in 0..j {
+            d -= l[j * n + k] * l[j * n + k];
+        }
+        if !(d > 0.0) || !d.is_finite() {
+            return None;
+        }
+        let d = d.sqrt();
+        l[j * n + j] = d;
+        for i in j + 1..n {
+            let mut s = a[i * n + j];
+            let (ri, rj) = (&l[i * n..i * n + j], &l[j * n..j * n + j]);
+            for k in 0..j {
+                s -= ri[k] * rj[k];
+            }
+            l[i * n + j] = s / d;
+        }
+    }
+    Some(l)
+}
+
+/// `H^-1` from the lower Cholesky factor `l` of `H`.
+fn inverse_from_cholesky(l: &[f64], n: usize) -> Vec<f64> {
+    // m = l^-1 (lower triangular), by forward substitution column by column.
+    let mut m = vec![0f64; n * n];
+    for j in 0..n {
+        m[j * n + j] = 1.0 / l[j * n + j];
+        for i in j + 1..n {
+            let mut s = 0.0;
+            for k in j..i {
+                s -= l[i * n + k] * m[k * n + j];
+            }
+            m[i * n + j] = s / l[i * n + i];
+        }
+    }
+    // H^-1 = m^T m
+    let mut inv = vec![0f64; n * n];
+    for i in 0..n {
+        for j in i..n {
+            let mut s = 0.0;
+            for k in j..n {
+                s += m[k * n + i] * m[k * n + j];
+            }
+            inv[i * n + j] = s;
+            inv[j * n + i] = s;
+        }
+    }
+    inv
+}
+
+/// The upper Cholesky factor of `(H + damp I)^-1` (f32, row-major), raising the dampening
+/// until the factorisations succeed.
+fn inverse_factor(h: &[f64], n: usize, damp: f64) -> Result<Vec<f32>> {
+    let mean_diag = (0..n).map(|i| h[i * n + i]).sum::<f64>() / n.max(1) as f64;
+    let mut frac = damp.max(1e-6);
+    for _ in 0..8 {
+        let mut a = h.to_vec();
+        let add = frac * mean_diag.max(1e-12);
+        for i in 0..n {
+            a[i * n + i] += add;
+        }
+        if let Some(l) = cholesky(&a, n) {
+            let inv = inverse_from_cholesky(&l, n);
+            if let Some(li) = cholesky(&inv, n) {
+                // upper factor U = L^T
+                let mut u = vec![0f32; n * n];
+                for i in 0..n {
+                    for j in i..n {
+                        u[i * n + j] = li[j * n + i] as f32;
+                    }
+                }
+                return Ok(u);
+            }
+        }
+        frac *= 10.0;
+    }
+    Err(Error::Plan("GPTQ: the input Hessian is not positive definite even with dampening".into()))
+}
+
+/// GPTQ on rows of `w` (`[rows, n]`, row-major, modified in place), given the upper factor
+/// `u` of `H^-1`. Writes the integers to `q`.
+fn gptq_rows(w: &mut [f32], q: &mut [f32], rows: usize, n: usize, u: &[f32], scales: &[f32], qmin: f32, qmax: f32, block: usize) {
+    let block = block.max(1);
+    let mut nerr = vec![0f32; rows * block];
+    let mut b0 = 0;
+    while b0 < n {
+        let b1 = (b0 + block).min(n);
+        let bw = b1 - b0;
+        for i in b0..b1 {
+            let d = u[i * n + i];
+            let urow = &u[i * n + i + 1..i * n + b1];
+            for r in 0..rows {
+                let s = scales[r];
+                let row = &mut w[r * n..(r + 1) * n];
+                let qi = quantize(row[i], s, qmin, qmax);
+                q[r * n + i] = qi;
+                let e = (row[i] - qi * s) / d;
+                nerr[r * bw + (i - b0)] = -e;
+                for (x, &uu) in row[i + 1..b1].iter_mut().zip(urow) {
+                    *x -= e * uu;
+                }
+            }
+        }
+        if b1 < n {
+            // w[:, b1..] += (-err) @ u[b0..b1, b1..]
+            let ub = MatRef { data: &u[b0 * n + b1..], rs: n as isize, cs: 1 };
+            let (_, wt) = w.split_at_mut(b1);
+            sgemm(rows, n - b1, bw, MatRef::row_major(&nerr[..rows * bw], bw), ub, wt, n, true, 1);
+        }
+        b0 = b1;
+    }
+}
+
+/// GPTQ of one group's matrix `w [rows, n]` with `H` (`n x n`). Returns the integers.
+pub fn gptq_matrix(w: &[f32], rows: usize, n: usize, h: &[f64], scales: &[f32], bits: u32, opts: &RoundOptions) -> Result<Vec<f32>> {
+    let qmax = ((1u32 << (bits - 1)) - 1) as f32;
+    let qmin = -qmax;
+    let mut h = h.to_vec();
+    let mut w = w.to_vec();
+    for i in 0..n {
+        if h[i * n + i] <= 0.0 {
+            h[i * n + i] = 1.0;
+            for r in 0..rows {
+                w[r * n + i] = 0.0;
+            }
+        }
+    }
+    // column order
+    let mut perm: Vec<usize> = (0..n).collect();
+    if opts.act_order {
+        perm.sort_by(|&a, &b| h[b * n + b].partial_cmp(&h[a * n + a]).unwrap_or(std::cmp::Ordering::Equal));
+    }
+    let hp: Vec<f64> = (0..n * n).map(|k| h[perm[k / n] * n + perm[k % n]]).collect();
+    let mut wp: Vec<f32> = (0..rows * n).map(|k| w[(k / n) * n + perm[k % n]]).collect();
+    let u = inverse_factor(&hp, n, opts.damp)?;
+    let mut qp = vec![0f32; rows * n];
+    // rows are independent given u: split them over threads
+    let chunk = rows.div_ceil(rayon::current_num_threads() * 2).max(8);
+    wp.par_chunks_mut(chunk * n)
+        .zip(qp.par_chunks_mut(chunk * n))
+        .zip(scales.par_chunks(chunk))
+        .for_each(|((wc, qc), sc)| gptq_rows(wc, qc, sc.len(), n, &u, sc, qmin, qmax, opts.block));
+    let mut q = vec![0f32; rows * n];
+    for r in 0..rows {
+        for (k, &p) in perm.iter().enumerate() {
+            q[r * n + p] = qp[r * n + k];
+        }
+    }
+    Ok(q)
+}
+
+/// Where each group's matrix lives in the weight tensor.
+struct Layout {
+    groups: usize,
+    rows: usize,
+    dim: usize,
+    /// Flat weight index of (group, row, column).
+    idx: Vec<usize>,
+    /// Output channel (scale index) of (group, row).
+    ch: Vec<usize>,
+    /// Number of output channels.
+    channels: usize,
+    /// Multiplier of the bias shift (ConvTranspose: input pixels per output pixel).
+    bias_factor: f64,
+}
+
+fn layout(spec: &LayerSpec, shape: &[usize], stats: &LayerStats) -> Result<Layout> {
+    let bad = || Error::Plan(format!("weight of shape {shape:?} does not match the layer statistics ({} groups of {})", stats.groups, stats.dim));
+    let (g, d) = (stats.groups, stats.dim);
+    let mut idx = Vec::new();
+    let mut ch = Vec::new();
+    match spec {
+        LayerSpec::Conv { .. } => {
+            if shape.len() < 3 || shape[0] % g != 0 || shape[1..].iter().product::<usize>() != d {
+                return Err(bad());
+            }
+            let cg = shape[0] / g;
+            for gi in 0..g {
+                for r in 0..cg {
+                    ch.push(gi * cg + r);
+                    idx.extend(((gi * cg + r) * d..(gi * cg + r + 1) * d).collect::<Vec<_>>());
+                }
+            }
+            Ok(Layout { groups: g, rows: cg, dim: d, idx, ch, channels: shape[0], bias_factor: 1.0 })
+        }
+        LayerSpec::ConvTranspose { bias_factor, .. } => {
+            if shape.len() < 3 || shape[0] != g * d {
+                return Err(bad());
+            }
+            let cog = shape[1];
+            let k: usize = shape[2..].iter().product();
+            for gi in 0..g {
+                for co in 0..cog {
+                    for kk in 0..k {
+                        ch.push(gi * cog + co);
+                        for j in 0..d {
+                            idx.push(((gi * d + j) * cog + co) * k + kk);
+                        }
+                    }
+                }
+            }
+            Ok(Layout { groups: g, rows: cog * k, dim: d, idx, ch, channels: g * cog, bias_factor: *bias_factor })
+        }
+        LayerSpec::Rows { w_trans, .. } => {
+            if shape.len() != 2 || g != 1 {
+                return Err(bad());
+            }
+            // w_trans: stored [N, K]; else [K, N]
+            let (nn, kk) = if *w_trans { (shape[0], shape[1]) } else { (shape[1], shape[0]) };
+            if kk != d {
+                return Err(bad());
+            }
+            for r in 0..nn {
+                ch.push(r);
+                for j in 0..kk {
+                    idx.push(if *w_trans { r * kk + j } else { j * nn + r });
+                }
+            }
+            Ok(Layout { groups: 1, rows: nn, dim: d, idx, ch, channels: nn, bias_factor: 1.0 })
+        }
+    }
+}
+
+/// A rounded weight: integers in the weight's own layout, and the output-mean shift per
+/// output channel that the rounding causes (to add to the bias).
+#[derive(Clone, Debug)]
+pub struct Rounded {
+    pub q: Vec<f32>,
+    pub bias_delta: Vec<f32>,
+    /// Scale per output channel (the given ones unless `scale_search` changed them).
+    pub scales: Vec<f32>,
+}
+
+/// Per-row output error `e H e^T` of `e = w - q * s` (`w`, `q` `[rows, d]`).
+fn row_losses(w: &[f32], q: &[f32], sc: &[f32], rows: usize, d: usize, h: &[f32], threads: usize) -> Vec<f64> {
+    let e: Vec<f32> = (0..rows * d).map(|k| w[k] - q[k] * sc[k / d]).collect();
+    let mut eh = vec![0f32; rows * d];
+    sgemm(rows, d, d, MatRef::row_major(&e, d), MatRef::row_major(h, d), &mut eh, d, false, threads);
+    (0..rows).map(|r| (0..d).map(|j| e[r * d + j] as f64 * eh[r * d + j] as f64).sum()).collect()
+}
+
+const SCALE_FACTORS: [f32; 13] = [0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2];
+
+/// Rounds a layer's weight (`scales` per output channel) and measures its bias shift.
+pub fn round_layer(spec: &LayerSpec, stats: &LayerStats, w: &[f32], shape: &[usize], scales: &[f32], bits: u32, method: Method, opts: &RoundOptions) -> Result<Rounded> {
+    if !(2..=16).contains(&bits) {
+        return Err(Error::Plan(format!("weight bit-width {bits} is outside 2..16")));
+    }
+    let lay = layout(spec, shape, stats)?;
+    if w.len() != shape.iter().product::<usize>() || scales.len() != lay.channels {
+        return Err(Error::Plan(format!("weight has {} values and {} scales for shape {shape:?}", w.len(), scales.len())));
+    }
+    let qmax = ((1u32 << (bits - 1)) - 1) as f32;
+    let (rows, d) = (lay.rows, lay.dim);
+    let per_group: Vec<Result<(Vec<f32>, Vec<f64>, Vec<f32>)>> = (0..lay.groups)
+        .into_par_iter()
+        .map(|g| {
+            let base = g * rows;
+            let wm: Vec<f32> = lay.idx[base * d..(base + rows) * d].iter().map(|&i| w[i]).collect();
+            let mut sc: Vec<f32> = lay.ch[base..base + rows].iter().map(|&c| scales[c]).collect();
+            let h = stats.hessian(g);
+            let run = |m: Method, sc: &[f32]| -> Result<Vec<f32>> {
+                match m {
+                    Method::Nearest => Ok(wm.iter().enumerate().map(|(k, &x)| quantize(x, sc[k / d], -qmax, qmax)).collect()),
+                    Method::Gptq => gptq_matrix(&wm, rows, d, &h, sc, bits, opts),
+                }
+            };
+            if method == Method::Gptq && opts.scale_search {
+                // candidates judged by the method itself when cheap, else by rounding to nearest
+                let judge = if rows * d * d * SCALE_FACTORS.len() <= 4_000_000 { Method::Gptq } else { Method::Nearest };
+                let hf: Vec<f32> = h.iter().map(|&v| v as f32).collect();
+                let threads = if lay.groups == 1 { rayon::current_num_threads() } else { 1 };
+                let chs = &lay.ch[base..base + rows];
+                let c0 = *chs.iter().min().unwrap_or(&0);
+                let nch = chs.iter().max().map_or(0, |m| m + 1 - c0);
+                let mut best = vec![(f64::INFINITY, 1f32); nch];
+                for &f in &SCALE_FACTORS {
+                    let sf: Vec<f32> = sc.iter().map(|s| s * f).collect();
+                    let q = run(judge, &sf)?;
+                    let losses = row_losses(&wm, &q, &sf, rows, d, &hf, threads);
+                    let mut per = vec![0f64; nch];
+                    for (r, l) in losses.iter().enumerate() {
+                        per[chs[r] - c0] += l;
+                    }
+                    for (b, l) in best.iter_mut().zip(per) {
+                        if l < b.0 {
+                            *b = (l, f);
+                        }
+                    }
+                }
+                for (r, s) in sc.iter_mut().enumerate() {
+                    *s *= best[chs[r] - c0].1;
+                }
+            }
+            let q = run(method, &sc)?;
+            let mu = stats.mean(g);
+            let shift: Vec<f64> = (0..rows)
+                .map(|r| (0..d).map(|j| (wm[r * d + j] as f64 - (q[r * d + j] * sc[r]) as f64) * mu[j]).sum::<f64>())
+                .collect();
+            Ok((q, shift, sc))
+        })
+        .collect();
+    let mut q = vec![0f32; w.len()];
+    let mut delta = vec![0f64; lay.channels];
+    let mut out_scales = scales.to_vec();
+    for (g, r) in per_group.into_iter().enumerate() {
+        let (qg, shift, sc) = r?;
+        let base = g * rows;
+        for (k, &i) in lay.idx[base * d..(base + rows) * d].iter().enumerate() {
+            q[i] = qg[k];
+        }
+        for (r, s) in shift.iter().enumerate() {
+            delta[lay.ch[base + r]] += s * lay.bias_factor;
+            out_scales[lay.ch[base + r]] = sc[r];
+        }
+    }
+    Ok(Rounded { q, bias_delta: delta.into_iter().map(|v| v as f32).collect(), scales: out_scales })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hessian::LayerAcc;
+    use crate::tensor::Tensor;
+
+    fn rnd(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) - 0.5
+            })
+            .collect()
+    }
+
+    /// ||W X - Q X||^2 for W, Q [rows, k] and X [m, k] (rows of the input).
+    fn out_err(w: &[f32], q: &[f32], x: &[f32], rows: usize, k: usize, m: usize) -> f64 {
+        let mut e = 0.0;
+        for r in 0..rows {
+            for i in 0..m {
+                let mut s = 0f64;
+                for j in 0..k {
+                    s += (w[r * k + j] - q[r * k + j]) as f64 * x[i * k + j] as f64;
+                }
+                e += s * s;
+            }
+        }
+        e
+    }
+
+    fn correlated_input(m: usize, k: usize) -> Vec<f32> {
+        // correlated features, as real activations are: x = z A with a random mixing A
+        let z = rnd(m * k, 11);
+        let a = rnd(k * k, 12);
+        let mut x = vec![0f32; m * k];
+        for i in 0..m {
+            for j in 0..k {
+                x[i * k + j] = (0..k).map(|t| z[i * k + t] * a[t * k + j]).sum::<f32>() + 0.3;
+            }
+        }
+        x
+    }
+
+    #[test]
+    fn gptq_reduces_output_error_vs_nearest() {
+        let (rows, k, m) = (24, 64, 512);
+        let x = correlated_input(m, k);
+        let w = rnd(rows * k, 5);
+        let mut acc = LayerAcc::new(LayerSpec::Rows { trans: false, w_trans: true });
+        acc.add(&Tensor::new(vec![m, k], x.clone())).unwrap();
+        let st = acc.stats.as_ref().unwrap();
+        for bits in [3u32, 4, 8] {
+            let qmax = ((1 << (bits - 1)) - 1) as f32;
+            let scales: Vec<f32> = (0..rows).map(|r| w[r * k..(r + 1) * k].iter().fold(0f32, |a, v| a.max(v.abs())) / qmax).collect();
+            let spec = LayerSpec::Rows { trans: false, w_trans: true };
+            let deq = |q: &[f32], sc: &[f32]| -> Vec<f32> { q.iter().enumerate().map(|(i, v)| v * sc[i / k]).collect() };
+            let near = round_layer(&spec, st, &w, &[rows, k], &scales, bits, Method::Nearest, &RoundOptions::default()).unwrap();
+            let gp = round_layer(&spec, st, &w, &[rows, k], &scales, bits, Method::Gptq, &RoundOptions::default()).unwrap();
+            assert_eq!(gp.scales, scales);
+            let search = RoundOptions { scale_search: true, ..RoundOptions::default() };
+            let gptq = round_layer(&spec, st, &w, &[rows, k], &scales, bits, Method::Gptq, &search).unwrap();
+            // integers stay in range
+            assert!(gptq.q.iter().all(|&v| v.fract() == 0.0 && v.abs() <= qmax));
+            let en = out_err(&w, &deq(&near.q, &scales), &x, rows, k, m);
+            let ep = out_err(&w, &deq(&gp.q, &scales), &x, rows, k, m);
+            let dq = deq(&gptq.q, &gptq.scales);
+            let eg = out_err(&w, &dq, &x, rows, k, m);
+            assert!(ep < 0.7 * en, "bits {bits}: gptq {ep} vs nearest {en}");
+            assert!(eg <= ep * 1.01, "bits {bits}: scale search made it worse: {eg} vs {ep}");
+            // bias correction removes the mean output shift: mean over rows of (W - Q) x + delta = 0
+            for r in 0..rows {
+                let mut mean = 0f64;
+                for i in 0..m {
+                    mean += (0..k).map(|j| (w[r * k + j] - dq[r * k + j]) as f64 * x[i * k + j] as f64).sum::<f64>();
+                }
+                mean /= m as f64;
+                assert!((mean - gptq.bias_delta[r] as f64).abs() < 1e-3 * (1.0 + mean.abs()), "row {r}: {mean} vs {}", gptq.bias_delta[r]);
+            }
+        }
+    }
+
+    #[test]
+    fn conv_layout_round_trips_and_gptq_helps() {
+        // grouped conv: 2 groups, 4 in / 6 out channels, 3x3
+        let (n, c, hw, cout) = (4, 4, 8, 6);
+        let x: Vec<f32> = rnd(n * c * hw * hw, 3).iter().map(|v| v.max(0.0)).collect();
+        let spec = LayerSpec::Conv { kernel: vec![3, 3], strides: vec![1, 1], pads: vec![1, 1, 1, 1], dilations: vec![1, 1], group: 2 };
+        let mut acc = LayerAcc::new(spec.clone());
+        acc.add(&Tensor::new(vec![n, c, hw, hw], x)).unwrap();
+        let st = acc.stats.as_ref().unwrap();
+        let shape = [cout, 2, 3, 3];
+        let w = rnd(cout * 18, 9);
+        let scales = vec![0.1f32; cout];
+        // at 16 bits with a tiny scale nothing clamps: nearest == w / s rounded
+        let r = round_layer(&spec, st, &w, &shape, &vec![1e-4; cout], 16, Method::Nearest, &RoundOptions::default()).unwrap();
+        for (q, v) in r.q.iter().zip(&w) {
+            assert_eq!(*q, (v / 1e-4f32).round_ties_even());
+        }
+        let search = RoundOptions { scale_search: true, ..RoundOptions::default() };
+        let g = round_layer(&spec, st, &w, &shape, &scales, 4, Method::Gptq, &search).unwrap();
+        let nq = round_layer(&spec, st, &w, &shape, &scales, 4, Method::Nearest, &RoundOptions::default()).unwrap();
+        // the proxy loss sum_rows e H e^T is lower with GPTQ
+        let loss = |q: &[f32], sc: &[f32]| -> f64 {
+            let mut l = 0.0;
+            for co in 0..cout {
+                let gi = co / 3;
+                let h = st.hessian(gi);
+                let e: Vec<f64> = (0..18).map(|j| (w[co * 18 + j] - q[co * 18 + j] * sc[co]) as f64).collect();
+                for a in 0..18 {
+                    for b in 0..18 {
+                        l += e[a] * h[a * 18 + b] * e[b];
+                    }
+                }
+            }
+            l
+        };
+        assert!(loss(&g.q, &g.scales) < loss(&nq.q, &scales), "{} vs {}", loss(&g.q, &g.scales), loss(&nq.q, &scales));
+    }
+}
