@@ -110,6 +110,7 @@ export async function quantize(cal: Calibrated, config: BitConfig): Promise<Quan
 }
 
 const weightScaleCache = new WeakMap<Calibrated, Map<string, Float32Array>>();
+const actRangeCache = new WeakMap<Calibrated, Map<string, [number, number]>>();
 
 /** Encodings of every quantizer for a bit configuration. */
 export function encodingsFor(cal: Calibrated, config: BitConfig): Encodings {
@@ -128,11 +129,16 @@ export function encodingsFor(cal: Calibrated, config: BitConfig): Encodings {
     });
   }
   const activations = new Map<string, TensorEncoding>();
+  let rangeCache = actRangeCache.get(cal);
+  if (!rangeCache) actRangeCache.set(cal, (rangeCache = new Map()));
   for (const a of cal.placement.activations) {
     const s = cal.stats.get(a.tensor);
     if (!s) continue;
     const bits = actBits(config, a.tensor);
-    const [lo, hi] = activationRange(s, bits, cal.actRange);
+    const rkey = `act:${a.tensor}@${bits}`;
+    let range = rangeCache.get(rkey);
+    if (!range) rangeCache.set(rkey, (range = activationRange(s, bits, cal.actRange)));
+    const [lo, hi] = range;
     const e = asymmetric(lo, hi, bits);
     activations.set(a.tensor, {
       signed: false,
@@ -163,7 +169,8 @@ export function exportOpset(q: Quantized, from: number): number {
 /** The exported QDQ model bytes (opset converted as needed). */
 export function exportQdq(q: Quantized, cal: Calibrated): Uint8Array {
   const spec = cal.model.specialize(cal.shapes);
-  const rank = (v: string) => spec.values.get(v)?.shape.length;
+  // QDQ values carry the shape of the float value they stand for
+  const rank = (v: string) => spec.values.get(v.replace(/_(dequantized|quantized|float)$/, ''))?.shape.length;
   const g = upgradeOpset(q.graph, exportOpset(q, q.graph.opset), rank);
   return saveGraph(g);
 }

@@ -11,11 +11,11 @@ import { Model, RunOptions, Tensor } from '../model';
 import { Batches } from '../quant/calibrate';
 import { Encodings } from '../quant/encodings';
 import { buildQdqGraph } from '../quant/qdq';
-import { Calibrated, encodingsFor } from '../quant/quantize';
+import { Calibrated, encodingsFor, prepareWeights } from '../quant/quantize';
 import { candKey, Candidate } from '../profiles/profile';
 import { SensitivityCache, sqnrOf } from './cache';
 import { configOf, Group } from './groups';
-import { downstreamOf } from './subgraph';
+import { Downstream, downstreamOf } from './subgraph';
 
 export interface Phase1Entry {
   group: number;
@@ -68,16 +68,34 @@ export async function runPhase1(
   const chunkSize = opts.chunk ?? 12;
   const outputs = model.outputNames;
   for (let c0 = 0; c0 < todo.length; c0 += chunkSize) {
-    const chunk = todo.slice(c0, c0 + chunkSize).map((w) => {
+    const slice = todo.slice(c0, c0 + chunkSize);
+    const configs = slice.map((w) => {
       const choice = groups.map((g) => g.candidates[g.candidates.length - 1]);
       choice[w.group.id] = w.cand;
-      const enc = groupEncodings(encodingsFor(cal, configOf(groups, choice)), w.group);
+      return configOf(groups, choice);
+    });
+    // score each candidate with the weights it would really export (data-aware rounding)
+    for (const cfg of configs) await prepareWeights(cal, cfg);
+    const chunk = slice.map((w, wi) => {
+      const enc = groupEncodings(encodingsFor(cal, configs[wi]), w.group);
       const gq = buildQdqGraph(model.graph, enc);
       const seeds = new Set(gq.nodes.filter((n) => /_(Quantize|Dequantize)Linear$/.test(n.name) && !model.graph.nodes.some((m) => m.name === n.name)).map((n) => n.name));
-      const ds = downstreamOf(gq, seeds, shapeOf);
-      const sub = ds.outputs.length ? Model.fromGraph(ds.graph) : undefined;
+      // the downstream part depends on the batch shape through folded shape arithmetic
+      const subs = new Map<string, { ds: Downstream; sub?: Model }>();
+      const subFor = (shapes: Record<string, number[]>) => {
+        const k = JSON.stringify(shapes);
+        let s = subs.get(k);
+        if (!s) {
+          const sp = k === JSON.stringify(cal.shapes) ? spec : model.specialize(shapes);
+          const ds = downstreamOf(gq, seeds, shapeOf, (v) => sp.values.get(v)?.value);
+          s = { ds, sub: ds.outputs.length ? Model.fromGraph(ds.graph) : undefined };
+          subs.set(k, s);
+        }
+        return s;
+      };
+      const first = subFor(cal.shapes);
       const powers: Record<string, [number, number]> = Object.fromEntries(outputs.map((o) => [o, [0, 0] as [number, number]]));
-      return { ...w, ds, sub, powers };
+      return { ...w, ds: first.ds, subFor, powers };
     });
     const want = [...new Set([...chunk.flatMap((w) => w.ds.frontier), ...outputs])];
     for await (const b of batches()) {
@@ -99,10 +117,11 @@ export async function runPhase1(
           for (let i = 0; i < y.length; i++) s += y[i] * y[i];
           w.powers[o][0] += s;
         }
-        if (!w.sub) continue;
-        const feeds = Object.fromEntries(w.ds.frontier.map((v) => [v, float.get(v)!]));
-        const got = await w.sub.run(feeds, opts);
-        for (const o of w.ds.outputs) {
+        const { ds, sub } = w.subFor(shapes);
+        if (!sub) continue;
+        const feeds = Object.fromEntries(ds.frontier.map((v) => [v, float.get(v)!]));
+        const got = await sub.run(feeds, opts);
+        for (const o of ds.outputs) {
           const y = float.get(o)!.data, q = got[o].data;
           let n = 0;
           for (let i = 0; i < y.length; i++) n += (y[i] - q[i]) ** 2;

@@ -10,7 +10,7 @@ import { Model, RunOptions } from '../model';
 import { loadProfile, Profile, candKey, Candidate } from '../profiles/profile';
 import { Batches } from '../quant/calibrate';
 import { encodingsToJson } from '../quant/encodings';
-import { calibrate, exportQdq, quantizeWith, QuantizeOptions } from '../quant/quantize';
+import { calibrate, exportQdq, quantize, QuantizeOptions } from '../quant/quantize';
 import { renderReport, renderSummary } from '../report/html';
 import { hashOf, SensitivityCache } from './cache';
 import { CostModel } from './cost';
@@ -146,7 +146,7 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
     const k = choice.map(candKey).join(',');
     let v = simCache.get(k);
     if (v === undefined) {
-      const q = quantizeWith(cal, configOf(groups, choice));
+      const q = await quantize(cal, configOf(groups, choice));
       v = await metric.measure(Model.fromGraph(q.graph), opt);
       simCache.set(k, v);
     }
@@ -200,7 +200,7 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
 
   // export
   t = Date.now();
-  const q = quantizeWith(cal, configOf(groups, selected.choice));
+  const q = await quantize(cal, configOf(groups, selected.choice));
   const bytes = exportQdq(q, cal);
   const files = {
     model: path.join(o.out, 'model.qdq.onnx'),

@@ -2,7 +2,7 @@
  * The part of a graph downstream of some nodes: what must be recomputed when only those nodes
  * change. Its inputs (the frontier) are float activations computed by the unchanged upstream.
  */
-import { Graph, Node, ValueInfo } from '../graph/ir';
+import { ConstTensor, Graph, Node, ValueInfo } from '../graph/ir';
 
 export interface Downstream {
   graph: Graph;
@@ -12,7 +12,16 @@ export interface Downstream {
   outputs: string[];
 }
 
-export function downstreamOf(g: Graph, seeds: ReadonlySet<string>, shapeOf: (v: string) => (number | string)[] | undefined): Downstream {
+/**
+ * `constOf(v)` gives the value of upstream values that are constant at the current input
+ * shapes (shape arithmetic): they become constants of the downstream graph, not inputs.
+ */
+export function downstreamOf(
+  g: Graph,
+  seeds: ReadonlySet<string>,
+  shapeOf: (v: string) => (number | string)[] | undefined,
+  constOf: (v: string) => ConstTensor | undefined = () => undefined,
+): Downstream {
   const changed = new Set<string>(); // values produced by downstream nodes
   const nodes: Node[] = [];
   for (const n of g.nodes) {
@@ -23,11 +32,14 @@ export function downstreamOf(g: Graph, seeds: ReadonlySet<string>, shapeOf: (v: 
   }
   const frontier: string[] = [];
   const seen = new Set<string>();
+  const consts = new Map(g.consts);
   for (const n of nodes) {
     for (const i of n.inputs) {
-      if (!i || changed.has(i) || g.consts.has(i) || seen.has(i)) continue;
+      if (!i || changed.has(i) || consts.has(i) || seen.has(i)) continue;
       seen.add(i);
-      frontier.push(i);
+      const c = constOf(i);
+      if (c) consts.set(i, c);
+      else frontier.push(i);
     }
   }
   const outputs = g.outputs.filter((o) => changed.has(o.name)).map((o) => o.name);
@@ -36,7 +48,7 @@ export function downstreamOf(g: Graph, seeds: ReadonlySet<string>, shapeOf: (v: 
     return declared ?? { name, dtype: 'float', onnxType: 1, dims: shapeOf(name) ?? null };
   });
   return {
-    graph: { ...g, nodes, inputs, outputs: g.outputs.filter((o) => changed.has(o.name)) },
+    graph: { ...g, nodes, inputs, consts, outputs: g.outputs.filter((o) => changed.has(o.name)) },
     frontier,
     outputs,
   };
