@@ -1,0 +1,142 @@
+/** The search: groups, profiles, cost, front, cache and resume after a kill. */
+import test from 'ava';
+import { execFile, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { promisify } from 'util';
+import { Model, MpqError } from '../index';
+import { encodeNpy } from '../src/npy';
+import { loadProfile, Profile } from '../src/profiles/profile';
+import { placeQuantizers } from '../src/quant/placement';
+import { mseRange } from '../src/quant/ranges';
+import { CostModel } from '../src/search/cost';
+import { buildGroups } from '../src/search/groups';
+import { buildFront } from '../src/search/pareto';
+import { OCR, randomData, ROOT, tinyModel } from './helpers';
+
+const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-search-'));
+const rnd = (dims: number[], seed: number) => ({ dims, values: Array.from(randomData(dims.reduce((a, b) => a * b, 1), seed)) });
+
+/** x -> Conv(w1) -> Relu -> r1 -> Conv(w2) -> c2 ; r1 also -> Conv(w3) -> c3 ; Add(c2, c3) -> Softmax -> y */
+function twoBranchModel(): Model {
+  return Model.fromBytes(
+    tinyModel({
+      inputs: { x: [1, 3, 8, 8] },
+      outputs: { y: null },
+      inits: { w1: rnd([4, 3, 3, 3], 1), w2: rnd([4, 4, 1, 1], 2), w3: rnd([4, 4, 1, 1], 3) },
+      nodes: [
+        { op: 'Conv', inputs: ['x', 'w1'], outputs: ['c1'], attrs: { pads: [1, 1, 1, 1] } },
+        { op: 'Relu', inputs: ['c1'], outputs: ['r1'] },
+        { op: 'Conv', inputs: ['r1', 'w2'], outputs: ['c2'] },
+        { op: 'Conv', inputs: ['r1', 'w3'], outputs: ['c3'] },
+        { op: 'Add', inputs: ['c2', 'c3'], outputs: ['s'] },
+        { op: 'Flatten', inputs: ['s'], outputs: ['f'] },
+        { op: 'Softmax', inputs: ['f'], outputs: ['y'] },
+      ],
+    }),
+  );
+}
+
+function setup(profile: Profile = loadProfile('default')) {
+  const m = twoBranchModel();
+  const spec = m.specialize({});
+  const isFloat = (v: string) => spec.values.get(v)?.dtype === 'float' && !spec.values.get(v)?.value;
+  const placement = placeQuantizers(m.graph, isFloat);
+  const groups = buildGroups(m.graph, placement, profile);
+  return { m, spec, placement, groups, cost: new CostModel(m.graph, spec, placement, groups) };
+}
+
+test('groups: an activation joins the weights of every op that reads it; conv+relu is one kernel', (t) => {
+  const { groups, placement } = setup();
+  t.deepEqual(placement.activations.map((a) => a.tensor), ['x', 'r1', 'c2', 'c3', 's']);
+  const byAct = Object.fromEntries(groups.map((g) => [g.act, g.weights.sort()]));
+  t.deepEqual(byAct.x, ['w1']);
+  t.deepEqual(byAct.r1, ['w2', 'w3']);
+  t.deepEqual(byAct.c2, []);
+  // Flatten passes the encoding of s through to the Softmax that reads it
+  const s = groups.find((g) => g.act === 's')!;
+  t.true(s.ops.includes('Softmax'));
+  t.deepEqual(s.candidates.map((c) => `W${c.w}A${c.a}`), ['W4A8', 'W8A8', 'W8A16', 'W16A16']);
+});
+
+test('profile restrictions: a group whose ops share no candidate is an error naming them', (t) => {
+  const p: Profile = { name: 'narrow', candidates: [{ a: 8, w: 8 }, { a: 16, w: 16 }], ops: { Softmax: { a: [16] }, Add: { a: [8] } } };
+  const e = t.throws(() => setup(p), { instanceOf: MpqError });
+  t.regex(e!.message, /ops Add, Softmax|ops Add.*Softmax/);
+});
+
+test('profile validation names the field', (t) => {
+  const dir = tmp();
+  const f = path.join(dir, 'p.json');
+  fs.writeFileSync(f, JSON.stringify({ name: 'x', candidates: [{ a: 8, w: 99 }], bogus: 1 }));
+  const e = t.throws(() => loadProfile(f), { instanceOf: MpqError });
+  t.regex(e!.message, /candidates\[0\]\.w: must be <= 16/);
+  t.regex(e!.message, /additional properties 'bogus'/);
+});
+
+test('cost: rel_bops is 1 at W8A8, 0.5 at W4A8, 4 at W16A16; memory follows weight bits', (t) => {
+  const { groups, cost } = setup();
+  const all = (a: number, w: number) => groups.map(() => ({ a, w }));
+  t.is(cost.relBops(all(8, 8)), 1);
+  t.is(cost.relBops(all(8, 4)), 0.5);
+  t.is(cost.relBops(all(16, 16)), 4);
+  const params = 4 * 3 * 9 + 16 + 16;
+  t.is(cost.sizeBytes(all(8, 8)), params);
+  t.is(cost.sizeBytes(all(8, 4)), params / 2);
+});
+
+test('front: starts all-highest, cost never rises, no group ever gains bits', (t) => {
+  const { groups, cost } = setup();
+  const entries = groups.flatMap((g) => g.candidates.slice(0, -1).map((c, k) => ({ group: g.id, candidate: c, sqnr_db: 10 + g.id * 3 + k * 5, cached: false })));
+  for (const order of ['sqnr', 'efficiency'] as const) {
+    const front = buildFront(entries, groups, cost, order);
+    t.is(front[0].rel_bops, 4);
+    for (let i = 1; i < front.length; i++) {
+      t.true(front[i].rel_bops <= front[i - 1].rel_bops + 1e-12);
+      front[i].choice.forEach((c, gi) => t.true(c.a * c.w <= front[i - 1].choice[gi].a * front[i - 1].choice[gi].w));
+    }
+    t.is(front[front.length - 1].rel_bops, 0.5);
+  }
+});
+
+test('MSE range clips a long tail and keeps a uniform range', (t) => {
+  const uniform = new Float64Array(1000).fill(10);
+  const [lo, hi] = mseRange(uniform, 0, 10, 8);
+  t.is(lo, 0);
+  t.true(hi > 9.9);
+  const tail = new Float64Array(1000);
+  tail.fill(1000, 0, 100);
+  tail[999] = 1;
+  const [, hi2] = mseRange(tail, 0, 100, 4);
+  t.true(hi2 < 50, `hi ${hi2}`);
+});
+
+test.serial('a search killed during phase 1 resumes from its cache and leaves no partial file', async (t) => {
+  const dir = tmp();
+  const calib = path.join(dir, 'calib.npy');
+  fs.writeFileSync(calib, encodeNpy([8, 3, 48, 192], randomData(8 * 3 * 48 * 192, 5)));
+  const out = path.join(dir, 'out');
+  const model = path.join(OCR, 'ch_ppocr_mobile_v2.0_cls_infer.onnx');
+  const args = [path.join(ROOT, 'bin', 'mpq.js'), 'search', model, '--calib', calib, '--batch', '4', '--max-bops', '0.75', '--out', out, '--json'];
+  const cacheFile = path.join(out, 'cache', 'sensitivity.jsonl');
+  const child = spawn(process.execPath, args, { stdio: 'ignore' });
+  const lines = () => (fs.existsSync(cacheFile) ? fs.readFileSync(cacheFile, 'utf8').split('\n').filter(Boolean).length : 0);
+  const started = Date.now();
+  while (lines() < 1 && Date.now() - started < 120_000) await new Promise((r) => setTimeout(r, 100));
+  child.kill('SIGKILL');
+  await new Promise((r) => child.once('exit', r));
+  const before = lines();
+  t.true(before >= 1, 'phase 1 wrote results before the kill');
+  t.false(fs.existsSync(path.join(out, 'run.json')), 'killed before the end');
+  const r = await promisify(execFile)(process.execPath, args, { maxBuffer: 64 << 20 });
+  const run = JSON.parse(r.stdout);
+  t.true(run.phase1.reused >= before, `reused ${run.phase1.reused} of ${before} cached`);
+  t.is(run.phase1.reused + run.phase1.computed, run.phase1.total);
+  const left = fs.readdirSync(out).filter((f) => f.endsWith('.tmp'));
+  t.deepEqual(left, []);
+  for (const f of ['model.qdq.onnx', 'encodings.json', 'pareto.json', 'sensitivity.json', 'report.html', 'summary.md', 'run.json']) t.true(fs.existsSync(path.join(out, f)), f);
+  const pareto = JSON.parse(fs.readFileSync(path.join(out, 'pareto.json'), 'utf8'));
+  t.true(pareto.points.length >= 10);
+  t.true(run.selected.rel_bops <= 0.75);
+});
