@@ -280,26 +280,48 @@ dispatch_fn!(fn dw_plane_impl(
         &buf[s..s + len]
     };
     let acc = &mut acc[..len];
+    // onnxruntime's order (its M=1 SGEMM kernel, see kernels/mlas.rs): products rounded one
+    // by one, taps summed in groups of four `((p0 + p1) + p2) + p3`, each group's sum added
+    // to the running sum; the bias after the whole sum. No FMA anywhere: bit-equal to ORT.
     if g.kh == 3 && g.kw == 3 {
         let w = &wt[..9];
         let (t0, t1, t2) = (tap(0, 0), tap(0, 1), tap(0, 2));
         let (t3, t4, t5) = (tap(1, 0), tap(1, 1), tap(1, 2));
         let (t6, t7, t8) = (tap(2, 0), tap(2, 1), tap(2, 2));
         for i in 0..len {
-            let a = bias + w[0] * t0[i] + w[1] * t1[i] + w[2] * t2[i];
-            let b = w[3] * t3[i] + w[4] * t4[i] + w[5] * t5[i];
-            let c = w[6] * t6[i] + w[7] * t7[i] + w[8] * t8[i];
-            acc[i] = a + b + c;
+            let a = ((w[0] * t0[i] + w[1] * t1[i]) + w[2] * t2[i]) + w[3] * t3[i];
+            let b = ((w[4] * t4[i] + w[5] * t5[i]) + w[6] * t6[i]) + w[7] * t7[i];
+            acc[i] = (w[8] * t8[i] + (b + a)) + bias;
         }
     } else {
-        acc.fill(bias);
-        for ky in 0..g.kh {
-            for kx in 0..g.kw {
-                let w0 = wt[ky * g.kw + kx];
-                for (a, t) in acc.iter_mut().zip(tap(ky, kx)) {
-                    *a += w0 * *t;
-                }
+        let kk = g.kh * g.kw;
+        let taps: Vec<&[f32]> = (0..kk).map(|t| tap(t / g.kw, t % g.kw)).collect();
+        let wk = &wt[..kk];
+        acc.fill(0.0);
+        let mut p = 0;
+        while p + 4 <= kk {
+            let (a0, a1, a2, a3) = (taps[p], taps[p + 1], taps[p + 2], taps[p + 3]);
+            let (w0, w1, w2, w3) = (wk[p], wk[p + 1], wk[p + 2], wk[p + 3]);
+            for i in 0..len {
+                acc[i] += ((w0 * a0[i] + w1 * a1[i]) + w2 * a2[i]) + w3 * a3[i];
             }
+            p += 4;
+        }
+        if kk - p >= 2 {
+            let (a0, a1, w0, w1) = (taps[p], taps[p + 1], wk[p], wk[p + 1]);
+            for i in 0..len {
+                acc[i] += w0 * a0[i] + w1 * a1[i];
+            }
+            p += 2;
+        }
+        if p < kk {
+            let (a0, w0) = (taps[p], wk[p]);
+            for i in 0..len {
+                acc[i] += w0 * a0[i];
+            }
+        }
+        for a in acc.iter_mut() {
+            *a += bias;
         }
     }
     // Copy out of the qw-wide grid; ReLU/Clip are applied in the same pass.

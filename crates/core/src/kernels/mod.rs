@@ -10,6 +10,7 @@ pub mod unary;
 pub mod conv;
 pub mod pgemm;
 pub mod alloc;
+pub mod mlas;
 
 use std::sync::OnceLock;
 

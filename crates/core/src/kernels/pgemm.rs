@@ -13,7 +13,6 @@ use std::sync::OnceLock;
 
 const MR: usize = 6;
 const NR: usize = 32;
-const KC: usize = 256;
 
 /// `a[m, k]` packed as `[m / MR (rounded up)][k][MR]`, zero rows past `m`.
 #[derive(Clone, Debug)]
@@ -56,8 +55,13 @@ pub fn available() -> bool {
 
 /// `out[i * ldo + j] = clamp(sum_p a[i, p] * x[p * ldx + j] + bias[i], lo, hi)` for
 /// `i < a.m`, `j < n`. `simd`: use the AVX-512 kernel (only when [`available`]).
+///
+/// Summation order (the same as onnxruntime's MLAS SGEMM kernels): `k` is cut into blocks
+/// of `kc`; within a block every output element is one fused multiply-add chain over `p`
+/// starting from zero; each later block's sum is added to the running output (`c = acc + c`,
+/// one rounding); the bias is added after the whole sum, then the clamp.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_packed(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32) {
+pub fn gemm_packed(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize) {
     let (m, k) = (a.m, a.k);
     if m == 0 || n == 0 {
         return;
@@ -73,11 +77,12 @@ pub fn gemm_packed(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize, out
         return;
     }
     let simd = simd && available();
+    let kcb = kc.max(1);
     // The kc x NR panel of x, copied contiguous: read by every row block from L1.
-    let mut xb = vec![0f32; KC * NR];
+    let mut xb = vec![0f32; kcb.min(k) * NR];
     let mut k0 = 0;
     while k0 < k {
-        let kc = KC.min(k - k0);
+        let kc = kcb.min(k - k0);
         let (first, last) = (k0 == 0, k0 + kc == k);
         let mut j0 = 0;
         while j0 < n {
@@ -137,7 +142,7 @@ fn tile_ref(a: &[f32], x: &[f32], out: &mut [f32], t: &Tile) {
         for r in 0..MR {
             let av = a[p * MR + r];
             for (c, xv) in acc[r].iter_mut().zip(xr) {
-                *c += av * xv;
+                *c = av.mul_add(*xv, *c);
             }
         }
     }
@@ -232,7 +237,7 @@ mod tests {
                 let pa = PackedA::new(&a, m, k);
                 for simd in [false, true] {
                     let mut got = vec![-9.0f32; m * ldo];
-                    gemm_packed(simd, &pa, &x, ldx, n, &mut got, ldo, Some(&bias), 0.0, 0.7);
+                    gemm_packed(simd, &pa, &x, ldx, n, &mut got, ldo, Some(&bias), 0.0, 0.7, 256);
                     for i in 0..m {
                         for j in 0..ldo {
                             let (g, w) = (got[i * ldo + j], want[i * ldo + j]);

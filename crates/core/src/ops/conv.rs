@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::kernels::act::Activation;
 use crate::kernels::conv::{col2im, depthwise_plane, im2col, DwScratch, Geom2};
 use crate::kernels::gemm::{sgemm, MatRef};
+use crate::kernels::mlas;
 use crate::kernels::pgemm::{self, gemm_packed, PackedA};
 use crate::kernels::simd_level;
 use crate::tensor::Tensor;
@@ -280,7 +281,7 @@ impl Conv {
                         other => (f32::NEG_INFINITY, f32::INFINITY, other),
                     };
                     let bg = bias.map(|b| &b[gi * mg..(gi + 1) * mg]);
-                    gemm_packed(true, &p[gi], bmat.data, bmat.rs as usize, nbk, &mut og[j0..], ohw, bg, lo, hi);
+                    gemm_packed(true, &p[gi], bmat.data, bmat.rs as usize, nbk, &mut og[j0..], ohw, bg, lo, hi, mlas::stride_k(ohw, kg));
                     if let Some(a) = rest {
                         for co in 0..mg {
                             a.apply(&mut og[co * ohw + j0..co * ohw + j1]);
@@ -295,6 +296,159 @@ impl Conv {
                     epilogue(row, bias.map_or(0.0, |b| b[gi * mg + co]), self.act.as_ref());
                 }
                 j0 = j1;
+            }
+        }
+    }
+}
+
+/// One column block of the exact (MLAS-order) GEMM path.
+#[derive(Clone, Copy)]
+struct Block {
+    img: usize,
+    gi: usize,
+    j0: usize,
+    j1: usize,
+    kc: usize,
+}
+
+impl Conv {
+    /// Column segments `(start, count, K block)` of one image-group GEMM, as onnxruntime's
+    /// `MlasConv` cuts it (see kernels/mlas.rs): the K blocking depends on how many columns
+    /// each MLAS GEMM call covers.
+    fn mlas_segments(&self, mg: usize, ohw: usize, kg: usize) -> Vec<(usize, usize, usize)> {
+        let single = self.n * self.group > 1;
+        let seg = |v: Vec<(usize, usize)>| v.into_iter().map(|(s, c)| (s, c, mlas::stride_k(c, kg))).collect();
+        let parts = || seg(mlas::gemm_parts(mg, ohw, kg).into_iter().filter(|p| p.m0 == 0).map(|p| (p.n0, p.nc)).collect());
+        match self.kind {
+            // GemmDirect: per image-group MlasSgemmOperation, or the threaded MlasGemm
+            ConvKind::Pointwise if single => seg(vec![(0, ohw)]),
+            ConvKind::Pointwise => parts(),
+            // ExpandThenGemm (more filters than output pixels): threaded MlasGemm per image
+            _ if mg > ohw => parts(),
+            // ExpandThenGemmSegmented
+            _ if single => seg(vec![(0, ohw)]),
+            _ => seg(mlas::conv_segments(mg, ohw, kg)),
+        }
+    }
+
+    /// Rows of the MLAS `N == 1` kernel calls (a 1x1 output plane): `(start, count)`.
+    fn n1_row_parts(&self, mg: usize, kg: usize) -> Vec<(usize, usize)> {
+        if self.kind == ConvKind::Pointwise && self.n * self.group > 1 {
+            return vec![(0, mg)];
+        }
+        mlas::gemm_parts(mg, 1, kg).into_iter().map(|p| (p.m0, p.mc)).collect()
+    }
+
+    /// Output rows of group `gi` for columns `b.j0..b.j1` of image `xi` into `dst` (row
+    /// stride `ldo`, column `b.j0` at `dst[0]`), in MLAS's order; bias and the activation
+    /// after.
+    #[allow(clippy::too_many_arguments)]
+    fn exact_block(&self, xi: &[f32], w: &[f32], packed: &[PackedA], bias: Option<&[f32]>, b: &Block, cols: &mut Vec<f32>, dst: &mut [f32], ldo: usize) {
+        let g = &self.g;
+        let (cg, mg) = (self.c / self.group, self.m / self.group);
+        let kg = cg * g.kk();
+        let (hw, ohw) = (g.h * g.w, g.ohw());
+        let nbk = b.j1 - b.j0;
+        let xg = &xi[b.gi * cg * hw..(b.gi + 1) * cg * hw];
+        let (src, ldx): (&[f32], usize) = if self.kind == ConvKind::Pointwise {
+            (&xg[b.j0..], hw)
+        } else {
+            if cols.len() < kg * nbk {
+                cols.resize(kg * nbk, 0.0);
+            }
+            im2col(xg, cg, g, b.j0, b.j1, &mut cols[..kg * nbk]);
+            (&cols[..kg * nbk], nbk)
+        };
+        let bg = bias.map(|bs| &bs[b.gi * mg..(b.gi + 1) * mg]);
+        let wg = &w[b.gi * mg * kg..(b.gi + 1) * mg * kg];
+        if mg == 1 {
+            mlas::m1_row(wg, src, ldx, nbk, &mut dst[..nbk]);
+        } else if ohw == 1 {
+            let xv: Vec<f32> = (0..kg).map(|p| src[p * ldx]).collect();
+            let mut o = vec![0f32; mg];
+            for (r0, rc) in self.n1_row_parts(mg, kg) {
+                mlas::n1_rows(&xv, &wg[r0 * kg..], kg, &mut o[r0..r0 + rc]);
+            }
+            for (co, v) in o.iter().enumerate() {
+                dst[co * ldo] = *v;
+            }
+        } else {
+            let (lo, hi, rest) = match self.act {
+                Some(Activation::Relu) => (0.0, f32::INFINITY, None),
+                Some(Activation::Clip(lo, hi)) => (lo, hi, None),
+                other => (f32::NEG_INFINITY, f32::INFINITY, other),
+            };
+            gemm_packed(true, &packed[b.gi], src, ldx, nbk, dst, ldo, bg, lo, hi, b.kc);
+            if let Some(a) = rest {
+                for co in 0..mg {
+                    a.apply(&mut dst[co * ldo..co * ldo + nbk]);
+                }
+            }
+            return;
+        }
+        for co in 0..mg {
+            epilogue(&mut dst[co * ldo..co * ldo + nbk], bg.map_or(0.0, |b| b[co]), self.act.as_ref());
+        }
+    }
+
+    /// The GEMM paths in onnxruntime's summation order (AVX-512 CPUs).
+    fn run_exact(&self, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+        let g = &self.g;
+        let (cg, mg) = (self.c / self.group, self.m / self.group);
+        let kg = cg * g.kk();
+        let (hw, ohw) = (g.h * g.w, g.ohw());
+        let owned;
+        let packed: &[PackedA] = match &self.packed {
+            Some(p) => p,
+            None => {
+                owned = (0..self.group).map(|gi| PackedA::new(&w[gi * mg * kg..(gi + 1) * mg * kg], mg, kg)).collect::<Vec<_>>();
+                &owned
+            }
+        };
+        // column blocks of at most nb inside MLAS's segments
+        let mut blocks = Vec::new();
+        let segs = if mg == 1 || ohw == 1 { vec![(0, ohw, kg.max(1))] } else { self.mlas_segments(mg, ohw, kg) };
+        let nb = if ohw == 1 { 1 } else { self.nb };
+        for img in 0..self.n {
+            for gi in 0..self.group {
+                for &(s, c, kc) in &segs {
+                    let mut j0 = s;
+                    while j0 < s + c {
+                        let j1 = (j0 + nb).min(s + c);
+                        blocks.push(Block { img, gi, j0, j1, kc });
+                        j0 = j1;
+                    }
+                }
+            }
+        }
+        let threads = rayon::current_num_threads();
+        let img_len = self.m * ohw;
+        if self.n >= threads || threads == 1 {
+            let per_img = blocks.len() / self.n.max(1);
+            out.par_chunks_mut(img_len).zip(x.par_chunks(self.c * hw)).enumerate().for_each_init(Vec::new, |cols, (img, (o, xi))| {
+                for b in &blocks[img * per_img..(img + 1) * per_img] {
+                    let at = b.gi * mg * ohw + b.j0;
+                    self.exact_block(xi, w, packed, bias, b, cols, &mut o[at..], ohw);
+                }
+            });
+        } else {
+            // Few images: blocks in parallel, each into a private buffer, then copied out.
+            let done: Vec<(Block, Vec<f32>)> = blocks
+                .par_iter()
+                .map_init(Vec::new, |cols, b| {
+                    let nbk = b.j1 - b.j0;
+                    let mut buf = vec![0f32; mg * nbk];
+                    let xi = &x[b.img * self.c * hw..(b.img + 1) * self.c * hw];
+                    self.exact_block(xi, w, packed, bias, b, cols, &mut buf, nbk);
+                    (*b, buf)
+                })
+                .collect();
+            for (b, buf) in done {
+                let nbk = b.j1 - b.j0;
+                for co in 0..mg {
+                    let at = b.img * img_len + (b.gi * mg + co) * ohw + b.j0;
+                    out[at..at + nbk].copy_from_slice(&buf[co * nbk..(co + 1) * nbk]);
+                }
             }
         }
     }
@@ -328,6 +482,7 @@ impl Op for Conv {
                     }
                 });
             }
+            _ if pgemm::available() => self.run_exact(x, w, bias, &mut out),
             _ if self.n >= threads || threads == 1 => {
                 out.par_chunks_mut(self.m * ohw)
                     .zip(x.par_chunks(self.c * hw))

@@ -1,0 +1,83 @@
+/**
+ * Bit-exactness with ONNX Runtime (CPU provider, graph optimizations disabled) for the ops
+ * whose float summation order we reproduce (Conv incl. depthwise/grouped, Gemm, MatMul):
+ * simulated quantizers round x / scale, so a one-ulp difference flips codes and cascades.
+ * Only meaningful on x86-64 with AVX-512F (the exact kernels); elsewhere the tests are skipped.
+ */
+import test from 'ava';
+import * as fs from 'fs';
+import { Model } from '../index';
+import { ortRun, randomData, tinyModel, TinyNode, TinyTensor } from './helpers';
+
+const AVX512 = process.arch === 'x64' && fs.existsSync('/proc/cpuinfo') && /\bavx512f\b/.test(fs.readFileSync('/proc/cpuinfo', 'utf8'));
+const rnd = (dims: number[], seed: number, scale = 1): TinyTensor => ({
+  dims,
+  values: Array.from(randomData(dims.reduce((a, b) => a * b, 1), seed), (v) => v * scale),
+});
+
+interface Case {
+  name: string;
+  x: number[];
+  node: TinyNode;
+  inits: Record<string, TinyTensor>;
+}
+
+const conv = (name: string, x: number[], cout: number, k: number, stride: number, group = 1, pad = (k - 1) >> 1): Case => ({
+  name: `Conv ${name} x=${x.join('x')} -> ${cout} k${k} s${stride} g${group}`,
+  x,
+  node: { op: 'Conv', inputs: ['x', 'w', 'b'], outputs: ['y'], attrs: { kernel_shape: [k, k], strides: [stride, stride], pads: [pad, pad, pad, pad], group } },
+  inits: { w: rnd([cout, x[1] / group, k, k], 11, 1 / Math.sqrt((x[1] / group) * k * k)), b: rnd([cout], 12, 0.1) },
+});
+
+const cases: Case[] = [];
+for (const [n, c, hw] of [[2, 24, 112], [1, 24, 112], [2, 384, 14], [1, 384, 14], [2, 576, 7]]) {
+  for (const s of [1, 2]) cases.push(conv('depthwise', [n, c, hw, hw], c, 3, s, c));
+}
+cases.push(conv('depthwise 5x5', [1, 32, 40, 40], 32, 5, 1, 32));
+for (const [ci, co, hw] of [[24, 48, 112], [48, 96, 56], [192, 192, 56], [192, 192, 28], [384, 384, 28], [384, 384, 14], [768, 768, 14], [768, 768, 7], [768, 1001, 1]]) {
+  for (const n of [1, 2]) cases.push(conv('pointwise', [n, ci, hw, hw], co, 1, 1));
+}
+for (const n of [1, 2]) cases.push(conv('full', [n, 3, 224, 224], 24, 3, 2));
+// PP-OCR-like: 3x3 full convs, grouped, more filters than output pixels, 1xK
+cases.push(conv('full', [1, 16, 40, 40], 32, 3, 1));
+cases.push(conv('full', [1, 64, 20, 20], 128, 3, 2));
+cases.push(conv('grouped', [2, 32, 20, 20], 64, 3, 1, 4));
+cases.push(conv('many filters', [1, 64, 4, 4], 256, 3, 1));
+cases.push(conv('pointwise', [1, 96, 10, 80], 480, 1, 1));
+cases.push({
+  name: 'Gemm transB with bias [1,768]x[1000,768]^T',
+  x: [1, 768],
+  node: { op: 'Gemm', inputs: ['x', 'w', 'b'], outputs: ['y'], attrs: { transB: 1 } },
+  inits: { w: rnd([1000, 768], 21, 0.05), b: rnd([1000], 22, 0.1) },
+});
+cases.push({
+  name: 'Gemm with bias [8,256]x[256,64]',
+  x: [8, 256],
+  node: { op: 'Gemm', inputs: ['x', 'w', 'b'], outputs: ['y'] },
+  inits: { w: rnd([256, 64], 23, 0.1), b: rnd([64], 24, 0.1) },
+});
+for (const [m, k, n] of [[40, 384, 96], [40, 120, 6625], [160, 384, 384]]) {
+  cases.push({
+    name: `MatMul constant B [2,${m},${k}]x[${k},${n}]`,
+    x: [2, m, k],
+    node: { op: 'MatMul', inputs: ['x', 'w'], outputs: ['y'] },
+    inits: { w: rnd([k, n], 25, 0.1) },
+  });
+}
+
+for (const c of cases) {
+  (AVX512 ? test : test.skip)(`bit-exact with onnxruntime: ${c.name}`, async (t) => {
+    const bytes = tinyModel({ inputs: { x: c.x }, outputs: { y: null }, nodes: [c.node], inits: c.inits });
+    const feeds = { x: { shape: c.x, data: randomData(c.x.reduce((a, b) => a * b, 1), 5) } };
+    const ref = await ortRun(bytes, feeds, { optimize: false });
+    const ours = await Model.fromBytes(bytes).run(feeds);
+    t.deepEqual(ours.y.shape, ref.y.shape);
+    const a = ours.y.data, b = ref.y.data;
+    let bad = 0, md = 0;
+    for (let i = 0; i < b.length; i++) {
+      if (a[i] !== b[i]) bad++;
+      md = Math.max(md, Math.abs(a[i] - b[i]));
+    }
+    t.is(bad, 0, `${bad} of ${b.length} differ, max |diff| ${md}`);
+  });
+}
