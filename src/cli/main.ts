@@ -7,6 +7,7 @@ import { inspectCommand } from './inspect';
 import { quantizeCommand } from './quantize';
 import { runCommand } from './run';
 import { searchCommand } from './search';
+import { demoCommand } from './demo';
 import { builtinProfiles, candKey } from '../profiles/profile';
 import { verifyCommand } from './verify';
 
@@ -84,6 +85,12 @@ function program(): Command {
       .requiredOption('--out <dir>', 'output folder')
       .option('--json', 'print run.json and nothing else'),
   ).action(searchCommand);
+
+  p.command('demo')
+    .description('the whole job on a bundled small model (PP-OCR text-direction classifier); writes ./mpq-demo')
+    .option('--out <dir>', 'output folder', 'mpq-demo')
+    .option('--json', 'print run.json and nothing else')
+    .action(demoCommand);
 
   p.command('profiles')
     .description('list the built-in hardware profiles')
