@@ -62,6 +62,13 @@ pub fn available() -> bool {
 /// one rounding); the bias is added after the whole sum, then the clamp.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_packed(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize) {
+    gemm_packed_acc(simd, a, x, ldx, n, out, ldo, bias, lo, hi, kc, false)
+}
+
+/// [`gemm_packed`]; with `accumulate` the first K block is added to what `out` holds (MLAS
+/// with beta = 1: a Gemm's `C` goes in before the sum).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_packed_acc(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize, accumulate: bool) {
     let (m, k) = (a.m, a.k);
     if m == 0 || n == 0 {
         return;
@@ -71,8 +78,10 @@ pub fn gemm_packed(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize, out
     assert!(bias.is_none_or(|b| b.len() >= m));
     if k == 0 {
         for i in 0..m {
-            let b = bias.map_or(0.0, |b| b[i]).max(lo).min(hi);
-            out[i * ldo..i * ldo + n].fill(b);
+            let b = bias.map_or(0.0, |b| b[i]);
+            for v in &mut out[i * ldo..i * ldo + n] {
+                *v = (if accumulate { *v + b } else { b }).max(lo).min(hi);
+            }
         }
         return;
     }
@@ -83,7 +92,7 @@ pub fn gemm_packed(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize, out
     let mut k0 = 0;
     while k0 < k {
         let kc = kcb.min(k - k0);
-        let (first, last) = (k0 == 0, k0 + kc == k);
+        let (first, last) = (k0 == 0 && !accumulate, k0 + kc == k);
         let mut j0 = 0;
         while j0 < n {
             let nn = NR.min(n - j0);

@@ -9,6 +9,7 @@ use super::{input, reg_fusing, BuildCtx, Op, Registry};
 use crate::error::{Error, Result};
 use crate::kernels::act::Activation;
 use crate::kernels::gemm::{sgemm, MatRef};
+use crate::kernels::pgemm::{self, gemm_packed_acc, PackedA};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -51,6 +52,86 @@ fn gemm_rows(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, out: &mut [f32]
     });
 }
 
+/// MLAS's K block for a prepacked right operand (`MLAS_SGEMM_PACKED_STRIDEK`).
+const PACKED_STRIDE_K: usize = 256;
+/// Rows of `B^T` per packed chunk (a multiple of the kernel's 6-row tile): the parallel unit.
+const CHUNK_ROWS: usize = 96;
+
+/// A constant right operand `b[k, n]`, packed as `B^T` for [`gemm_packed_acc`]: the exact
+/// path. onnxruntime prepacks constant B of Gemm and MatMul and then sums every output
+/// element as FMA chains over K blocks of 256, each block added to the output (after
+/// `beta * C`, which goes in first); computing `out^T = B^T A^T` with our packed kernel and
+/// that block size gives the same bits.
+struct PackedB {
+    chunks: Vec<PackedA>,
+    n: usize,
+    k: usize,
+}
+
+impl PackedB {
+    /// `b` is `[k, n]`, or `[n, k]` when `trans`.
+    fn new(b: &[f32], k: usize, n: usize, trans: bool) -> Option<Self> {
+        if !pgemm::available() || k == 0 || n == 0 {
+            return None;
+        }
+        let bt: Vec<f32> = if trans {
+            b[..n * k].to_vec()
+        } else {
+            let mut t = vec![0f32; n * k];
+            for p in 0..k {
+                for j in 0..n {
+                    t[j * k + p] = b[p * n + j];
+                }
+            }
+            t
+        };
+        let chunks = (0..n).step_by(CHUNK_ROWS).map(|j0| {
+            let r = CHUNK_ROWS.min(n - j0);
+            PackedA::new(&bt[j0 * k..(j0 + r) * k], r, k)
+        }).collect();
+        Some(PackedB { chunks, n, k })
+    }
+
+    /// `out[m, n] = init(i, j) + a[m, k] * B` in MLAS's order (`a` is `[k, m]` when
+    /// `trans_a`); `init` None: no initial value (MLAS beta = 0).
+    fn run(&self, a: &[f32], m: usize, trans_a: bool, init: Option<&(dyn Fn(usize, usize) -> f32 + Sync)>, out: &mut [f32]) {
+        let (n, k) = (self.n, self.k);
+        if m == 0 {
+            return;
+        }
+        let owned;
+        let xt: &[f32] = if trans_a {
+            &a[..k * m]
+        } else {
+            let mut t = vec![0f32; k * m];
+            for i in 0..m {
+                for p in 0..k {
+                    t[p * m + i] = a[i * k + p];
+                }
+            }
+            owned = t;
+            &owned
+        };
+        let mut ot = vec![0f32; n * m];
+        if let Some(f) = init {
+            for j in 0..n {
+                for i in 0..m {
+                    ot[j * m + i] = f(i, j);
+                }
+            }
+        }
+        let (lo, hi) = (f32::NEG_INFINITY, f32::INFINITY);
+        ot.par_chunks_mut(CHUNK_ROWS * m).zip(self.chunks.par_iter()).for_each(|(o, pa)| {
+            gemm_packed_acc(true, pa, xt, m, m, o, m, None, lo, hi, PACKED_STRIDE_K, init.is_some());
+        });
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = ot[j * m + i];
+            }
+        }
+    }
+}
+
 fn data<'t>(inputs: &[Option<&'t Tensor>], i: usize, len: usize) -> Result<&'t [f32]> {
     let t = input(inputs, i)?;
     if t.data.len() != len {
@@ -70,6 +151,8 @@ struct Gemm {
     /// C viewed as `[cm, cn]` with cm in {1, m}, cn in {1, n}.
     c: Option<(usize, usize)>,
     act: Option<Activation>,
+    /// Constant B packed for the exact path (alpha == 1, AVX-512).
+    packed: Option<PackedB>,
 }
 
 fn build_gemm(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
@@ -103,7 +186,12 @@ fn build_gemm(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
     if ctx.out_shapes.first().copied() != Some(&[m, n][..]) {
         return Err(ctx.err(format!("output shape {:?}, expected [{m}, {n}]", ctx.out_shapes.first())));
     }
-    Ok(Box::new(Gemm { m, n, k, trans_a, trans_b, alpha: a.float("alpha", 1.0)?, beta: a.float("beta", 1.0)?, c, act: ctx.fused }))
+    let alpha = a.float("alpha", 1.0)?;
+    let packed = match ctx.const_opt(1) {
+        Some(b) if alpha == 1.0 && b.data.len() == k * n => PackedB::new(&b.data, k, n, trans_b),
+        _ => None,
+    };
+    Ok(Box::new(Gemm { m, n, k, trans_a, trans_b, alpha, beta: a.float("beta", 1.0)?, c, act: ctx.fused, packed }))
 }
 
 impl Op for Gemm {
@@ -115,6 +203,19 @@ impl Op for Gemm {
             Some((cm, cn)) if self.beta != 0.0 => Some((data(inputs, 2, cm * cn)?, cm, cn)),
             _ => None,
         };
+        if let Some(pb) = &self.packed {
+            let mut out = crate::kernels::alloc::zeroed(m * n);
+            let beta = self.beta;
+            let init = c.map(|(c, cm, cn)| move |i: usize, j: usize| -> f32 {
+                let v = c[if cm == 1 { 0 } else { i * cn }..][if cn == 1 { 0 } else { j }];
+                if beta == 1.0 { v } else { beta * v }
+            });
+            pb.run(a, m, self.trans_a, init.as_ref().map(|f| f as &(dyn Fn(usize, usize) -> f32 + Sync)), &mut out);
+            if let Some(act) = &self.act {
+                act.apply(&mut out);
+            }
+            return Ok(vec![Tensor::new(vec![m, n], out)]);
+        }
         let am = if self.trans_a { MatRef::transposed(a, m) } else { MatRef::row_major(a, k) };
         let bm = if self.trans_b { MatRef::transposed(b, k) } else { MatRef::row_major(b, n) };
         let mut out = crate::kernels::alloc::zeroed(m * n);
@@ -154,6 +255,8 @@ struct MatMul {
     b_single: bool,
     act: Option<Activation>,
     out_shape: Vec<usize>,
+    /// Constant 2-D B packed for the exact path (AVX-512).
+    packed: Option<PackedB>,
 }
 
 fn build_matmul(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
@@ -209,6 +312,10 @@ fn build_matmul(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
         a_len: sa.iter().product(),
         b_len: sb.iter().product(),
         b_single: bb.iter().all(|&d| d == 1),
+        packed: match ctx.const_opt(1) {
+            Some(b) if bb.iter().all(|&d| d == 1) && b.data.len() == k * n => PackedB::new(&b.data, k, n, false),
+            _ => None,
+        },
         batch,
         act: ctx.fused,
         out_shape,
@@ -230,7 +337,12 @@ impl Op for MatMul {
         };
         // A's batches are contiguous when it is never broadcast: then rows stack.
         let a_dense = self.a_strides.iter().zip(&self.batch).all(|(&s, &d)| s != 0 || d == 1);
-        if self.b_single && a_dense {
+        if let (Some(pb), true) = (&self.packed, a_dense) {
+            pb.run(a, nb * m, false, None, &mut out);
+            if let Some(a) = &act {
+                a.apply(&mut out);
+            }
+        } else if self.b_single && a_dense {
             gemm_rows(nb * m, n, k, MatRef::row_major(a, k), MatRef::row_major(b, n), &mut out, &epi);
         } else if nb > 0 && m * n > 0 {
             let offsets = |bi: usize| -> (usize, usize) {
