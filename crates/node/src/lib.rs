@@ -6,6 +6,11 @@ use mpq_core::{Error as CoreError, Executor, PlanDef, Tensor, WeightStore};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// mimalloc reuses freed tensor buffers instead of returning them to the OS after each op,
+/// which spares the page faults of a fresh mapping for every large output.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
