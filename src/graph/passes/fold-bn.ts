@@ -34,14 +34,17 @@ export function foldBatchNorm(g: Graph): Graph {
     }
     const m = w.shape[axis];
     if ([gamma, beta, mean, vr].some((t) => t.data.length !== m)) continue;
-    const eps = (bn.attrs.epsilon as number | undefined) ?? 1e-5;
-    const s = new Float64Array(m);
-    for (let i = 0; i < m; i++) s[i] = gamma.data[i] / Math.sqrt(vr.data[i] + eps);
+    // f32 at every step, in the order ONNX Runtime's Conv+BN fusion uses, so that the folded
+    // weights are the ones its optimized session runs
+    const f = Math.fround;
+    const eps = f((bn.attrs.epsilon as number | undefined) ?? 1e-5);
+    const s = new Float32Array(m);
+    for (let i = 0; i < m; i++) s[i] = f(gamma.data[i] / f(Math.sqrt(f(vr.data[i] + eps))));
     const wd = new Float32Array(w.data.length);
     const inner = w.shape.slice(axis + 1).reduce((a, c) => a * c, 1);
     for (let i = 0; i < wd.length; i++) wd[i] = w.data[i] * s[Math.floor(i / inner) % m];
     const bd = new Float32Array(m);
-    for (let i = 0; i < m; i++) bd[i] = ((b ? b.data[i] : 0) - mean.data[i]) * s[i] + beta.data[i];
+    for (let i = 0; i < m; i++) bd[i] = f(f(f((b ? b.data[i] : 0) - mean.data[i]) * s[i]) + beta.data[i]);
     const wName = `${p.inputs[1]}::bnfold`;
     const bName = `${p.name}::bnfold_bias`;
     consts.set(wName, { dtype: 'float', shape: w.shape, data: wd, onnxType: 1 } as ConstTensor);

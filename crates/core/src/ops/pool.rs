@@ -236,21 +236,30 @@ impl Op for GlobalPool {
                 if self.max {
                     p.iter().copied().fold(f32::NEG_INFINITY, |m, v| if v > m || v.is_nan() { v } else { m })
                 } else {
-                    // 8 partial sums: vectorisable and more accurate than one running sum
-                    let mut acc = [0f32; 8];
-                    let mut it = p.chunks_exact(8);
-                    for c in &mut it {
-                        for (a, v) in acc.iter_mut().zip(c) {
-                            *a += v;
-                        }
-                    }
-                    let s: f32 = acc.iter().sum::<f32>() + it.remainder().iter().sum::<f32>();
-                    s / self.size as f32
+                    global_mean_like_mlas(p)
                 }
             })
             .collect();
         Ok(vec![Tensor::new(self.out_shape.clone(), out)])
     }
+}
+
+/// The mean of a plane summed as ONNX Runtime's MLAS global pooling kernel sums it, so that the
+/// value feeding a quantizer is bit-identical: four lane sums over the 4-aligned part, reduced
+/// as (l0 + l2) + (l1 + l3), then the remaining elements one by one, then one division.
+fn global_mean_like_mlas(p: &[f32]) -> f32 {
+    let mut lanes = [0f32; 4];
+    let mut it = p.chunks_exact(4);
+    for c in &mut it {
+        for (a, v) in lanes.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    let mut s = (lanes[0] + lanes[2]) + (lanes[1] + lanes[3]);
+    for v in it.remainder() {
+        s += v;
+    }
+    s / p.len() as f32
 }
 
 #[cfg(test)]
