@@ -11,6 +11,12 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// `MPQ_PROFILE=1` prints the time of every executed step to stderr (tab-separated).
+fn profiling() -> bool {
+    static P: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *P.get_or_init(|| std::env::var("MPQ_PROFILE").map(|v| v == "1").unwrap_or(false))
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct BuildOptions {
     /// Values the caller wants to read after a run: never fused away.
@@ -223,7 +229,9 @@ impl Executor {
                 return Err(Error::Plan(format!("value {w} is not kept by this executor")));
             }
         }
+        let profile = profiling();
         for (si, step) in self.steps.iter().enumerate() {
+            let t0 = profile.then(std::time::Instant::now);
             if let Some(c) = cancel {
                 if c.load(Ordering::Relaxed) {
                     return Err(Error::Cancelled);
@@ -256,6 +264,9 @@ impl Executor {
                 if self.last_use[*v] == si && self.consts[*v].is_none() {
                     slots[*v] = None;
                 }
+            }
+            if let Some(t0) = t0 {
+                eprintln!("mpq-profile\t{}\t{}\t{:.3}", step.op_type, step.name, t0.elapsed().as_secs_f64() * 1e3);
             }
         }
         want.iter()
