@@ -10,6 +10,7 @@ import * as path from 'path';
 import * as ort from 'onnxruntime-node';
 import { Model } from '../index';
 import { native } from '../src/native';
+import { quantBench } from './quant';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const SHARED = path.resolve(ROOT, '..', 'shared');
@@ -81,7 +82,12 @@ async function main(argv: string[]): Promise<void> {
   const which = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--runs');
   const log = json ? (s: string) => process.stderr.write(s + '\n') : (s: string) => process.stdout.write(s + '\n');
   const name = which[0] ?? 'engine';
-  if (name !== 'engine') throw new Error(`unknown benchmark '${name}' (available: engine)`);
+  if (name === 'quant') {
+    const rows = await quantBench(log, which.slice(1).length ? which.slice(1) : undefined);
+    if (json) process.stdout.write(JSON.stringify(rows) + '\n');
+    return;
+  }
+  if (name !== 'engine') throw new Error(`unknown benchmark '${name}' (available: engine, quant [mobilenet] [rec])`);
   const rows = await engine(runs, log);
   if (json) process.stdout.write(JSON.stringify(rows) + '\n');
   else {
