@@ -125,33 +125,28 @@ export class Model {
    * compile time): [min, max] pairs, or histograms when `ranges` and `bins` are given.
    */
   async observe(c: Compiled, inputs: Tensor[], values: number[], hist?: { ranges: Float64Array; bins: number }, opts: RunOptions = {}): Promise<Float64Array> {
-    const n = native();
-    if (opts.signal?.aborted) throw new MpqError('MPQ_ABORTED', 'aborted');
-    const token = new n.CancelToken();
-    const onAbort = () => token.cancel();
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      return await c.plan.observe(inputs.map((t) => ({ shape: t.shape, data: t.data })), values, hist?.ranges, hist?.bins, token);
-    } catch (e) {
-      throw fromNative(e);
-    } finally {
-      opts.signal?.removeEventListener('abort', onAbort);
-    }
+    return cancellable(opts, (token) => c.plan.observe(inputs.map((t) => ({ shape: t.shape, data: t.data })), values, hist?.ranges, hist?.bins, token));
   }
 
   /** Runs a compiled plan; `want` lists plan value indices to return instead of the outputs. */
   async exec(c: Compiled, inputs: Tensor[], opts: RunOptions = {}, want?: number[]): Promise<Tensor[]> {
-    const n = native();
-    if (opts.signal?.aborted) throw new MpqError('MPQ_ABORTED', 'the run was aborted before it started');
-    const token = new n.CancelToken();
-    const onAbort = () => token.cancel();
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      return await c.plan.run(inputs.map((t) => ({ shape: t.shape, data: t.data })), want, token);
-    } catch (e) {
-      throw fromNative(e);
-    } finally {
-      opts.signal?.removeEventListener('abort', onAbort);
-    }
+    return cancellable(opts, (token) => c.plan.run(inputs.map((t) => ({ shape: t.shape, data: t.data })), want, token));
+  }
+}
+
+type CancelToken = InstanceType<ReturnType<typeof native>['CancelToken']>;
+
+/** Runs a native task with a cancel token wired to `opts.signal`; native errors become MpqErrors. */
+async function cancellable<T>(opts: RunOptions, f: (token: CancelToken) => Promise<T>): Promise<T> {
+  if (opts.signal?.aborted) throw new MpqError('MPQ_ABORTED', 'the run was aborted before it started');
+  const token = new (native().CancelToken)();
+  const onAbort = () => token.cancel();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await f(token);
+  } catch (e) {
+    throw fromNative(e);
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
   }
 }

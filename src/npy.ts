@@ -9,46 +9,76 @@ export interface NpyArray {
 
 const bad = (file: string, msg: string) => new MpqError('MPQ_BAD_INPUT', `${file}: ${msg}`);
 
-export function parseNpy(buf: Uint8Array, file = '<npy>'): NpyArray {
-  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+type Getter = (dv: DataView, o: number) => number;
+/** Element types read from .npy files (as float32): byte size and reader. */
+export const NPY_DTYPES: Readonly<Record<string, [number, Getter]>> = {
+  '<f4': [4, (dv, o) => dv.getFloat32(o, true)],
+  '<f8': [8, (dv, o) => dv.getFloat64(o, true)],
+  '<i8': [8, (dv, o) => Number(dv.getBigInt64(o, true))],
+  '<i4': [4, (dv, o) => dv.getInt32(o, true)],
+  '<i2': [2, (dv, o) => dv.getInt16(o, true)],
+  '<u2': [2, (dv, o) => dv.getUint16(o, true)],
+  '|u1': [1, (dv, o) => dv.getUint8(o)],
+  '|i1': [1, (dv, o) => dv.getInt8(o)],
+  '|b1': [1, (dv, o) => dv.getUint8(o)],
+};
+
+export interface NpyLayout {
+  shape: number[];
+  descr: string;
+  itemSize: number;
+  /** Byte offset of the data. */
+  dataOffset: number;
+}
+
+/** Total header size from the first 12 bytes (magic, version, header length). */
+export function npyHeaderSize(pre: Uint8Array, file = '<npy>'): number {
+  const b = Buffer.from(pre.buffer, pre.byteOffset, pre.byteLength);
   if (b.length < 10 || b.toString('latin1', 0, 6) !== '\x93NUMPY') throw bad(file, 'not a .npy file (bad magic)');
   const major = b[6];
-  const hlen = major === 1 ? b.readUInt16LE(8) : b.readUInt32LE(8);
-  const hstart = major === 1 ? 10 : 12;
-  if (hstart + hlen > b.length) throw bad(file, 'truncated header');
-  const header = b.toString('latin1', hstart, hstart + hlen);
+  if (major !== 1 && b.length < 12) throw bad(file, 'truncated header');
+  return major === 1 ? 10 + b.readUInt16LE(8) : 12 + b.readUInt32LE(8);
+}
+
+/** Parses a .npy header (`head` holds at least the whole header). */
+export function parseNpyHeader(head: Uint8Array, file = '<npy>'): NpyLayout {
+  const b = Buffer.from(head.buffer, head.byteOffset, head.byteLength);
+  const dataOffset = npyHeaderSize(b, file);
+  const hstart = b[6] === 1 ? 10 : 12;
+  if (dataOffset > b.length) throw bad(file, 'truncated header');
+  const header = b.toString('latin1', hstart, dataOffset);
   const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
   const fortran = /'fortran_order':\s*(True|False)/.exec(header)?.[1];
   const shapeStr = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
   if (!descr || !fortran || shapeStr === undefined) throw bad(file, `cannot parse header ${JSON.stringify(header)}`);
   if (fortran === 'True') throw bad(file, 'Fortran-ordered arrays are not supported; save with np.ascontiguousarray');
-  const shape = shapeStr.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  const shape = shapeStr.split(',').map((x) => x.trim()).filter(Boolean).map(Number);
   if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw bad(file, `bad shape (${shapeStr})`);
-  const n = shape.reduce((a, c) => a * c, 1);
-  const off = hstart + hlen;
-  const kinds: Record<string, [number, (dv: DataView, o: number) => number]> = {
-    '<f4': [4, (dv, o) => dv.getFloat32(o, true)],
-    '<f8': [8, (dv, o) => dv.getFloat64(o, true)],
-    '<f2': [2, (dv, o) => dv.getUint16(o, true)],
-    '<i8': [8, (dv, o) => Number(dv.getBigInt64(o, true))],
-    '<i4': [4, (dv, o) => dv.getInt32(o, true)],
-    '|u1': [1, (dv, o) => dv.getUint8(o)],
-    '|i1': [1, (dv, o) => dv.getInt8(o)],
-    '|b1': [1, (dv, o) => dv.getUint8(o)],
-  };
-  const k = kinds[descr];
-  if (!k || descr === '<f2') throw bad(file, `dtype '${descr}' is not supported (use float32 or float64)`);
-  const [size, get] = k;
-  if (b.length < off + n * size) throw bad(file, `truncated data: shape (${shape}) needs ${n * size} bytes, file has ${b.length - off}`);
-  let data: Float32Array;
-  if (descr === '<f4' && (b.byteOffset + off) % 4 === 0) {
-    data = new Float32Array(b.buffer.slice(b.byteOffset + off, b.byteOffset + off + n * 4));
-  } else {
-    data = new Float32Array(n);
-    const dv = new DataView(b.buffer, b.byteOffset + off, n * size);
-    for (let i = 0; i < n; i++) data[i] = get(dv, i * size);
+  const k = NPY_DTYPES[descr];
+  if (!k) throw bad(file, `dtype '${descr}' is not supported (use float32 or float64)`);
+  return { shape, descr, itemSize: k[0], dataOffset };
+}
+
+/** Converts `count` elements of raw .npy data to float32, into `out` at element `at`. */
+export function npyToFloat32(descr: string, raw: Uint8Array, out: Float32Array, at: number, count: number): void {
+  if (descr === '<f4') {
+    new Uint8Array(out.buffer, out.byteOffset + at * 4, count * 4).set(raw.subarray(0, count * 4));
+    return;
   }
-  return { shape, data };
+  const [size, get] = NPY_DTYPES[descr];
+  const dv = new DataView(raw.buffer, raw.byteOffset, count * size);
+  for (let i = 0; i < count; i++) out[at + i] = get(dv, i * size);
+}
+
+export function parseNpy(buf: Uint8Array, file = '<npy>'): NpyArray {
+  const h = parseNpyHeader(buf, file);
+  const n = h.shape.reduce((a, c) => a * c, 1);
+  if (buf.length < h.dataOffset + n * h.itemSize) {
+    throw bad(file, `truncated data: shape (${h.shape}) needs ${n * h.itemSize} bytes, file has ${buf.length - h.dataOffset}`);
+  }
+  const data = new Float32Array(n);
+  npyToFloat32(h.descr, buf.subarray(h.dataOffset), data, 0, n);
+  return { shape: h.shape, data };
 }
 
 export function readNpy(file: string): NpyArray {

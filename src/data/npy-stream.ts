@@ -4,29 +4,12 @@
  */
 import * as fs from 'fs';
 import { MpqError } from '../errors';
+import { npyHeaderSize, NpyLayout, npyToFloat32, parseNpyHeader } from '../npy';
 
 const bad = (file: string, msg: string) => new MpqError('MPQ_BAD_INPUT', `${file}: ${msg}`);
 
-type Getter = (dv: DataView, o: number) => number;
-const DTYPES: Record<string, [number, Getter]> = {
-  '<f4': [4, (dv, o) => dv.getFloat32(o, true)],
-  '<f8': [8, (dv, o) => dv.getFloat64(o, true)],
-  '<i8': [8, (dv, o) => Number(dv.getBigInt64(o, true))],
-  '<i4': [4, (dv, o) => dv.getInt32(o, true)],
-  '<i2': [2, (dv, o) => dv.getInt16(o, true)],
-  '<u2': [2, (dv, o) => dv.getUint16(o, true)],
-  '|u1': [1, (dv, o) => dv.getUint8(o)],
-  '|i1': [1, (dv, o) => dv.getInt8(o)],
-  '|b1': [1, (dv, o) => dv.getUint8(o)],
-};
-
-export interface NpyHeader {
+export interface NpyHeader extends NpyLayout {
   file: string;
-  shape: number[];
-  descr: string;
-  itemSize: number;
-  /** Byte offset of the data. */
-  dataOffset: number;
 }
 
 /** Reads and checks the header of a .npy file (a few hundred bytes). */
@@ -40,42 +23,21 @@ export function readNpyHeader(file: string): NpyHeader {
   try {
     const pre = Buffer.alloc(12);
     const got = fs.readSync(fd, pre, 0, 12, 0);
-    if (got < 10 || pre.toString('latin1', 0, 6) !== '\x93NUMPY') throw bad(file, 'not a .npy file (bad magic)');
-    const major = pre[6];
-    const hlen = major === 1 ? pre.readUInt16LE(8) : pre.readUInt32LE(8);
-    const hstart = major === 1 ? 10 : 12;
-    const hb = Buffer.alloc(hlen);
-    if (fs.readSync(fd, hb, 0, hlen, hstart) < hlen) throw bad(file, 'truncated header');
-    const header = hb.toString('latin1');
-    const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
-    const fortran = /'fortran_order':\s*(True|False)/.exec(header)?.[1];
-    const shapeStr = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
-    if (!descr || !fortran || shapeStr === undefined) throw bad(file, `cannot parse header ${JSON.stringify(header)}`);
-    if (fortran === 'True') throw bad(file, 'Fortran-ordered arrays are not supported; save with np.ascontiguousarray');
-    const shape = shapeStr.split(',').map((s) => s.trim()).filter(Boolean).map(Number);
-    if (shape.some((d) => !Number.isInteger(d) || d < 0)) throw bad(file, `bad shape (${shapeStr})`);
-    const k = DTYPES[descr];
-    if (!k) throw bad(file, `dtype '${descr}' is not supported (use float32 or float64)`);
-    const dataOffset = hstart + hlen;
-    const n = shape.reduce((a, c) => a * c, 1);
-    const size = fs.fstatSync(fd).size;
-    if (size < dataOffset + n * k[0]) throw bad(file, `truncated data: shape (${shape}) needs ${n * k[0]} bytes, file has ${size - dataOffset}`);
-    return { file, shape, descr, itemSize: k[0], dataOffset };
+    const size = npyHeaderSize(pre.subarray(0, got), file);
+    const head = Buffer.alloc(size);
+    if (fs.readSync(fd, head, 0, size, 0) < size) throw bad(file, 'truncated header');
+    const h = parseNpyHeader(head, file);
+    const n = h.shape.reduce((a, c) => a * c, 1);
+    const total = fs.fstatSync(fd).size;
+    if (total < h.dataOffset + n * h.itemSize) throw bad(file, `truncated data: shape (${h.shape}) needs ${n * h.itemSize} bytes, file has ${total - h.dataOffset}`);
+    return { file, ...h };
   } finally {
     fs.closeSync(fd);
   }
 }
 
 function convert(h: NpyHeader, buf: Buffer, out: Float32Array, at: number, count: number): void {
-  if (h.descr === '<f4') {
-    // copy through an aligned view
-    const bytes = new Uint8Array(out.buffer, out.byteOffset + at * 4, count * 4);
-    bytes.set(buf.subarray(0, count * 4));
-    return;
-  }
-  const get = DTYPES[h.descr][1];
-  const dv = new DataView(buf.buffer, buf.byteOffset, count * h.itemSize);
-  for (let i = 0; i < count; i++) out[at + i] = get(dv, i * h.itemSize);
+  npyToFloat32(h.descr, buf, out, at, count);
 }
 
 /**

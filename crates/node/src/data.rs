@@ -16,29 +16,12 @@
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use rayon::prelude::*;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 fn bad(msg: impl Into<String>) -> Error {
     Error::new(Status::InvalidArg, format!("MPQ_BAD_INPUT: {}", msg.into()))
 }
 
-fn panic_msg(p: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".into()
-    }
-}
-
-/// Runs `f`, turning a panic into an `MPQ_INTERNAL` JS error.
-fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(p) => Err(Error::new(Status::GenericFailure, format!("MPQ_INTERNAL: internal error (Rust panic): {}", panic_msg(p)))),
-    }
-}
+use crate::catch_panics as guard;
 
 /// Preprocessing options, already resolved by the TypeScript layer (`src/data/images.ts`).
 #[napi(object)]

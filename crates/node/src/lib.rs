@@ -43,12 +43,17 @@ fn panic_msg(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Runs `f`, turning a core error or a panic into a JS error.
-fn guard<T>(f: impl FnOnce() -> mpq_core::Result<T>) -> Result<T> {
+/// Runs `f`, turning a panic into an `MPQ_INTERNAL` JS error (every entry point goes through this).
+pub(crate) fn catch_panics<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r.map_err(to_js),
+        Ok(r) => r,
         Err(p) => Err(Error::new(Status::GenericFailure, format!("MPQ_INTERNAL: internal error (Rust panic): {}", panic_msg(p)))),
     }
+}
+
+/// Runs `f`, turning a core error or a panic into a JS error.
+pub(crate) fn guard<T>(f: impl FnOnce() -> mpq_core::Result<T>) -> Result<T> {
+    catch_panics(|| f().map_err(to_js))
 }
 
 fn shape_usize(shape: &[u32]) -> Vec<usize> {
