@@ -1,7 +1,9 @@
 /** Data-aware weight rounding (GPTQ) and bias correction, end to end on a tiny conv net. */
 import test from 'ava';
 import { Model } from '../index';
-import { calibrate, exportQdq, quantize, quantizeWith } from '../src/quant/quantize';
+import { calibrate, exportQdq, isSequential, quantize, quantizeWith } from '../src/quant/quantize';
+import { encodingsFromJson, encodingsToJson, EncodingsJson } from '../src/quant/encodings';
+import { simulate } from '../src/quant/simulate';
 import { BitConfig } from '../src/quant/config';
 import { ortRun, randomData, tinyModel } from './helpers';
 
@@ -119,4 +121,62 @@ test('auto rounding keeps round-to-nearest above 8 bits and uses GPTQ at 8 and b
   t.deepEqual(Array.from(a16.graph.consts.get('w2_quantized')!.data), Array.from(n16.graph.consts.get('w2_quantized')!.data));
   t.is(a16.encodings.weights.get('w2')!.quantized, undefined);
   for (const c of [W8A16, W4A16]) t.truthy((await quantize(calA, c)).encodings.weights.get('w2')!.quantized);
+});
+
+test('sequential rounding is the default for exports, and beats round-to-nearest at W4A8', async (t) => {
+  const model = Model.fromBytes(bytes);
+  const feeds = { x: { shape: SHAPE, data: heldOut } };
+  const ref = (await model.run(feeds)).y.data;
+  const cal = await calibrate(model, batches, { rounding: 'gptq' });
+  t.true(isSequential(cal));
+  const W4A8: BitConfig = { w: 4, a: 8, weights: {}, activations: {} };
+  const q = await quantize(cal, W4A8);
+  const calN = await calibrate(model, batches, { rounding: 'nearest' });
+  const errN = mse((await Model.fromGraph(quantizeWith(calN, W4A8).graph).run(feeds)).y.data, ref);
+  const errS = mse((await Model.fromGraph(q.graph).run(feeds)).y.data, ref);
+  t.log(`output MSE vs float at W4A8: nearest ${errN.toExponential(3)}, sequential ${errS.toExponential(3)}`);
+  t.true(errS < 0.5 * errN, `sequential ${errS} vs nearest ${errN}`);
+  for (const w of ['w1', 'w2', 'w3', 'w4']) t.truthy(q.encodings.weights.get(w)!.quantized, w);
+});
+
+test('data-aware integers and bias shifts travel in encodings.json: the simulation rebuilt from the JSON equals the exported model in ORT', async (t) => {
+  const model = Model.fromBytes(bytes);
+  const feeds = { x: { shape: SHAPE, data: heldOut } };
+  const cal = await calibrate(model, batches, { rounding: 'gptq' });
+  for (const config of [W4A16, { w: 4, a: 8, weights: { w2: 8 }, activations: {} } as BitConfig]) {
+    const q = await quantize(cal, config);
+    const json = JSON.parse(JSON.stringify(encodingsToJson(q.encodings), null, 1)) as EncodingsJson;
+    t.truthy(json.mpq.rounded?.w1, 'w1 carries its integers');
+    t.is(json.mpq.rounded!.w2.dtype, 'int8');
+    // the JSON round trip restores the integers, scales and bias shifts exactly
+    const back = encodingsFromJson(json);
+    for (const [w, e] of q.encodings.weights) {
+      const b = back.weights.get(w)!;
+      t.deepEqual(Array.from(b.quantized!), Array.from(e.quantized!, (v) => v + 0), w); // -0 is stored as 0
+      t.deepEqual(Array.from(b.biasDelta!), Array.from(e.biasDelta!), w);
+      t.deepEqual(b.entries.map((x) => x.scale), e.entries.map((x) => x.scale), w);
+    }
+    // the rebuilt simulation is the exported graph: same integer weights and corrected biases
+    const sim = simulate(model, json);
+    for (const [k, c] of q.graph.consts) {
+      const d = sim.graph.consts.get(k);
+      t.truthy(d, k);
+      t.deepEqual(Array.from(d!.data, (v) => v + 0), Array.from(c.data, (v) => v + 0), k);
+    }
+    // and it runs like the exported model in ORT (graph optimizations off)
+    const out = (await sim.run(feeds)).y.data;
+    const ortOut = (await ortRun(exportQdq(q, cal), feeds, { optimize: false })).y.data;
+    let worst = 0;
+    for (let i = 0; i < out.length; i++) worst = Math.max(worst, Math.abs(out[i] - ortOut[i]) / Math.max(1e-3, Math.abs(ortOut[i])));
+    t.true(worst <= 1e-6, `engine on JSON vs ORT on export: worst relative difference ${worst}`);
+    // without the rounded integers the rebuild would be round-to-nearest, and differ
+    const plain = { ...json, mpq: { ...json.mpq, rounded: undefined } };
+    const near = simulate(model, plain);
+    t.notDeepEqual(Array.from(near.graph.consts.get('w1_quantized')!.data), Array.from(q.graph.consts.get('w1_quantized')!.data));
+  }
+  // a mismatched integer count is an error, not a silent fallback
+  const q = await quantize(cal, W4A16);
+  const json = encodingsToJson(q.encodings);
+  const bad = { ...json, mpq: { ...json.mpq, rounded: { ...json.mpq.rounded, w1: { ...json.mpq.rounded!.w1, q: Buffer.from([1, 2, 3]).toString('base64') } } } };
+  t.throws(() => simulate(model, bad), { message: /have 3 values/ });
 });

@@ -3,6 +3,7 @@
  * QuantizeLinear -> DequantizeLinear pair on every quantized activation. The same graph is
  * run by the engine (simulation) and written as the exported model, so both see the same numbers.
  */
+import { MpqError } from '../errors';
 import { ConstTensor, Graph, Node } from '../graph/ir';
 import { Encodings } from './encodings';
 import { qrange, quantize } from './scheme';
@@ -32,7 +33,10 @@ export function buildQdqGraph(g: Graph, enc: Encodings): Graph {
     const inner = e.axis === undefined ? t.data.length : t.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
     const scales = Float32Array.from(e.entries.map((x) => x.scale));
     const q = new Float64Array(t.data.length);
-    if (e.quantized && e.quantized.length === q.length) {
+    if (e.quantized && e.quantized.length !== q.length) {
+      throw new MpqError('MPQ_BAD_INPUT', `the rounded integers of '${w}' have ${e.quantized.length} values, the weight has ${q.length}: were the encodings made for another model?`);
+    }
+    if (e.quantized) {
       for (let i = 0; i < q.length; i++) q[i] = Math.min(qmax, Math.max(qmin, e.quantized[i]));
     } else {
       for (let i = 0; i < q.length; i++) {

@@ -13,7 +13,7 @@ import { Encodings, TensorEncoding } from './encodings';
 import { Placement, placeQuantizers } from './placement';
 import { buildQdqGraph } from './qdq';
 import { RangeMethod, weightScales } from './ranges';
-import { gatherRoundingStats, methodFor, Rounding, RoundingOptions, WeightRounder } from './rounding';
+import { gatherRoundingStats, methodFor, RoundedWeight, Rounding, RoundingOptions, WeightRounder } from './rounding';
 import { asymmetric } from './scheme';
 
 export interface QuantizeOptions extends RunOptions {
@@ -42,6 +42,8 @@ export interface Calibrated {
   rounding: Rounding;
   /** Layer statistics and rounded weights (absent when rounding is 'nearest'). */
   rounder?: WeightRounder;
+  /** The calibration data (sequential rounding runs it again per exported configuration). */
+  batches?: Batches;
 }
 
 export interface Quantized {
@@ -70,7 +72,7 @@ export async function calibrate(model: Model, batches: Batches, opts: QuantizeOp
   const stats = await collectStats(model, batches, placement.activations.map((a) => a.tensor), actRange, opts);
   const rounding = opts.rounding ?? DEFAULT_ROUNDING;
   const rounder = rounding === 'nearest' ? undefined : await gatherRoundingStats(model, placement, batches, opts.roundingOptions, opts);
-  return { model, placement, stats, actRange, weightRange, shapes, rounding, rounder };
+  return { model, placement, stats, actRange, weightRange, shapes, rounding, rounder, batches };
 }
 
 function scalesOf(cal: Calibrated, tensor: string, axis: number, bits: number): Float32Array {
@@ -103,18 +105,66 @@ export async function prepareWeights(cal: Calibrated, config: BitConfig): Promis
   await Promise.all(jobs);
 }
 
-/** {@link prepareWeights}, then {@link quantizeWith}. */
-export async function quantize(cal: Calibrated, config: BitConfig): Promise<Quantized> {
-  await prepareWeights(cal, config);
+/** Key of a configuration's resolved bit-widths (sequential rounding depends on all of them). */
+function configKey(cal: Calibrated, config: BitConfig): string {
+  return [...cal.placement.weights.map((w) => weightBits(config, w.tensor)), '|', ...cal.placement.activations.map((a) => actBits(config, a.tensor))].join(',');
+}
+
+/** Whether {@link quantize} rounds sequentially (data-aware rounding with `sequential` not turned off). */
+export function isSequential(cal: Calibrated): boolean {
+  return !!cal.rounder && !!cal.batches && cal.rounder.options.sequential !== false;
+}
+
+/**
+ * Sequential data-aware rounding of `config` (see {@link WeightRounder.roundSequential}):
+ * computed once per configuration, then used by {@link encodingsFor}.
+ */
+export async function prepareSequential(cal: Calibrated, config: BitConfig, opts: RunOptions = {}): Promise<void> {
+  const r = cal.rounder;
+  if (!r || !cal.batches) return;
+  const order = new Map<string, number>();
+  cal.model.graph.nodes.forEach((n, i) => n.inputs[1] && !order.has(n.inputs[1]) && order.set(n.inputs[1], i));
+  const jobs = cal.placement.weights
+    .filter((w) => methodFor(cal.rounding, weightBits(config, w.tensor)) === 'gptq' && r.has(w.tensor))
+    .sort((a, b) => (order.get(a.tensor) ?? 0) - (order.get(b.tensor) ?? 0))
+    .map((w) => {
+      const t = cal.model.graph.consts.get(w.tensor)!;
+      const bits = weightBits(config, w.tensor);
+      return { tensor: w.tensor, w: t.data as Float32Array, shape: t.shape, scales: scalesOf(cal, w.tensor, w.axis, bits), bits };
+    });
+  await r.roundSequential(configKey(cal, config), cal.model, cal.batches, jobs, (done, pending) => {
+    const e = encodingsFor(cal, config, false);
+    for (const w of pending) e.weights.delete(w);
+    for (const [w, d] of done) withRounded(e.weights.get(w)!, d);
+    return e;
+  }, opts);
+}
+
+function withRounded(e: TensorEncoding, r: RoundedWeight): void {
+  const qmax = 2 ** (e.entries[0].bitwidth - 1) - 1;
+  e.quantized = r.q;
+  e.biasDelta = r.biasDelta;
+  e.entries = Array.from(r.scales, (s) => ({ ...e.entries[0], scale: s, min: -s * qmax, max: s * qmax }));
+}
+
+/** Rounds the weights `config` needs ({@link prepareSequential} or {@link prepareWeights}), then {@link quantizeWith}. */
+export async function quantize(cal: Calibrated, config: BitConfig, opts: RunOptions = {}): Promise<Quantized> {
+  if (isSequential(cal)) await prepareSequential(cal, config, opts);
+  else await prepareWeights(cal, config);
   return quantizeWith(cal, config);
 }
 
 const weightScaleCache = new WeakMap<Calibrated, Map<string, Float32Array>>();
 const actRangeCache = new WeakMap<Calibrated, Map<string, [number, number]>>();
 
-/** Encodings of every quantizer for a bit configuration. */
-export function encodingsFor(cal: Calibrated, config: BitConfig): Encodings {
+/**
+ * Encodings of every quantizer for a bit configuration: with the sequentially rounded weights
+ * of this configuration when they were computed (and `sequential` is not false), else with the
+ * per-weight data-aware ones computed so far, else rounded to nearest.
+ */
+export function encodingsFor(cal: Calibrated, config: BitConfig, sequential = true): Encodings {
   const weights = new Map<string, TensorEncoding>();
+  const seq = sequential ? cal.rounder?.sequentialFor(configKey(cal, config)) : undefined;
   for (const w of cal.placement.weights) {
     const bits = weightBits(config, w.tensor);
     const base = scalesOf(cal, w.tensor, w.axis, bits);
@@ -127,6 +177,8 @@ export function encodingsFor(cal: Calibrated, config: BitConfig): Encodings {
       signed: true,
       entries: Array.from(scales, (s) => ({ bitwidth: bits, dtype: 'int' as const, is_symmetric: 'True' as const, scale: s, offset: 0, min: -s * qmax, max: s * qmax })),
     });
+    const sq = seq?.get(w.tensor);
+    if (sq) withRounded(weights.get(w.tensor)!, sq);
   }
   const activations = new Map<string, TensorEncoding>();
   let rangeCache = actRangeCache.get(cal);

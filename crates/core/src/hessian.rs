@@ -39,6 +39,11 @@ fn one() -> f64 {
 }
 
 /// Accumulated statistics of one layer.
+///
+/// With a reference stream (sequential rounding: `x` is the layer's input in the network whose
+/// upstream layers are already quantized, `x_ref` the same input in the float network), also
+/// the cross moment `sum x_ref x^T` and the sum of `x_ref`, so that rounding can aim at the
+/// float layer's output: minimise `E |W x_ref - Q x|^2`.
 #[derive(Clone, Debug)]
 pub struct LayerStats {
     pub groups: usize,
@@ -48,13 +53,25 @@ pub struct LayerStats {
     pub h: Vec<f64>,
     /// `groups` sums of the input vectors.
     pub sum: Vec<f64>,
+    /// `groups` row-major `dim x dim` matrices `sum x_ref x^T` (reference stream only).
+    pub cross: Option<Vec<f64>>,
+    /// `groups` sums of the reference input vectors.
+    pub sum_ref: Option<Vec<f64>>,
     /// Number of vectors accumulated (per group).
     pub count: u64,
 }
 
 impl LayerStats {
-    fn new(groups: usize, dim: usize) -> Self {
-        LayerStats { groups, dim, h: vec![0.0; groups * dim * dim], sum: vec![0.0; groups * dim], count: 0 }
+    fn new(groups: usize, dim: usize, with_ref: bool) -> Self {
+        LayerStats {
+            groups,
+            dim,
+            h: vec![0.0; groups * dim * dim],
+            sum: vec![0.0; groups * dim],
+            cross: with_ref.then(|| vec![0.0; groups * dim * dim]),
+            sum_ref: with_ref.then(|| vec![0.0; groups * dim]),
+            count: 0,
+        }
     }
     /// Mean input vector of group `g`.
     pub fn mean(&self, g: usize) -> Vec<f64> {
@@ -67,6 +84,17 @@ impl LayerStats {
         let d2 = self.dim * self.dim;
         self.h[g * d2..(g + 1) * d2].iter().map(|s| s / n).collect()
     }
+    /// `E[x_ref x^T]` of group `g` (reference stream only).
+    pub fn cross(&self, g: usize) -> Option<Vec<f64>> {
+        let n = self.count.max(1) as f64;
+        let d2 = self.dim * self.dim;
+        self.cross.as_ref().map(|c| c[g * d2..(g + 1) * d2].iter().map(|s| s / n).collect())
+    }
+    /// Mean reference input vector of group `g` (reference stream only).
+    pub fn mean_ref(&self, g: usize) -> Option<Vec<f64>> {
+        let n = self.count.max(1) as f64;
+        self.sum_ref.as_ref().map(|s| s[g * self.dim..(g + 1) * self.dim].iter().map(|v| v / n).collect())
+    }
 }
 
 /// Per-layer accumulator.
@@ -76,6 +104,83 @@ pub struct LayerAcc {
     pub stats: Option<LayerStats>,
 }
 
+/// How one image's input becomes `groups` matrices `[d, l]` whose columns are input vectors.
+#[derive(Clone, Copy)]
+enum Geom {
+    /// `[n, c, l]` (pointwise conv, ConvTranspose): the group's channel rows, as they are.
+    ChannelMajor { c: usize },
+    /// im2col of a 2-D conv (1-D as height 1).
+    Patches { c: usize, ih: usize, iw: usize, kh: usize, kw: usize, sh: usize, sw: usize, dh: usize, dw: usize, pt: usize, pl: usize, oh: usize, ow: usize },
+}
+
+struct Plan {
+    n: usize,
+    groups: usize,
+    d: usize,
+    l: usize,
+    geom: Geom,
+}
+
+impl Plan {
+    /// Matrix `[d, l]` of image `i`, group `g` (a slice of `x`, or filled into `buf`).
+    fn mat<'a>(&self, x: &'a [f32], i: usize, g: usize, buf: &'a mut [f32]) -> &'a [f32] {
+        let (d, l) = (self.d, self.l);
+        match self.geom {
+            Geom::ChannelMajor { c } => &x[(i * c + g * d) * l..(i * c + (g + 1) * d) * l],
+            Geom::Patches { c, ih, iw, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow } => {
+                let cg = c / self.groups;
+                for ci in 0..cg {
+                    let plane = &x[((i * c) + g * cg + ci) * ih * iw..((i * c) + g * cg + ci + 1) * ih * iw];
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let row = &mut buf[((ci * kh + ky) * kw + kx) * l..((ci * kh + ky) * kw + kx + 1) * l];
+                            for oy in 0..oh {
+                                let y = (oy * sh + ky * dh) as isize - pt as isize;
+                                let dst = &mut row[oy * ow..(oy + 1) * ow];
+                                if y < 0 || y >= ih as isize {
+                                    dst.fill(0.0);
+                                    continue;
+                                }
+                                let src = &plane[y as usize * iw..(y as usize + 1) * iw];
+                                for (ox, v) in dst.iter_mut().enumerate() {
+                                    let xx = (ox * sw + kx * dw) as isize - pl as isize;
+                                    *v = if xx >= 0 && xx < iw as isize { src[xx as usize] } else { 0.0 };
+                                }
+                            }
+                        }
+                    }
+                }
+                &buf[..d * l]
+            }
+        }
+    }
+}
+
+/// Per-thread partial sums.
+struct Part {
+    h: Vec<f64>,
+    s: Vec<f64>,
+    c: Option<Vec<f64>>,
+    sr: Option<Vec<f64>>,
+}
+
+impl Part {
+    fn new(groups: usize, d: usize, with_ref: bool) -> Self {
+        Part { h: vec![0.0; groups * d * d], s: vec![0.0; groups * d], c: with_ref.then(|| vec![0.0; groups * d * d]), sr: with_ref.then(|| vec![0.0; groups * d]) }
+    }
+    fn merge(mut self, o: Part) -> Part {
+        add64(&mut self.h, &o.h);
+        add64(&mut self.s, &o.s);
+        if let (Some(a), Some(b)) = (self.c.as_mut(), o.c.as_ref()) {
+            add64(a, b);
+        }
+        if let (Some(a), Some(b)) = (self.sr.as_mut(), o.sr.as_ref()) {
+            add64(a, b);
+        }
+        self
+    }
+}
+
 impl LayerAcc {
     pub fn new(spec: LayerSpec) -> Self {
         LayerAcc { spec, stats: None }
@@ -83,160 +188,163 @@ impl LayerAcc {
 
     /// Adds one batch of the layer's input.
     pub fn add(&mut self, x: &Tensor) -> Result<()> {
-        match self.spec.clone() {
-            LayerSpec::Conv { kernel, strides, pads, dilations, group } => self.add_conv(x, &kernel, &strides, &pads, &dilations, group),
+        self.add_pair(x, None)
+    }
+
+    /// Adds one batch of the layer's input `x` and, for sequential rounding, the same input
+    /// `x_ref` in the float network (same shape). A layer takes either always or never a reference.
+    pub fn add_pair(&mut self, x: &Tensor, x_ref: Option<&Tensor>) -> Result<()> {
+        if let Some(r) = x_ref {
+            if r.shape != x.shape {
+                return Err(Error::Plan(format!("rounding statistics: reference input {:?} differs from input {:?}", r.shape, x.shape)));
+            }
+        }
+        if let LayerSpec::Rows { trans, .. } = self.spec {
+            return self.add_rows(x, x_ref, trans);
+        }
+        let plan = self.plan(x)?;
+        let with_ref = x_ref.is_some();
+        let (groups, d, l, n) = (plan.groups, plan.d, plan.l, plan.n);
+        let st = self.stats(groups, d, with_ref)?;
+        let patches = matches!(plan.geom, Geom::Patches { .. });
+        let threads = rayon::current_num_threads();
+        // images in parallel when there are enough of them, else the GEMMs use the threads
+        let gemm_threads = if n >= threads { 1 } else { threads };
+        let image = |mut p: Part, i: usize| -> Part {
+            let mut tmp = vec![0f32; d * d];
+            let mut buf = if patches { vec![0f32; d * l] } else { Vec::new() };
+            let mut buf_r = if patches && with_ref { vec![0f32; d * l] } else { Vec::new() };
+            for g in 0..groups {
+                let m = plan.mat(&x.data, i, g, &mut buf);
+                sgemm(d, d, l, MatRef::row_major(m, l), MatRef::transposed(m, l), &mut tmp, d, false, gemm_threads);
+                add_into(&mut p.h[g * d * d..(g + 1) * d * d], &tmp);
+                row_sums(m, d, l, &mut p.s[g * d..(g + 1) * d]);
+                if let Some(r) = x_ref {
+                    let mr = plan.mat(&r.data, i, g, &mut buf_r);
+                    sgemm(d, d, l, MatRef::row_major(mr, l), MatRef::transposed(m, l), &mut tmp, d, false, gemm_threads);
+                    add_into(&mut p.c.as_mut().unwrap()[g * d * d..(g + 1) * d * d], &tmp);
+                    row_sums(mr, d, l, &mut p.sr.as_mut().unwrap()[g * d..(g + 1) * d]);
+                }
+            }
+            p
+        };
+        let total = if gemm_threads == 1 {
+            (0..n).into_par_iter().fold(|| Part::new(groups, d, with_ref), image).reduce(|| Part::new(groups, d, with_ref), Part::merge)
+        } else {
+            (0..n).fold(Part::new(groups, d, with_ref), image)
+        };
+        st.merge(total, (n * l) as u64);
+        Ok(())
+    }
+
+    fn plan(&self, x: &Tensor) -> Result<Plan> {
+        match &self.spec {
             LayerSpec::ConvTranspose { group, .. } => {
                 if x.rank() < 3 {
                     return Err(Error::Plan(format!("ConvTranspose input of rank {} for rounding statistics", x.rank())));
                 }
                 let (n, c) = (x.shape[0], x.shape[1]);
                 let l: usize = x.shape[2..].iter().product();
-                self.add_channel_major(x, n, c, l, group)
+                channel_major(n, c, l, *group)
             }
-            LayerSpec::Rows { trans, .. } => self.add_rows(x, trans),
+            LayerSpec::Conv { kernel, strides, pads, dilations: dil, group } => {
+                let group = *group;
+                let nsp = kernel.len();
+                if !(1..=2).contains(&nsp) || x.rank() != nsp + 2 || strides.len() != nsp || dil.len() != nsp || pads.len() != 2 * nsp {
+                    return Err(Error::Plan(format!("rounding statistics support 1-D and 2-D convolutions (input {:?}, kernel {kernel:?})", x.shape)));
+                }
+                // 1-D as 2-D with height 1.
+                let (n, c) = (x.shape[0], x.shape[1]);
+                let (ih, iw, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr) = if nsp == 1 {
+                    (1, x.shape[2], 1, kernel[0], 1, strides[0], 1, dil[0], 0, pads[0], 0, pads[1])
+                } else {
+                    (x.shape[2], x.shape[3], kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1], pads[0], pads[1], pads[2], pads[3])
+                };
+                let oh = (ih + pt + pb).checked_sub(dh * (kh - 1) + 1).map(|v| v / sh + 1).unwrap_or(0);
+                let ow = (iw + pl + pr).checked_sub(dw * (kw - 1) + 1).map(|v| v / sw + 1).unwrap_or(0);
+                if group == 0 || c % group != 0 || oh == 0 || ow == 0 {
+                    return Err(Error::Plan(format!("rounding statistics: bad conv geometry (input {:?}, group {group})", x.shape)));
+                }
+                if kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt + pl + pb + pr == 0 {
+                    return channel_major(n, c, ih * iw, group);
+                }
+                let cg = c / group;
+                Ok(Plan { n, groups: group, d: cg * kh * kw, l: oh * ow, geom: Geom::Patches { c, ih, iw, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow } })
+            }
+            LayerSpec::Rows { .. } => unreachable!(),
         }
     }
 
-    fn stats(&mut self, groups: usize, dim: usize) -> Result<&mut LayerStats> {
-        let s = self.stats.get_or_insert_with(|| LayerStats::new(groups, dim));
+    fn stats(&mut self, groups: usize, dim: usize, with_ref: bool) -> Result<&mut LayerStats> {
+        let s = self.stats.get_or_insert_with(|| LayerStats::new(groups, dim, with_ref));
         if s.groups != groups || s.dim != dim {
             return Err(Error::Plan(format!("rounding statistics: input changed from {}x{} to {groups}x{dim}", s.groups, s.dim)));
+        }
+        if s.cross.is_some() != with_ref {
+            return Err(Error::Plan("rounding statistics: a layer's batches must all have, or all lack, a reference input".into()));
         }
         Ok(s)
     }
 
-    /// Input `[n, c, l]` whose vectors are the channel columns (per group).
-    fn add_channel_major(&mut self, x: &Tensor, n: usize, c: usize, l: usize, group: usize) -> Result<()> {
-        if group == 0 || c % group != 0 {
-            return Err(Error::Plan(format!("{c} channels do not split into {group} groups")));
-        }
-        let d = c / group;
-        let st = self.stats(group, d)?;
-        let parts: Vec<(Vec<f64>, Vec<f64>)> = (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let mut h = vec![0f64; group * d * d];
-                let mut s = vec![0f64; group * d];
-                let mut tmp = vec![0f32; d * d];
-                for g in 0..group {
-                    let p = &x.data[(i * c + g * d) * l..(i * c + (g + 1) * d) * l];
-                    gram_rows(p, d, l, &mut tmp);
-                    add_into(&mut h[g * d * d..(g + 1) * d * d], &tmp);
-                    row_sums(p, d, l, &mut s[g * d..(g + 1) * d]);
-                }
-                (h, s)
-            })
-            .collect();
-        for (h, s) in parts {
-            add64(&mut st.h, &h);
-            add64(&mut st.sum, &s);
-        }
-        st.count += (n * l) as u64;
-        Ok(())
-    }
-
-    fn add_conv(&mut self, x: &Tensor, kernel: &[usize], strides: &[usize], pads: &[usize], dil: &[usize], group: usize) -> Result<()> {
-        let nsp = kernel.len();
-        if !(1..=2).contains(&nsp) || x.rank() != nsp + 2 || strides.len() != nsp || dil.len() != nsp || pads.len() != 2 * nsp {
-            return Err(Error::Plan(format!("rounding statistics support 1-D and 2-D convolutions (input {:?}, kernel {kernel:?})", x.shape)));
-        }
-        // 1-D as 2-D with height 1.
-        let (n, c) = (x.shape[0], x.shape[1]);
-        let (ih, iw, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr) = if nsp == 1 {
-            (1, x.shape[2], 1, kernel[0], 1, strides[0], 1, dil[0], 0, pads[0], 0, pads[1])
-        } else {
-            (x.shape[2], x.shape[3], kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1], pads[0], pads[1], pads[2], pads[3])
-        };
-        let oh = (ih + pt + pb).checked_sub(dh * (kh - 1) + 1).map(|v| v / sh + 1).unwrap_or(0);
-        let ow = (iw + pl + pr).checked_sub(dw * (kw - 1) + 1).map(|v| v / sw + 1).unwrap_or(0);
-        if group == 0 || c % group != 0 || oh == 0 || ow == 0 {
-            return Err(Error::Plan(format!("rounding statistics: bad conv geometry (input {:?}, group {group})", x.shape)));
-        }
-        let pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt + pl + pb + pr == 0;
-        if pointwise {
-            return self.add_channel_major(x, n, c, ih * iw, group);
-        }
-        let cg = c / group;
-        let d = cg * kh * kw;
-        let l = oh * ow;
-        let st = self.stats(group, d)?;
-        let parts: Vec<(Vec<f64>, Vec<f64>)> = (0..n)
-            .into_par_iter()
-            .map(|i| {
-                let mut h = vec![0f64; group * d * d];
-                let mut s = vec![0f64; group * d];
-                let mut tmp = vec![0f32; d * d];
-                let mut p = vec![0f32; d * l];
-                for g in 0..group {
-                    // im2col of this group's channels: row (ci, ky, kx), column output pixel.
-                    for ci in 0..cg {
-                        let plane = &x.data[((i * c) + g * cg + ci) * ih * iw..((i * c) + g * cg + ci + 1) * ih * iw];
-                        for ky in 0..kh {
-                            for kx in 0..kw {
-                                let row = &mut p[((ci * kh + ky) * kw + kx) * l..((ci * kh + ky) * kw + kx + 1) * l];
-                                for oy in 0..oh {
-                                    let y = (oy * sh + ky * dh) as isize - pt as isize;
-                                    let dst = &mut row[oy * ow..(oy + 1) * ow];
-                                    if y < 0 || y >= ih as isize {
-                                        dst.fill(0.0);
-                                        continue;
-                                    }
-                                    let src = &plane[y as usize * iw..(y as usize + 1) * iw];
-                                    for (ox, v) in dst.iter_mut().enumerate() {
-                                        let xx = (ox * sw + kx * dw) as isize - pl as isize;
-                                        *v = if xx >= 0 && xx < iw as isize { src[xx as usize] } else { 0.0 };
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    gram_rows(&p, d, l, &mut tmp);
-                    add_into(&mut h[g * d * d..(g + 1) * d * d], &tmp);
-                    row_sums(&p, d, l, &mut s[g * d..(g + 1) * d]);
-                }
-                (h, s)
-            })
-            .collect();
-        for (h, s) in parts {
-            add64(&mut st.h, &h);
-            add64(&mut st.sum, &s);
-        }
-        st.count += (n * l) as u64;
-        Ok(())
-    }
-
-    fn add_rows(&mut self, x: &Tensor, trans: bool) -> Result<()> {
+    fn add_rows(&mut self, x: &Tensor, x_ref: Option<&Tensor>, trans: bool) -> Result<()> {
         if x.rank() == 0 || (trans && x.rank() != 2) {
             return Err(Error::Plan(format!("rounding statistics: matrix input of shape {:?}", x.shape)));
         }
         let (k, m) = if trans { (x.shape[0], x.shape[1]) } else { (x.shape[x.rank() - 1], x.len() / x.shape[x.rank() - 1].max(1)) };
-        let st = self.stats(1, k)?;
+        let st = self.stats(1, k, x_ref.is_some())?;
+        let mut part = Part::new(1, k, x_ref.is_some());
         let mut tmp = vec![0f32; k * k];
-        let mut s = vec![0f64; k];
         let threads = rayon::current_num_threads();
-        if trans {
-            // x is [k, m]: H = x x^T
-            sgemm(k, k, m, MatRef::row_major(&x.data, m), MatRef::transposed(&x.data, m), &mut tmp, k, false, threads);
-            row_sums(&x.data, k, m, &mut s);
-        } else {
-            // x is [m, k]: H = x^T x
-            sgemm(k, k, m, MatRef::transposed(&x.data, k), MatRef::row_major(&x.data, k), &mut tmp, k, false, threads);
-            for r in 0..m {
-                for (a, &v) in s.iter_mut().zip(&x.data[r * k..(r + 1) * k]) {
-                    *a += v as f64;
+        // a: x as [k, m] (rows = features)
+        fn as_km(d: &[f32], trans: bool, k: usize, m: usize) -> MatRef<'_> {
+            if trans { MatRef::row_major(d, m) } else { MatRef::transposed(d, k) }
+        }
+        fn as_mk(d: &[f32], trans: bool, k: usize, m: usize) -> MatRef<'_> {
+            if trans { MatRef::transposed(d, m) } else { MatRef::row_major(d, k) }
+        }
+        let sums = |d: &[f32], out: &mut [f64]| {
+            if trans {
+                row_sums(d, k, m, out);
+            } else {
+                for r in 0..m {
+                    for (a, &v) in out.iter_mut().zip(&d[r * k..(r + 1) * k]) {
+                        *a += v as f64;
+                    }
                 }
             }
+        };
+        sgemm(k, k, m, as_km(&x.data, trans, k, m), as_mk(&x.data, trans, k, m), &mut tmp, k, false, threads);
+        add_into(&mut part.h, &tmp);
+        sums(&x.data, &mut part.s);
+        if let Some(r) = x_ref {
+            sgemm(k, k, m, as_km(&r.data, trans, k, m), as_mk(&x.data, trans, k, m), &mut tmp, k, false, threads);
+            add_into(part.c.as_mut().unwrap(), &tmp);
+            sums(&r.data, part.sr.as_mut().unwrap());
         }
-        add_into(&mut st.h, &tmp);
-        add64(&mut st.sum, &s);
-        st.count += m as u64;
+        st.merge(part, m as u64);
         Ok(())
     }
 }
 
-/// `out[d, d] = p p^T` for row-major `p` of shape `[d, l]` (single-threaded GEMM).
-fn gram_rows(p: &[f32], d: usize, l: usize, out: &mut [f32]) {
-    sgemm(d, d, l, MatRef::row_major(p, l), MatRef::transposed(p, l), out, d, false, 1);
+impl LayerStats {
+    fn merge(&mut self, p: Part, count: u64) {
+        add64(&mut self.h, &p.h);
+        add64(&mut self.sum, &p.s);
+        if let (Some(a), Some(b)) = (self.cross.as_mut(), p.c.as_ref()) {
+            add64(a, b);
+        }
+        if let (Some(a), Some(b)) = (self.sum_ref.as_mut(), p.sr.as_ref()) {
+            add64(a, b);
+        }
+        self.count += count;
+    }
+}
+
+fn channel_major(n: usize, c: usize, l: usize, group: usize) -> Result<Plan> {
+    if group == 0 || c % group != 0 {
+        return Err(Error::Plan(format!("{c} channels do not split into {group} groups")));
+    }
+    Ok(Plan { n, groups: group, d: c / group, l, geom: Geom::ChannelMajor { c } })
 }
 
 fn row_sums(p: &[f32], d: usize, l: usize, out: &mut [f64]) {
@@ -311,6 +419,52 @@ mod tests {
             }
             for (a, b) in h.iter().zip(&st.h[g * 324..(g + 1) * 324]) {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn reference_stream_cross_moments_match_direct_sums() {
+        // Rows (Gemm input [m, k]) and a pointwise conv: cross = sum x_ref x^T, sum_ref = sum x_ref
+        let (m, k) = (40, 6);
+        let x = rnd(m * k, 3);
+        let xr = rnd(m * k, 4);
+        let mut acc = LayerAcc::new(LayerSpec::Rows { trans: false, w_trans: true });
+        acc.add_pair(&Tensor::new(vec![m, k], x.clone()), Some(&Tensor::new(vec![m, k], xr.clone()))).unwrap();
+        let st = acc.stats.as_ref().unwrap();
+        let c = st.cross(0).unwrap();
+        let mr = st.mean_ref(0).unwrap();
+        for a in 0..k {
+            let want_m: f64 = (0..m).map(|i| xr[i * k + a] as f64).sum::<f64>() / m as f64;
+            assert!((mr[a] - want_m).abs() < 1e-6);
+            for b in 0..k {
+                let want: f64 = (0..m).map(|i| xr[i * k + a] as f64 * x[i * k + b] as f64).sum::<f64>() / m as f64;
+                assert!((c[a * k + b] - want).abs() < 1e-5, "{a},{b}: {} vs {want}", c[a * k + b]);
+            }
+        }
+        // a reference must be given always or never
+        assert!(acc.add(&Tensor::new(vec![m, k], x.clone())).is_err());
+        let (n, ch, hw) = (3, 4, 5);
+        let x = rnd(n * ch * hw, 5);
+        let xr = rnd(n * ch * hw, 6);
+        let spec = LayerSpec::Conv { kernel: vec![1, 1], strides: vec![1, 1], pads: vec![0, 0, 0, 0], dilations: vec![1, 1], group: 2 };
+        let mut acc = LayerAcc::new(spec);
+        acc.add_pair(&Tensor::new(vec![n, ch, 1, hw], x.clone()), Some(&Tensor::new(vec![n, ch, 1, hw], xr.clone()))).unwrap();
+        let st = acc.stats.as_ref().unwrap();
+        assert_eq!((st.groups, st.dim, st.count), (2, 2, (n * hw) as u64));
+        for g in 0..2 {
+            let c = st.cross(g).unwrap();
+            for a in 0..2 {
+                for b in 0..2 {
+                    let mut want = 0f64;
+                    for i in 0..n {
+                        for p in 0..hw {
+                            want += xr[(i * ch + g * 2 + a) * hw + p] as f64 * x[(i * ch + g * 2 + b) * hw + p] as f64;
+                        }
+                    }
+                    want /= (n * hw) as f64;
+                    assert!((c[a * 2 + b] - want).abs() < 1e-5);
+                }
             }
         }
     }

@@ -70,6 +70,35 @@ impl Task for AccumulateTask {
     }
 }
 
+pub struct AddTask {
+    layers: Layers,
+    layer: usize,
+    x: Option<Tensor>,
+    x_ref: Option<Tensor>,
+}
+
+#[napi]
+impl Task for AddTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let (x, x_ref) = (self.x.take(), self.x_ref.take());
+        let layers = self.layers.clone();
+        let layer = self.layer;
+        guard(move || {
+            let x = x.ok_or_else(|| CoreError::Plan("statistics task run twice".into()))?;
+            let mut ls = lock(&layers);
+            let acc = ls.get_mut(layer).ok_or_else(|| CoreError::Plan(format!("no layer {layer}")))?;
+            acc.add_pair(&x, x_ref.as_ref())
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, _output: Self::Output) -> Result<Self::JsValue> {
+        Ok(())
+    }
+}
+
 #[napi(object)]
 pub struct RoundedOut {
     /// The integers, in the weight's layout.
@@ -137,6 +166,23 @@ impl RoundingStats {
         })
     }
 
+    /// Adds one batch of layer `layer`'s input `x` directly and, for sequential rounding, the
+    /// same input in the float network `xRef` (same shape): rounding then aims at the float
+    /// layer's output and bias correction at its mean.
+    #[napi]
+    pub fn add_inputs(&self, layer: u32, x: TensorIn, x_ref: Option<TensorIn>) -> AsyncTask<AddTask> {
+        let conv = |t: TensorIn| Tensor { shape: shape_usize(&t.shape), data: t.data.to_vec() };
+        AsyncTask::new(AddTask { layers: self.layers.clone(), layer: layer as usize, x: Some(conv(x)), x_ref: x_ref.map(conv) })
+    }
+
+    /// Forgets layer `layer`'s statistics.
+    #[napi]
+    pub fn reset(&self, layer: u32) {
+        if let Some(l) = lock(&self.layers).get_mut(layer as usize) {
+            l.stats = None;
+        }
+    }
+
     /// Number of input vectors seen by layer `layer` (0 if none).
     #[napi]
     pub fn count(&self, layer: u32) -> f64 {
@@ -144,7 +190,8 @@ impl RoundingStats {
     }
 
     /// Rounds layer `layer`'s weight (ONNX layout, `scales` per output channel) to `bits`
-    /// with `method` ("gptq" or "nearest"). `options`: JSON {damp, block, actOrder, scaleSearch}.
+    /// with `method` ("gptq" or "nearest"). `options`: JSON {damp, block, actOrder, scaleSearch,
+    /// cross, crossMinRatio, exhaustive, exhaustiveScales} (see `mpq_core::gptq::RoundOptions`).
     #[napi]
     pub fn round(&self, layer: u32, weight: Float32Array, shape: Vec<u32>, scales: Float32Array, bits: u32, method: String, options: Option<String>) -> Result<AsyncTask<RoundTask>> {
         let method = match method.as_str() {
@@ -166,6 +213,18 @@ impl RoundingStats {
             }
             if let Some(a) = v.get("scaleSearch").and_then(|x| x.as_bool()) {
                 opts.scale_search = a;
+            }
+            if let Some(a) = v.get("cross").and_then(|x| x.as_bool()) {
+                opts.cross = a;
+            }
+            if let Some(a) = v.get("crossMinRatio").and_then(|x| x.as_f64()) {
+                opts.cross_min_ratio = a;
+            }
+            if let Some(a) = v.get("exhaustive").and_then(|x| x.as_u64()) {
+                opts.exhaustive = a as usize;
+            }
+            if let Some(a) = v.get("exhaustiveScales").and_then(|x| x.as_bool()) {
+                opts.exhaustive_scales = a;
             }
         }
         let layer = lock(&self.layers).get(layer as usize).cloned().ok_or_else(|| bad_arg(format!("no layer {layer}")))?;
