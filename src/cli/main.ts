@@ -82,6 +82,8 @@ function program(): Command {
       .option('--order <sqnr|efficiency|auto>', 'front order', 'auto')
       .option('--weight-range <minmax|mse>', 'weight range setting')
       .option('--act-range <minmax|mse>', 'activation range setting')
+      .option('--rounding <nearest|gptq|auto>', 'weight rounding (auto: data-aware at 8 bits and below)')
+      .option('--sequential', 'sequential data-aware rounding for evaluated points and the export (better at 4 bits, one calibration pass per evaluated point)')
       .requiredOption('--out <dir>', 'output folder')
       .option('--json', 'print run.json and nothing else'),
   ).action(searchCommand);

@@ -3,6 +3,7 @@ import { MpqError } from '../errors';
 import { loadSampleLabels } from '../eval/labels';
 import { Model } from '../model';
 import { RangeMethod } from '../quant/ranges';
+import { Rounding, ROUNDINGS } from '../quant/rounding';
 import { search } from '../search/search';
 import { DataFlags, openData } from './data-options';
 import { phaseProgress } from './progress';
@@ -19,6 +20,8 @@ export interface SearchFlags extends DataFlags {
   order?: string;
   weightRange?: RangeMethod;
   actRange?: RangeMethod;
+  rounding?: string;
+  sequential?: boolean;
   out: string;
   json?: boolean;
 }
@@ -37,6 +40,7 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
   if (f.labels && !evalSrc) throw new MpqError('MPQ_BAD_INPUT', '--labels needs --eval DATA (the labelled evaluation samples)');
   const labels = f.labels ? loadSampleLabels(f.labels) : undefined;
   if (f.order && !['sqnr', 'efficiency', 'auto'].includes(f.order)) throw new MpqError('MPQ_BAD_INPUT', `--order must be sqnr, efficiency or auto`);
+  if (f.rounding && !(ROUNDINGS as string[]).includes(f.rounding)) throw new MpqError('MPQ_BAD_INPUT', `--rounding must be one of ${ROUNDINGS.join(', ')}, got '${f.rounding}'`);
   const progress = phaseProgress(!f.json);
   try {
     const r = await search({
@@ -49,6 +53,8 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
       order: f.order as 'sqnr' | 'efficiency' | 'auto' | undefined,
       weightRange: f.weightRange,
       actRange: f.actRange,
+      rounding: f.rounding as Rounding | undefined,
+      roundingOptions: { sequential: !!f.sequential },
       out: f.out,
       onProgress: (phase, done, total) => progress.update(phase, done, total),
       record: { calib: { spec: f.calib, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit }, eval: f.eval, labels: f.labels },

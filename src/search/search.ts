@@ -126,7 +126,11 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
   let t = Date.now();
   o.onProgress?.('calibration', 0, 1);
   const model = Model.fromFile(o.model);
-  const cal = await calibrate(model, o.calib.batches, o);
+  // Data-aware rounding per layer and bit-width (cached) unless sequential rounding is asked
+  // for: sequential rounding depends on the whole configuration (a pass over the calibration
+  // data per evaluated point), while phase 1, the evaluations and the export must all use the
+  // weights that are exported, so that the measured metric is the exported model's.
+  const cal = await calibrate(model, o.calib.batches, { ...o, roundingOptions: { ...o.roundingOptions, sequential: o.roundingOptions?.sequential ?? false } });
   o.onProgress?.('calibration', 1, 1);
   lap('calibration', t);
 
