@@ -1,4 +1,5 @@
 /** A loaded model: the graph IR, its weights uploaded once to the engine, and plans per input shape. */
+import * as crypto from 'crypto';
 import { MpqError, fromNative } from './errors';
 import { ConstTensor, Graph } from './graph/ir';
 import { lower, Lowered } from './graph/lower';
@@ -32,6 +33,8 @@ export class Model {
   private store: StoreHandle;
   private uploaded = new Set<string>();
   private compiled = new Map<string, Compiled>();
+  /** Compiled plans kept per model (least recently used ones are dropped). */
+  static MAX_PLANS = 8;
 
   private constructor(graph: Graph) {
     this.graph = foldBatchNorm(graph);
@@ -73,9 +76,20 @@ export class Model {
     const key = this.graph.inputs.map((i) => resolved[i.name].join('x')).join(';');
     const ckey = keep.length ? `${key}|${keep.join('|')}` : key;
     let c = this.compiled.get(ckey);
-    if (c) return c;
+    if (c) {
+      // most recently used last
+      this.compiled.delete(ckey);
+      this.compiled.set(ckey, c);
+      return c;
+    }
     const spec = specialize(this.graph, resolved);
-    const lowered = lower(spec, (name) => (this.graph.consts.has(name) ? `w:${name}` : `f:${key}:${name}`));
+    // folded values are keyed by content: the same value at another input shape is uploaded once
+    const lowered = lower(spec, (name) => {
+      if (this.graph.consts.has(name)) return `w:${name}`;
+      const t = spec.values.get(name)!.value!;
+      const h = crypto.createHash('sha1').update(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)).digest('hex');
+      return `f:${name}:${t.shape.join('x')}:${h}`;
+    });
     for (const { key: k, tensor } of lowered.consts) this.upload(k, tensor);
     let plan: PlanHandle;
     const keepIds = keep.map((k) => lowered.index.get(k)).filter((i): i is number => i !== undefined);
@@ -86,6 +100,9 @@ export class Model {
     }
     c = { spec, lowered, plan };
     this.compiled.set(ckey, c);
+    // plans hold packed weights: keep the few most recently used (inputs of varying shapes,
+    // such as text lines of many widths, would otherwise grow memory without bound)
+    while (this.compiled.size > Model.MAX_PLANS) this.compiled.delete(this.compiled.keys().next().value!);
     return c;
   }
 
