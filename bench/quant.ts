@@ -57,8 +57,11 @@ async function rec(): Promise<{ model: Model; calib: () => AsyncIterable<Record<
   const labels = readLabels(path.join(dir, 'labels.tsv'));
   if (labels.kind !== 'text') throw new Error('labels.tsv: expected text');
   const charset = readCharset(path.join(OCR, 'ppocr_keys_v1.txt'));
-  const calib = await openDataSource(path.join(dir, 'images'), { preset: 'paddleocr-rec', inputName: 'x', range: [0, 200], batchSize: 16 });
-  const evalSrc = await openDataSource(path.join(dir, 'images'), { preset: 'paddleocr-rec', inputName: 'x', range: [200, 600], batchSize: 16 });
+  // batch 1 at each line's own width (as the FP32 reference in shared/data/README.md; padding
+  // lines to one width changes what the recogniser reads)
+  const own = { preset: 'paddleocr-rec', preprocess: { pad: undefined }, inputName: 'x', batchSize: 1 };
+  const calib = await openDataSource(path.join(dir, 'images'), { ...own, range: [0, 200] });
+  const evalSrc = await openDataSource(path.join(dir, 'images'), { ...own, range: [200, 600] });
   const model = Model.fromFile(path.join(OCR, 'ch_PP-OCRv4_rec_infer.onnx'));
   const out = model.outputNames[0];
   const measure: Measure = async (m) => {
