@@ -44,7 +44,7 @@ function setup(profile: Profile = loadProfile('default')) {
   const isFloat = (v: string) => spec.values.get(v)?.dtype === 'float' && !spec.values.get(v)?.value;
   const placement = placeQuantizers(m.graph, isFloat);
   const groups = buildGroups(m.graph, placement, profile);
-  return { m, spec, placement, groups, cost: new CostModel(m.graph, spec, placement, groups) };
+  return { m, spec, placement, groups, cost: new CostModel(m.graph, spec, placement, groups, profile) };
 }
 
 test('groups: an activation joins the weights of every op that reads it; conv+relu is one kernel', (t) => {
@@ -139,4 +139,24 @@ test.serial('a search killed during phase 1 resumes from its cache and leaves no
   const pareto = JSON.parse(fs.readFileSync(path.join(out, 'pareto.json'), 'utf8'));
   t.true(pareto.points.length >= 10);
   t.true(run.selected.rel_bops <= 0.75);
+});
+
+test('cost: a latency table and conversion costs from the profile change the ranking cost, not rel_bops', (t) => {
+  const p: Profile = {
+    name: 'lat',
+    candidates: [{ a: 8, w: 4 }, { a: 8, w: 8 }, { a: 16, w: 16 }],
+    cost: { metric: 'latency', latency: { Conv: { W4A8: 1, W8A8: 1, W16A16: 3 } }, conversion: 1000 },
+  };
+  const { groups, cost } = setup(p);
+  const all = (a: number, w: number) => groups.map(() => ({ a, w }));
+  // W4A8 runs no faster than W8A8 on this device: same cost, half the BOPs
+  t.is(cost.relCost(all(8, 4)), 1);
+  t.is(cost.relBops(all(8, 4)), 0.5);
+  t.true(cost.custom);
+  // a group at 16 bits between 8-bit neighbours pays for conversions
+  const mixed = all(8, 8);
+  const r1 = groups.find((g) => g.act === 'r1')!;
+  mixed[r1.id] = { a: 16, w: 16 };
+  const convs = cost.cost(mixed) - cost.cost(all(8, 8));
+  t.true(convs >= 2000, `conversion cost ${convs}`);
 });

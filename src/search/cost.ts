@@ -2,16 +2,25 @@
  * Cost of a configuration: BOPs = MACs x a x w per compute op (activation-by-activation
  * MatMul: a1 x a2), with MACs from the real shapes; weight memory = sum(params x w) / 8.
  * `rel_bops` is relative to the all-W8A8 configuration.
+ *
+ * A profile may instead give a latency per MAC for each op type and candidate
+ * (`cost.metric: "latency"`), and a cost per precision-conversion op where an op's input and
+ * output groups run at different activation widths (`cost.conversion`). The search then ranks
+ * and budgets by `relCost` (relative to all-W8A8 in the same units); `rel_bops` is reported
+ * beside it.
  */
 import { Graph } from '../graph/ir';
 import { nodeMacs } from '../graph/macs';
 import { Specialized } from '../graph/specialize';
 import { Placement } from '../quant/placement';
-import { Candidate } from '../profiles/profile';
+import { Candidate, candKey, Profile } from '../profiles/profile';
 import { Group } from './groups';
 
 interface OpCost {
   node: string;
+  op: string;
+  /** Group of the op's output activation, or -1. */
+  outGroup: number;
   macs: number;
   /** Group of the op's first input (its activation bits), or -1 when that input is float. */
   inGroup: number;
@@ -25,8 +34,9 @@ export class CostModel {
   readonly ops: OpCost[];
   readonly params: { group: number; count: number }[];
   readonly w8a8Bops: number;
+  private readonly w8a8Cost: number;
 
-  constructor(g: Graph, spec: Specialized, placement: Placement, groups: Group[]) {
+  constructor(g: Graph, spec: Specialized, placement: Placement, groups: Group[], private readonly profile?: Profile) {
     const groupOfAct = new Map<string, number>();
     const groupOfWeight = new Map<string, number>();
     for (const grp of groups) {
@@ -46,6 +56,8 @@ export class CostModel {
       const w = groupOfWeight.get(n.inputs[1]);
       this.ops.push({
         node: n.name,
+        op: n.op,
+        outGroup: encGroup(n.outputs[0]),
         macs,
         inGroup: encGroup(n.inputs[0]),
         in2Group: w === undefined && n.op === 'MatMul' ? encGroup(n.inputs[1]) : -1,
@@ -54,7 +66,39 @@ export class CostModel {
     }
     this.params = [];
     for (const [w, gid] of groupOfWeight) this.params.push({ group: gid, count: g.consts.get(w)!.data.length });
-    this.w8a8Bops = this.bops(groups.map(() => ({ a: 8, w: 8 })));
+    const w8a8 = groups.map(() => ({ a: 8, w: 8 }));
+    this.w8a8Bops = this.bops(w8a8);
+    this.w8a8Cost = this.cost(w8a8);
+  }
+
+  /** True when the profile ranks by something other than plain BOPs. */
+  get custom(): boolean {
+    return this.profile?.cost?.metric === 'latency' || (this.profile?.cost?.conversion ?? 0) > 0;
+  }
+
+  /** The profile's cost: BOPs or latency, plus precision conversions. */
+  cost(choice: Candidate[]): number {
+    const c = this.profile?.cost;
+    let t = 0;
+    if (c?.metric === 'latency') {
+      for (const o of this.ops) {
+        const g = o.wGroup >= 0 ? o.wGroup : o.inGroup;
+        const cand = g >= 0 ? choice[g] : { a: 32, w: 32 };
+        const perMac = c.latency?.[o.op]?.[candKey(cand)] ?? (cand.a * cand.w) / 64;
+        t += o.macs * perMac;
+      }
+    } else t = this.bops(choice);
+    if (c?.conversion) {
+      for (const o of this.ops) {
+        if (o.inGroup >= 0 && o.outGroup >= 0 && choice[o.inGroup].a !== choice[o.outGroup].a) t += c.conversion;
+      }
+    }
+    return t;
+  }
+
+  /** The profile's cost relative to all-W8A8 (equal to relBops for plain BOPs profiles). */
+  relCost(choice: Candidate[]): number {
+    return this.w8a8Cost > 0 ? this.cost(choice) / this.w8a8Cost : 0;
   }
 
   /** Total BOPs with group i at choice[i]; float (unquantized) operands count as 32 bits. */

@@ -16,6 +16,8 @@ export interface FrontPoint {
   /** Candidate of each group (by group id). */
   choice: Candidate[];
   rel_bops: number;
+  /** The profile's cost relative to all-W8A8 (= rel_bops unless the profile has latency or conversion costs). */
+  rel_cost: number;
   size_bytes: number;
   predicted_sqnr_db: number;
   /** Measured metric, when the point was evaluated. */
@@ -38,11 +40,11 @@ export function predictedSqnr(choice: Candidate[], groups: Group[], sens: Map<st
 export function orderEntries(entries: Phase1Entry[], groups: Group[], cost: CostModel, order: FrontOrder): Phase1Entry[] {
   if (order === 'sqnr') return [...entries].sort((a, b) => b.sqnr_db - a.sqnr_db);
   const top = groups.map((g) => g.candidates[g.candidates.length - 1]);
-  const base = cost.bops(top);
+  const base = cost.cost(top);
   const score = (e: Phase1Entry) => {
     const choice = top.slice();
     choice[e.group] = e.candidate;
-    const saved = base - cost.bops(choice);
+    const saved = base - cost.cost(choice);
     return noiseOf(e.sqnr_db) / Math.max(saved, 1e-9);
   };
   return [...entries].sort((a, b) => score(a) - score(b));
@@ -55,6 +57,7 @@ export function buildFront(entries: Phase1Entry[], groups: Group[], cost: CostMo
     index: 0,
     choice: choice.slice(),
     rel_bops: cost.relBops(choice),
+    rel_cost: cost.relCost(choice),
     size_bytes: cost.sizeBytes(choice),
     predicted_sqnr_db: predictedSqnr(choice, groups, sens),
     measured: null,
@@ -65,6 +68,8 @@ export function buildFront(entries: Phase1Entry[], groups: Group[], cost: CostMo
     choice[e.group] = e.candidate;
     front.push(point());
   }
+  // with conversion or latency costs a step may not save: keep the points that do
+  if (cost.custom) return front.filter((p, i) => i === 0 || p.rel_cost < Math.min(...front.slice(0, i).map((q) => q.rel_cost))).map((p, i) => ({ ...p, index: i }));
   front.forEach((p, i) => (p.index = i));
   return front;
 }
@@ -74,7 +79,7 @@ export function frontQuality(front: FrontPoint[], lo = 0.5, hi = 1.0, steps = 11
   let t = 0;
   for (let k = 0; k < steps; k++) {
     const budget = lo + ((hi - lo) * k) / (steps - 1);
-    const ok = front.filter((p) => p.rel_bops <= budget + 1e-12);
+    const ok = front.filter((p) => p.rel_cost <= budget + 1e-12);
     t += ok.length ? Math.max(...ok.map((p) => p.predicted_sqnr_db)) : 0;
   }
   return t / steps;

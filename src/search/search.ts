@@ -136,7 +136,7 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
 
   const spec = model.specialize(cal.shapes);
   const groups = buildGroups(model.graph, cal.placement, profile);
-  const cost = new CostModel(model.graph, spec, cal.placement, groups);
+  const cost = new CostModel(model.graph, spec, cal.placement, groups, profile);
 
   // phase 1
   t = Date.now();
@@ -213,11 +213,12 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
     selected = front[best >= 0 ? best : 0];
     await evalPoint(selected);
   } else {
-    const within = (p: FrontPoint) => (target.maxBops !== undefined ? p.rel_bops <= target.maxBops + 1e-12 : p.size_bytes <= target.maxSizeMb! * 1e6);
+    // --max-bops budgets the profile's cost (BOPs unless the profile gives latencies or conversion costs)
+    const within = (p: FrontPoint) => (target.maxBops !== undefined ? p.rel_cost <= target.maxBops + 1e-12 : p.size_bytes <= target.maxSizeMb! * 1e6);
     const ok = front.filter(within);
     if (ok.length === 0) {
       const cheapest = front[front.length - 1];
-      throw new MpqError('MPQ_BAD_INPUT', `no configuration meets the budget: the cheapest on the front has rel_bops ${cheapest.rel_bops.toFixed(3)} and ${(cheapest.size_bytes / 1e6).toFixed(2)} MB`);
+      throw new MpqError('MPQ_BAD_INPUT', `no configuration meets the budget: the cheapest on the front has relative cost ${cheapest.rel_cost.toFixed(3)} and ${(cheapest.size_bytes / 1e6).toFixed(2)} MB`);
     }
     // the most accurate evaluated point within budget: evaluate the costliest few in budget
     const tries = ok.slice(0, 3);
@@ -252,6 +253,7 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
   const pointJson = (p: FrontPoint) => ({
     index: p.index,
     rel_bops: +p.rel_bops.toFixed(6),
+    rel_cost: +p.rel_cost.toFixed(6),
     size_bytes: p.size_bytes,
     predicted_sqnr_db: +p.predicted_sqnr_db.toFixed(3),
     measured: p.measured,
@@ -267,7 +269,7 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
   }));
   const config = configOf(groups, selected.choice);
   const meets =
-    target.maxDrop !== undefined ? (selected.measured ?? -Infinity) >= floatMetric - target.maxDrop : target.maxBops !== undefined ? selected.rel_bops <= target.maxBops + 1e-12 : selected.size_bytes <= target.maxSizeMb! * 1e6;
+    target.maxDrop !== undefined ? (selected.measured ?? -Infinity) >= floatMetric - target.maxDrop : target.maxBops !== undefined ? selected.rel_cost <= target.maxBops + 1e-12 : selected.size_bytes <= target.maxSizeMb! * 1e6;
   const result: SearchResult = {
     tool: 'onnx-mpq',
     version: pkgVersion(),
