@@ -4,7 +4,6 @@
 
 use super::act::Activation;
 use super::SimdLevel;
-use crate::dispatch_fn;
 
 /// Geometry of one 2-D convolution plane (per input channel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,16 +183,37 @@ pub struct DwScratch {
     geom: Option<Geom2>,
 }
 
-dispatch_fn!(fn dw_plane_impl(
-    x: &[f32],
-    wt: &[f32],
-    bias: f32,
-    g: &Geom2,
-    act: Option<&Activation>,
-    scratch: &mut [f32],
-    out: &mut [f32],
-    lvl: SimdLevel,
-) {
+/// [`dw_plane_body`] compiled for the best instruction set: AVX-512F where the packed
+/// GEMM runs (16 lanes), AVX2 + FMA, or the baseline. The body never fuses a multiply and
+/// an add, so every build gives the same bits.
+#[allow(clippy::too_many_arguments)]
+fn dw_plane_impl(level: SimdLevel, x: &[f32], wt: &[f32], bias: f32, g: &Geom2, act: Option<&Activation>, scratch: &mut [f32], out: &mut [f32], lvl: SimdLevel) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn avx2(x: &[f32], wt: &[f32], bias: f32, g: &Geom2, act: Option<&Activation>, scratch: &mut [f32], out: &mut [f32], lvl: SimdLevel) {
+        dw_plane_body(x, wt, bias, g, act, scratch, out, lvl)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn avx512(x: &[f32], wt: &[f32], bias: f32, g: &Geom2, act: Option<&Activation>, scratch: &mut [f32], out: &mut [f32], lvl: SimdLevel) {
+        dw_plane_body(x, wt, bias, g, act, scratch, out, lvl)
+    }
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `pgemm::available()` checked AVX-512F (and `Avx2` implies AVX2 + FMA).
+        SimdLevel::Avx2 if super::pgemm::available() => unsafe { avx512(x, wt, bias, g, act, scratch, out, lvl) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Avx2` is only produced after checking that the CPU has AVX2 and FMA.
+        SimdLevel::Avx2 => unsafe { avx2(x, wt, bias, g, act, scratch, out, lvl) },
+        _ => dw_plane_body(x, wt, bias, g, act, scratch, out, lvl),
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dw_plane_body(x: &[f32], wt: &[f32], bias: f32, g: &Geom2, act: Option<&Activation>, scratch: &mut [f32], out: &mut [f32], lvl: SimdLevel) {
     let (pr, qw) = dw_padded(g);
     let (sh, sw) = (g.sh, g.sw);
     let phase = pr * qw;
@@ -283,6 +303,36 @@ dispatch_fn!(fn dw_plane_impl(
     // onnxruntime's order (its M=1 SGEMM kernel, see kernels/mlas.rs): products rounded one
     // by one, taps summed in groups of four `((p0 + p1) + p2) + p3`, each group's sum added
     // to the running sum; the bias after the whole sum. No FMA anywhere: bit-equal to ORT.
+    let (lo, hi, rest) = match act {
+        Some(Activation::Relu) => (0.0, f32::INFINITY, None),
+        Some(Activation::Clip(lo, hi)) => (*lo, *hi, None),
+        other => (f32::NEG_INFINITY, f32::INFINITY, other),
+    };
+    if g.kh == 3 && g.kw == 3 && g.ow >= 16 {
+        // Wide rows: each output row straight from the taps into `out`, bias and ReLU/Clip
+        // in the same pass (no accumulator plane, no second pass over it).
+        let w = &wt[..9];
+        let (t0, t1, t2) = (tap(0, 0), tap(0, 1), tap(0, 2));
+        let (t3, t4, t5) = (tap(1, 0), tap(1, 1), tap(1, 2));
+        let (t6, t7, t8) = (tap(2, 0), tap(2, 1), tap(2, 2));
+        for oy in 0..g.oh {
+            let r = oy * qw..oy * qw + g.ow;
+            let (t0, t1, t2, t3, t4) = (&t0[r.clone()], &t1[r.clone()], &t2[r.clone()], &t3[r.clone()], &t4[r.clone()]);
+            let (t5, t6, t7, t8) = (&t5[r.clone()], &t6[r.clone()], &t7[r.clone()], &t8[r]);
+            let o = &mut out[oy * g.ow..(oy + 1) * g.ow];
+            for i in 0..g.ow {
+                let a = ((w[0] * t0[i] + w[1] * t1[i]) + w[2] * t2[i]) + w[3] * t3[i];
+                let b = ((w[4] * t4[i] + w[5] * t5[i]) + w[6] * t6[i]) + w[7] * t7[i];
+                let v = (w[8] * t8[i] + (b + a)) + bias;
+                let v = if v < lo { lo } else { v };
+                o[i] = if v > hi { hi } else { v };
+            }
+        }
+        if let Some(a) = rest {
+            a.apply_at(lvl, &mut out[..g.oh * g.ow]);
+        }
+        return;
+    }
     if g.kh == 3 && g.kw == 3 {
         let w = &wt[..9];
         let (t0, t1, t2) = (tap(0, 0), tap(0, 1), tap(0, 2));
@@ -325,11 +375,6 @@ dispatch_fn!(fn dw_plane_impl(
         }
     }
     // Copy out of the qw-wide grid; ReLU/Clip are applied in the same pass.
-    let (lo, hi, rest) = match act {
-        Some(Activation::Relu) => (0.0, f32::INFINITY, None),
-        Some(Activation::Clip(lo, hi)) => (*lo, *hi, None),
-        other => (f32::NEG_INFINITY, f32::INFINITY, other),
-    };
     for oy in 0..g.oh {
         let o = &mut out[oy * g.ow..(oy + 1) * g.ow];
         for (o, &a) in o.iter_mut().zip(&acc[oy * qw..oy * qw + g.ow]) {
@@ -340,7 +385,7 @@ dispatch_fn!(fn dw_plane_impl(
     if let Some(a) = rest {
         a.apply_at(lvl, &mut out[..g.oh * g.ow]);
     }
-});
+}
 
 /// Naive depthwise plane, the reference for tests.
 pub fn depthwise_plane_ref(x: &[f32], w: &[f32], bias: f32, g: &Geom2, act: Option<Activation>, out: &mut [f32]) {

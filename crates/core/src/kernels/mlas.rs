@@ -159,13 +159,77 @@ pub fn m1_row(a: &[f32], x: &[f32], ldx: usize, n: usize, out: &mut [f32]) {
 /// The M1 transpose-B kernel: `out[i] = sum_p w[i * ldw + p] * x[p]` for `i < out.len()`,
 /// rows taken four, then two, then one at a time (the reduction tree differs), as one MLAS
 /// call over these rows. `out` is overwritten.
+///
+/// Each row has eight lane sums, lane `q` adding the rounded products `x[p] * w[p]` of
+/// `p mod 8 == q` one by one in increasing `p` (MLAS's 8-wide accumulator). The lanes are
+/// one 8-wide vector; four rows are computed together (independent add chains), which
+/// changes no row's order.
 pub fn n1_rows(x: &[f32], w: &[f32], ldw: usize, out: &mut [f32]) {
+    let m = out.len();
+    let k = x.len();
+    assert!(m == 0 || (m - 1) * ldw + k <= w.len(), "w out of bounds");
+    n1_rows_impl(super::simd_level(), x, w, ldw, out);
+}
+
+/// Lane sums of `rows` rows of `w` (stride `ldw`) against `x` (see [`n1_rows`]).
+#[inline(always)]
+fn n1_lanes<const R: usize>(x: &[f32], w: &[f32], ldw: usize) -> [[f32; 8]; R] {
+    let k = x.len();
+    let k8 = k / 8 * 8;
+    let wr: [&[f32]; R] = std::array::from_fn(|r| &w[r * ldw..r * ldw + k]);
+    let mut l = [[0f32; 8]; R];
+    let mut p = 0;
+    while p < k8 {
+        let xc: &[f32; 8] = x[p..p + 8].try_into().unwrap();
+        for r in 0..R {
+            let wc: &[f32; 8] = wr[r][p..p + 8].try_into().unwrap();
+            for q in 0..8 {
+                l[r][q] += xc[q] * wc[q];
+            }
+        }
+        p += 8;
+    }
+    for r in 0..R {
+        for q in 0..k - k8 {
+            l[r][q] += x[k8 + q] * wr[r][k8 + q];
+        }
+    }
+    l
+}
+
+crate::dispatch_fn!(fn n1_rows_impl(x: &[f32], w: &[f32], ldw: usize, out: &mut [f32]) {
+    let m = out.len();
+    let mut i = 0;
+    while i + 4 <= m {
+        let l4 = n1_lanes::<4>(x, &w[i * ldw..], ldw);
+        for (r, x) in l4.iter().enumerate() {
+            let lo = ((x[0] + x[1]) + x[2]) + x[3];
+            let hi = ((x[4] + x[5]) + x[6]) + x[7];
+            out[i + r] = (lo + hi) + 0.0;
+        }
+        i += 4;
+    }
+    if m - i >= 2 {
+        let l2 = n1_lanes::<2>(x, &w[i * ldw..], ldw);
+        for (r, x) in l2.iter().enumerate() {
+            out[i + r] = (((x[2] + x[0]) + (x[6] + x[4])) + ((x[3] + x[1]) + (x[7] + x[5]))) + 0.0;
+        }
+        i += 2;
+    }
+    if i < m {
+        let [x] = n1_lanes::<1>(x, &w[i * ldw..], ldw);
+        out[i] = (((x[0] + x[1]) + (x[2] + x[3])) + ((x[4] + x[5]) + (x[6] + x[7]))) + 0.0;
+    }
+});
+
+/// The plain reference of [`n1_rows`] (one row at a time), for tests.
+#[cfg(test)]
+fn n1_rows_ref(x: &[f32], w: &[f32], ldw: usize, out: &mut [f32]) {
     let k = x.len();
     let lanes = |i: usize| -> [f32; 8] {
         let wr = &w[i * ldw..i * ldw + k];
         let mut l = [0f32; 8];
-        for (c, (xv, wv)) in x.chunks(8).zip(wr.chunks(8)).enumerate() {
-            let _ = c;
+        for (xv, wv) in x.chunks(8).zip(wr.chunks(8)) {
             for q in 0..xv.len() {
                 l[q] += xv[q] * wv[q];
             }
@@ -199,6 +263,29 @@ pub fn n1_rows(x: &[f32], w: &[f32], ldw: usize, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn n1_rows_bit_equal_to_row_by_row_reference() {
+        let rnd = |n: usize, mut s: u32| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 17;
+                    s ^= s << 5;
+                    (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+                })
+                .collect()
+        };
+        for &(m, k) in &[(1, 1), (3, 7), (4, 8), (5, 13), (7, 768), (1000, 768), (6, 9), (2, 3)] {
+            let x = rnd(k, 3 + k as u32);
+            let ldw = k + 3;
+            let w = rnd(m * ldw, 7 + m as u32);
+            let (mut a, mut b) = (vec![f32::NAN; m], vec![f32::NAN; m]);
+            n1_rows(&x, &w, ldw, &mut a);
+            n1_rows_ref(&x, &w, ldw, &mut b);
+            assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{m}x{k}");
+        }
+    }
 
     #[test]
     fn stride_k_follows_mlas_rule() {
