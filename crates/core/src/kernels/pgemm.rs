@@ -69,7 +69,26 @@ pub fn gemm_packed(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize, out
 /// with beta = 1: a Gemm's `C` goes in before the sum).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_packed_acc(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize, accumulate: bool) {
-    let (m, k) = (a.m, a.k);
+    gemm_core(simd, &a.data, a.m, a.k, x, ldx, n, out, ldo, bias, lo, hi, kc, accumulate)
+}
+
+/// [`gemm_packed`] for rows `r0..r1` of `a` only (`r0` a multiple of [`ROW_BLOCK`]): `out`
+/// starts at row `r0`, `bias` is the whole bias. Each element has the order of the full
+/// call, so the rows of one GEMM can be split across threads.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_packed_rows(simd: bool, a: &PackedA, r0: usize, r1: usize, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize) {
+    assert!(r0 % MR == 0 && r0 <= r1 && r1 <= a.m, "row range {r0}..{r1} of {}", a.m);
+    let data = &a.data[r0 / MR * a.k * MR..];
+    gemm_core(simd, data, r1 - r0, a.k, x, ldx, n, out, ldo, bias.map(|b| &b[r0.min(b.len())..]), lo, hi, kc, false)
+}
+
+/// Rows per packed row block: row splits of [`gemm_packed_rows`] start at multiples of it.
+pub const ROW_BLOCK: usize = MR;
+
+/// The GEMM on packed data `ap` (`[m / MR (rounded up)][k][MR]`).
+#[allow(clippy::too_many_arguments)]
+fn gemm_core(simd: bool, ap: &[f32], m: usize, k: usize, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize, accumulate: bool) {
+    assert!(ap.len() >= m.div_ceil(MR) * k * MR, "packed data too short");
     if m == 0 || n == 0 {
         return;
     }
@@ -90,7 +109,7 @@ pub fn gemm_packed_acc(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize,
     if simd && available() {
         // SAFETY: `available()` checked AVX-512F; the asserts above bound every row
         // `i < m` of `out` at columns `..n` and every row `p < k` of `x` at columns `..n`.
-        unsafe { drive_avx512(a, x.as_ptr(), ldx, n, out.as_mut_ptr(), ldo, bias, lo, hi, kcb, accumulate) };
+        unsafe { drive_avx512(ap, m, k, x.as_ptr(), ldx, n, out.as_mut_ptr(), ldo, bias, lo, hi, kcb, accumulate) };
         return;
     }
     let _ = simd;
@@ -109,14 +128,14 @@ pub fn gemm_packed_acc(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize,
             }
             for b in 0..m.div_ceil(MR) {
                 let rows = MR.min(m - b * MR);
-                let ap = &a.data[(b * k + k0) * MR..(b * k + k0 + kc) * MR];
+                let apb = &ap[(b * k + k0) * MR..(b * k + k0 + kc) * MR];
                 let mut bv = [0f32; MR];
                 if let Some(bs) = bias {
                     bv[..rows].copy_from_slice(&bs[b * MR..b * MR + rows]);
                 }
                 let oo = b * MR * ldo + j0;
                 let t = Tile { kc, ldx: NR, ldo, nn, rows, first, last, bias: bv, lo, hi };
-                tile_ref(ap, &xb, &mut out[oo..], &t);
+                tile_ref(apb, &xb, &mut out[oo..], &t);
             }
             j0 += nn;
         }
@@ -131,14 +150,13 @@ pub fn gemm_packed_acc(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize,
 /// output is prefetched while the current one is computed.
 ///
 /// # Safety
-/// AVX-512F must be available; `x` must hold rows `p < a.k` of `n` columns at stride `ldx`,
-/// `out` rows `i < a.m` of `n` columns at stride `ldo`, `bias` (if any) `a.m` values.
+/// AVX-512F must be available; `apk` the packed `[m / MR][k][MR]`; `x` must hold rows `p < k` of `n` columns at stride `ldx`,
+/// `out` rows `i < m` of `n` columns at stride `ldo`, `bias` (if any) `m` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn drive_avx512(a: &PackedA, x: *const f32, ldx: usize, n: usize, out: *mut f32, ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kcb: usize, accumulate: bool) {
+unsafe fn drive_avx512(apk: &[f32], m: usize, k: usize, x: *const f32, ldx: usize, n: usize, out: *mut f32, ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kcb: usize, accumulate: bool) {
     use std::arch::x86_64::*;
-    let (m, k) = (a.m, a.k);
     let mb = m.div_ceil(MR);
     let mut xb = vec![_mm512_setzero_ps(); 2 * kcb.min(k)];
     let xbp = xb.as_mut_ptr() as *mut f32;
@@ -165,7 +183,7 @@ unsafe fn drive_avx512(a: &PackedA, x: *const f32, ldx: usize, n: usize, out: *m
             }
             for b in 0..mb {
                 let rows = MR.min(m - b * MR);
-                let ap = a.data.as_ptr().add((b * k + k0) * MR);
+                let ap = apk.as_ptr().add((b * k + k0) * MR);
                 let op = out.add(b * MR * ldo + j0);
                 let bp = bias.map(|bs| bs.as_ptr().add(b * MR));
                 tile_avx512(ap, xbp, kc, op, ldo, rows, first, last, bp, lo, hi, m0, m1, ahead);

@@ -344,6 +344,14 @@ impl Conv {
     /// after.
     #[allow(clippy::too_many_arguments)]
     fn exact_block(&self, xi: &[f32], w: &[f32], packed: &[PackedA], bias: Option<&[f32]>, b: &Block, cols: &mut Vec<f32>, dst: &mut [f32], ldo: usize) {
+        self.exact_block_rows(xi, w, packed, bias, b, 0, self.m / self.group, cols, dst, ldo)
+    }
+
+    /// [`Self::exact_block`] for output rows `r0..r1` of the group only (`dst` starts at row
+    /// `r0`); `r0` a multiple of [`pgemm::ROW_BLOCK`]. A strict row range needs the GEMM path
+    /// (more than one filter and output pixel); the summation order is the full block's.
+    #[allow(clippy::too_many_arguments)]
+    fn exact_block_rows(&self, xi: &[f32], w: &[f32], packed: &[PackedA], bias: Option<&[f32]>, b: &Block, r0: usize, r1: usize, cols: &mut Vec<f32>, dst: &mut [f32], ldo: usize) {
         let g = &self.g;
         let (cg, mg) = (self.c / self.group, self.m / self.group);
         let kg = cg * g.kk();
@@ -361,6 +369,7 @@ impl Conv {
         };
         let bg = bias.map(|bs| &bs[b.gi * mg..(b.gi + 1) * mg]);
         let wg = &w[b.gi * mg * kg..(b.gi + 1) * mg * kg];
+        debug_assert!((r0, r1) == (0, mg) || (mg > 1 && ohw > 1));
         if mg == 1 {
             mlas::m1_row(wg, src, ldx, nbk, &mut dst[..nbk]);
         } else if ohw == 1 {
@@ -378,9 +387,9 @@ impl Conv {
                 Some(Activation::Clip(lo, hi)) => (lo, hi, None),
                 other => (f32::NEG_INFINITY, f32::INFINITY, other),
             };
-            gemm_packed(true, &packed[b.gi], src, ldx, nbk, dst, ldo, bg, lo, hi, b.kc);
+            pgemm::gemm_packed_rows(true, &packed[b.gi], r0, r1, src, ldx, nbk, dst, ldo, bg, lo, hi, b.kc);
             if let Some(a) = rest {
-                for co in 0..mg {
+                for co in 0..r1 - r0 {
                     a.apply(&mut dst[co * ldo..co * ldo + nbk]);
                 }
             }
@@ -490,21 +499,32 @@ impl Conv {
             });
         } else {
             // Few images: blocks in parallel, each into a private buffer, then copied out.
-            let done: Vec<(Block, Vec<f32>)> = blocks
+            // MLAS's column segments of a small plane can be a single block (a 14x14 1x1
+            // conv at batch 1 is one MLAS call): the GEMM's rows are then split as well, in
+            // whole packed row blocks, so that every thread has work. Splitting rows changes
+            // no element's order.
+            let rb = mg.div_ceil(pgemm::ROW_BLOCK);
+            let split = if mg > 1 && ohw > 1 { (2 * threads).div_ceil(blocks.len()).clamp(1, rb) } else { 1 };
+            let step = rb.div_ceil(split) * pgemm::ROW_BLOCK;
+            let tasks: Vec<(usize, usize, usize)> =
+                (0..blocks.len()).flat_map(|bi| (0..mg).step_by(step.max(1)).map(move |r0| (bi, r0, (r0 + step).min(mg)))).collect();
+            let done: Vec<Vec<f32>> = tasks
                 .par_iter()
-                .map_init(Vec::new, |cols, b| {
+                .map_init(Vec::new, |cols, &(bi, r0, r1)| {
+                    let b = &blocks[bi];
                     let nbk = b.j1 - b.j0;
-                    let mut buf = vec![0f32; mg * nbk];
+                    let mut buf = crate::kernels::alloc::for_overwrite((r1 - r0) * nbk);
                     let xi = &x[b.img * self.c * hw..(b.img + 1) * self.c * hw];
-                    self.exact_block(xi, w, packed, bias, b, cols, &mut buf, nbk);
-                    (*b, buf)
+                    self.exact_block_rows(xi, w, packed, bias, b, r0, r1, cols, &mut buf, nbk);
+                    buf
                 })
                 .collect();
-            for (b, buf) in done {
+            for (&(bi, r0, r1), buf) in tasks.iter().zip(done) {
+                let b = &blocks[bi];
                 let nbk = b.j1 - b.j0;
-                for co in 0..mg {
+                for co in r0..r1 {
                     let at = b.img * img_len + (b.gi * mg + co) * ohw + b.j0;
-                    out[at..at + nbk].copy_from_slice(&buf[co * nbk..(co + 1) * nbk]);
+                    out[at..at + nbk].copy_from_slice(&buf[(co - r0) * nbk..(co - r0 + 1) * nbk]);
                 }
             }
         }
