@@ -78,7 +78,7 @@ async function rec(): Promise<{ model: Model; calib: () => AsyncIterable<Record<
   return { model, calib: () => calib.batches(), measure, metric: 'exact_match' };
 }
 
-export async function quantBench(log: (s: string) => void, which: string[] = ['mobilenet', 'rec']): Promise<QuantRow[]> {
+export async function quantBench(log: (s: string) => void, which: string[] = ['mobilenet', 'rec'], only?: string[]): Promise<QuantRow[]> {
   if (!fs.existsSync(SHARED)) {
     log('../shared/ is absent: the quantization benchmark needs the shared models and data');
     return [];
@@ -100,7 +100,8 @@ export async function quantBench(log: (s: string) => void, which: string[] = ['m
       { cfg: 'W16A16', opts: {} },
     ];
     const cals = new Map<string, Awaited<ReturnType<typeof calibrate>>>();
-    for (const v of variants) {
+    // --configs W8A16,W4A16: only those, at the default range setting and rounding
+    for (const v of only ? variants.filter((x) => only.includes(x.cfg) && Object.keys(x.opts).length === 0) : variants) {
       const t0 = Date.now();
       const key = JSON.stringify(v.opts);
       let cal = cals.get(key);

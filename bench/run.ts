@@ -79,11 +79,14 @@ async function main(argv: string[]): Promise<void> {
   const json = argv.includes('--json');
   const runsIdx = argv.indexOf('--runs');
   const runs = runsIdx >= 0 ? Number(argv[runsIdx + 1]) : 7;
-  const which = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--runs');
+  const which = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--runs' && argv[i - 1] !== '--configs');
   const log = json ? (s: string) => process.stderr.write(s + '\n') : (s: string) => process.stdout.write(s + '\n');
   const name = which[0] ?? 'engine';
   if (name === 'quant') {
-    const rows = await quantBench(log, which.slice(1).length ? which.slice(1) : undefined);
+    const ci = argv.indexOf('--configs');
+    const only = ci >= 0 ? argv[ci + 1].split(',') : undefined;
+    const models = which.slice(1).filter((w) => !only?.includes(w) && w !== argv[ci + 1]);
+    const rows = await quantBench(log, models.length ? models : undefined, only);
     if (json) process.stdout.write(JSON.stringify(rows) + '\n');
     return;
   }
