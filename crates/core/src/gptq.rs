@@ -500,17 +500,7 @@ mod tests {
     use crate::hessian::LayerAcc;
     use crate::tensor::Tensor;
 
-    fn rnd(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::testutil::rnd;
 
     /// ||W X - Q X||^2 for W, Q [rows, k] and X [m, k] (rows of the input).
     fn out_err(w: &[f32], q: &[f32], x: &[f32], rows: usize, k: usize, m: usize) -> f64 {

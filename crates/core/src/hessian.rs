@@ -369,17 +369,7 @@ fn add64(dst: &mut [f64], src: &[f64]) {
 mod tests {
     use super::*;
 
-    fn rnd(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::testutil::rnd;
 
     #[test]
     fn conv_patches_match_direct_sum() {

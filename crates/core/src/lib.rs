@@ -15,6 +15,8 @@ pub mod ops;
 pub mod plan;
 pub mod stats;
 pub mod tensor;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 pub use error::{Error, Result};
 pub use exec::Executor;

@@ -90,17 +90,7 @@ pub fn sgemm_ref(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: &mut [f3
 mod tests {
     use super::*;
 
-    fn rnd(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::testutil::rnd;
 
     #[test]
     fn gemm_matches_reference_with_transposes_and_accumulate() {
