@@ -272,7 +272,8 @@ class Stream {
       ...g,
       nodes,
       consts,
-      inputs: ins.map((name) => ({ name, dtype: 'float' as const, onnxType: 1, dims: this.kept.get(name)![0].shape })),
+      // rank only: batches may differ in shape (text lines of their own widths)
+      inputs: ins.map((name) => ({ name, dtype: 'float' as const, onnxType: 1, dims: this.kept.get(name)![0].shape.map(() => null) })),
       outputs: [...keepOut].map((name) => ({ name, dtype: 'float' as const, onnxType: 1, dims: null })),
     };
     const m = Model.fromGraph(sub);
