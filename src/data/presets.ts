@@ -4,6 +4,22 @@ import { ImagePreprocess } from './images';
 
 export type PresetName = 'imagenet-tf' | 'imagenet-torch' | 'paddleocr-rec' | 'paddleocr-cls';
 
+/** PaddleOCR's `resize_norm_img`: BGR, height 48, width kept in ratio up to `width`, right-padded. */
+function paddleocr(width: number): ImagePreprocess & { description: string } {
+  return {
+    description: `BGR NCHW, height 48, width ceil(48*w/h) up to ${width} (OpenCV bilinear), (pixel/255 - 0.5)/0.5, right-padded with 0 to width ${width}`,
+    resize: { height: 48, maxWidth: width },
+    resizeMode: 'bilinear',
+    pad: [48, width],
+    padValue: 0,
+    channelOrder: 'bgr',
+    layout: 'nchw',
+    scale: 1 / 255,
+    mean: 0.5,
+    std: 0.5,
+  };
+}
+
 export const PRESETS: Readonly<Record<PresetName, Readonly<ImagePreprocess> & { description: string }>> = {
   /** MobileNet (TF/Keras): RGB, value = pixel/127.5 - 1; 224x224 images are used as they are. */
   'imagenet-tf': {
@@ -30,31 +46,9 @@ export const PRESETS: Readonly<Record<PresetName, Readonly<ImagePreprocess> & { 
     std: [0.229, 0.224, 0.225],
   },
   /** PaddleOCR text-line recogniser: as `resize_norm_img` with rec_image_shape 3,48,320. */
-  'paddleocr-rec': {
-    description: 'BGR NCHW, height 48, width ceil(48*w/h) up to 320 (OpenCV bilinear), (pixel/255 - 0.5)/0.5, right-padded with 0 to width 320',
-    resize: { height: 48, maxWidth: 320 },
-    resizeMode: 'bilinear',
-    pad: [48, 320],
-    padValue: 0,
-    channelOrder: 'bgr',
-    layout: 'nchw',
-    scale: 1 / 255,
-    mean: 0.5,
-    std: 0.5,
-  },
+  'paddleocr-rec': paddleocr(320),
   /** PaddleOCR direction classifier: as `resize_norm_img` with cls_image_shape 3,48,192. */
-  'paddleocr-cls': {
-    description: 'BGR NCHW, height 48, width ceil(48*w/h) up to 192 (OpenCV bilinear), (pixel/255 - 0.5)/0.5, right-padded with 0 to width 192',
-    resize: { height: 48, maxWidth: 192 },
-    resizeMode: 'bilinear',
-    pad: [48, 192],
-    padValue: 0,
-    channelOrder: 'bgr',
-    layout: 'nchw',
-    scale: 1 / 255,
-    mean: 0.5,
-    std: 0.5,
-  },
+  'paddleocr-cls': paddleocr(192),
 };
 
 export const PRESET_NAMES = Object.keys(PRESETS) as PresetName[];
