@@ -19,6 +19,8 @@
 export { Model } from './src/model';
 export type { Tensor, RunOptions, Compiled } from './src/model';
 export { MpqError } from './src/errors';
+export { engineInfo, setEngineLevel, setOrtThreads } from './src/engine';
+export type { EngineInfo, EngineLevel } from './src/engine';
 export type { ErrorCode } from './src/errors';
 export { inspectModel, formatInspect } from './src/inspect';
 export type { InspectReport } from './src/inspect';

@@ -2,14 +2,14 @@
  * Bit-exactness with ONNX Runtime (CPU provider, graph optimizations disabled) for the ops
  * whose float summation order we reproduce (Conv incl. depthwise/grouped, Gemm, MatMul):
  * simulated quantizers round x / scale, so a one-ulp difference flips codes and cascades.
- * Only meaningful on x86-64 with AVX-512F (the exact kernels); elsewhere the tests are skipped.
+ * Every engine level this CPU has (scalar, AVX2, AVX-512) is run and compared with the live
+ * runtime: the levels share one summation order, so each must equal onnxruntime on any CPU
+ * with FMA. `__test__/golden.test.ts` compares with outputs recorded on other CPU classes.
  */
 import test from 'ava';
-import * as fs from 'fs';
-import { Model } from '../index';
+import { Model, engineInfo, setEngineLevel } from '../index';
 import { ortRun, randomData, tinyModel, TinyNode, TinyTensor } from './helpers';
 
-const AVX512 = process.arch === 'x64' && fs.existsSync('/proc/cpuinfo') && /\bavx512f\b/.test(fs.readFileSync('/proc/cpuinfo', 'utf8'));
 const rnd = (dims: number[], seed: number, scale = 1): TinyTensor => ({
   dims,
   values: Array.from(randomData(dims.reduce((a, b) => a * b, 1), seed), (v) => v * scale),
@@ -20,6 +20,8 @@ interface Case {
   x: number[];
   node: TinyNode;
   inits: Record<string, TinyTensor>;
+  /** more nodes after `node` (reading its output `y0`, ending in `y`) */
+  then?: TinyNode[];
 }
 
 const conv = (name: string, x: number[], cout: number, k: number, stride: number, group = 1, pad = (k - 1) >> 1): Case => ({
@@ -65,19 +67,47 @@ for (const [m, k, n] of [[40, 384, 96], [40, 120, 6625], [160, 384, 384]]) {
   });
 }
 
+// Conv + BatchNormalization (+ Clip): onnxruntime with optimizations off runs them apart, the
+// engine fuses them into one step in the unfused arithmetic (depthwise, GEMM, 1x1-plane paths)
+for (const [label, x, cout, k, group] of [
+  ['depthwise', [2, 24, 28, 28], 24, 3, 24],
+  ['pointwise', [1, 48, 28, 28], 96, 1, 1],
+  ['full', [2, 16, 20, 20], 32, 3, 1],
+  ['1x1 plane', [2, 64, 1, 1], 100, 1, 1],
+] as const) {
+  const c = conv(`${label} + BatchNormalization + Clip`, [...x], cout, k, 1, group);
+  c.node = { ...c.node, outputs: ['y0'] };
+  const bn = (seed: number, lo: number, span: number) => ({ dims: [cout], values: Array.from(randomData(cout, seed), (v) => lo + span * (v + 1)) });
+  c.inits = { ...c.inits, gamma: bn(31, 0.5, 0.5), beta: bn(32, -0.2, 0.2), mean: bn(33, -0.1, 0.1), var: bn(34, 0.01, 1) };
+  c.then = [
+    { op: 'BatchNormalization', inputs: ['y0', 'gamma', 'beta', 'mean', 'var'], outputs: ['y1'], attrs: { epsilon: 0.001 } },
+    { op: 'Clip', inputs: ['y1'], outputs: ['y'], attrs: { min: -0.25, max: 1.5 } },
+  ];
+  cases.push(c);
+}
+
+const LEVELS = engineInfo().available;
+const DEFAULT_LEVEL = engineInfo().level;
+test.after.always(() => setEngineLevel(DEFAULT_LEVEL));
+
+// Serial: the level is process-wide, so each test sets it and runs alone.
 for (const c of cases) {
-  (AVX512 ? test : test.skip)(`bit-exact with onnxruntime: ${c.name}`, async (t) => {
-    const bytes = tinyModel({ inputs: { x: c.x }, outputs: { y: null }, nodes: [c.node], inits: c.inits });
+  test.serial(`bit-exact with onnxruntime at every engine level: ${c.name}`, async (t) => {
+    const bytes = tinyModel({ inputs: { x: c.x }, outputs: { y: null }, nodes: [c.node, ...(c.then ?? [])], inits: c.inits, opset: c.then ? 10 : 13 });
     const feeds = { x: { shape: c.x, data: randomData(c.x.reduce((a, b) => a * b, 1), 5) } };
     const ref = await ortRun(bytes, feeds, { optimize: false });
-    const ours = await Model.fromBytes(bytes).run(feeds);
-    t.deepEqual(ours.y.shape, ref.y.shape);
-    const a = ours.y.data, b = ref.y.data;
-    let bad = 0, md = 0;
-    for (let i = 0; i < b.length; i++) {
-      if (a[i] !== b[i]) bad++;
-      md = Math.max(md, Math.abs(a[i] - b[i]));
+    const model = Model.fromBytes(bytes);
+    for (const level of LEVELS) {
+      t.is(setEngineLevel(level), level);
+      const ours = await model.run(feeds);
+      t.deepEqual(ours.y.shape, ref.y.shape);
+      const a = ours.y.data, b = ref.y.data;
+      let bad = 0, md = 0;
+      for (let i = 0; i < b.length; i++) {
+        if (a[i] !== b[i]) bad++;
+        md = Math.max(md, Math.abs(a[i] - b[i]));
+      }
+      t.is(bad, 0, `${level}: ${bad} of ${b.length} differ, max |diff| ${md}`);
     }
-    t.is(bad, 0, `${bad} of ${b.length} differ, max |diff| ${md}`);
   });
 }

@@ -1,14 +1,15 @@
 /**
- * Benchmarks. `npm run bench -- [--json] engine [--runs N]`
+ * Benchmarks. `npm run bench -- [--json] engine [--runs N] [--isa scalar|avx2|avx512]`
  *
  * engine: float forward time of the engine and of onnxruntime-node, both in this process with
  * 2 threads, medians of several runs after a warm-up. Prints ratios (ort_ms / mpq_ms: above 1
- * means we are faster).
+ * means we are faster) and the engine path that ran (`--isa` picks a lower one).
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import * as ort from 'onnxruntime-node';
-import { Model } from '../index';
+import { Model, engineInfo, setEngineLevel } from '../index';
+import type { EngineLevel } from '../index';
 import { native } from '../src/native';
 import { quantBench } from './quant';
 
@@ -16,7 +17,16 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const SHARED = path.resolve(ROOT, '..', 'shared');
 const OCR = path.join(ROOT, 'node_modules', '@gutenye', 'ocr-models', 'assets');
 
-interface Row { model: string; batch: number; threads: number; mpq_ms: number; ort_ms: number; ratio: number }
+interface Row { model: string; batch: number; threads: number; isa: string; cpu: string; mpq_ms: number; ort_ms: number; ratio: number }
+
+/** The CPU's model name (from /proc/cpuinfo where there is one). */
+function cpuName(): string {
+  try {
+    return /model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? process.arch;
+  } catch {
+    return process.arch;
+  }
+}
 
 const median = (a: number[]) => {
   const s = [...a].sort((x, y) => x - y);
@@ -40,9 +50,13 @@ async function timeIt(f: () => Promise<unknown>, runs: number): Promise<number> 
   return median(t);
 }
 
-async function engine(runs: number, log: (s: string) => void): Promise<Row[]> {
+async function engine(runs: number, log: (s: string) => void, isa?: string): Promise<Row[]> {
   const threads = 2;
   native().setThreads(threads);
+  if (isa) setEngineLevel(isa as EngineLevel);
+  const level = engineInfo().level;
+  const cpu = cpuName();
+  log(`engine path ${level} (CPU ${cpu}: ${engineInfo().available.join(', ')})`);
   const cases: { model: string; file: string; shape: number[] }[] = [];
   const mobilenet = path.join(SHARED, 'models', 'mobilenet_v1_0.75_224.onnx');
   if (fs.existsSync(mobilenet)) {
@@ -67,10 +81,10 @@ async function engine(runs: number, log: (s: string) => void): Promise<Row[]> {
       b.push(await timeIt(() => s.run({ [name]: ot }), n));
     }
     await s.release();
-    const row: Row = { model: c.model, batch: c.shape[0], threads, mpq_ms: +Math.min(...a).toFixed(2), ort_ms: +Math.min(...b).toFixed(2), ratio: 0 };
+    const row: Row = { model: c.model, batch: c.shape[0], threads, isa: level, cpu, mpq_ms: +Math.min(...a).toFixed(2), ort_ms: +Math.min(...b).toFixed(2), ratio: 0 };
     row.ratio = +(row.ort_ms / row.mpq_ms).toFixed(3);
     rows.push(row);
-    log(`${row.model} batch ${row.batch}: mpq ${row.mpq_ms} ms, ort ${row.ort_ms} ms, ort/mpq ${row.ratio}`);
+    log(`${row.model} batch ${row.batch} [${level}]: mpq ${row.mpq_ms} ms, ort ${row.ort_ms} ms, ort/mpq ${row.ratio}`);
   }
   return rows;
 }
@@ -79,7 +93,9 @@ async function main(argv: string[]): Promise<void> {
   const json = argv.includes('--json');
   const runsIdx = argv.indexOf('--runs');
   const runs = runsIdx >= 0 ? Number(argv[runsIdx + 1]) : 7;
-  const which = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--runs' && argv[i - 1] !== '--configs');
+  const isaIdx = argv.indexOf('--isa');
+  const isa = isaIdx >= 0 ? argv[isaIdx + 1] : undefined;
+  const which = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--runs' && argv[i - 1] !== '--configs' && argv[i - 1] !== '--isa');
   const log = json ? (s: string) => process.stderr.write(s + '\n') : (s: string) => process.stdout.write(s + '\n');
   const name = which[0] ?? 'engine';
   if (name === 'quant') {
@@ -91,11 +107,12 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
   if (name !== 'engine') throw new Error(`unknown benchmark '${name}' (available: engine, quant [mobilenet] [rec])`);
-  const rows = await engine(runs, log);
+  const rows = await engine(runs, log, isa);
   if (json) process.stdout.write(JSON.stringify(rows) + '\n');
   else {
-    console.log('\nmodel               batch  mpq_ms   ort_ms   ort/mpq');
-    for (const r of rows) console.log(`${r.model.padEnd(20)}${String(r.batch).padStart(5)}${r.mpq_ms.toFixed(1).padStart(9)}${r.ort_ms.toFixed(1).padStart(9)}${r.ratio.toFixed(2).padStart(9)}`);
+    console.log(`\nCPU: ${rows[0]?.cpu ?? cpuName()}`);
+    console.log('model               batch  path      mpq_ms   ort_ms   ort/mpq');
+    for (const r of rows) console.log(`${r.model.padEnd(20)}${String(r.batch).padStart(5)}  ${r.isa.padEnd(7)}${r.mpq_ms.toFixed(1).padStart(9)}${r.ort_ms.toFixed(1).padStart(9)}${r.ratio.toFixed(2).padStart(9)}`);
   }
 }
 

@@ -29,7 +29,14 @@ export interface Compiled {
 }
 
 export class Model {
+  /** The graph with BatchNormalization folded into its Conv/Gemm (what quantization sees). */
   readonly graph: Graph;
+  /**
+   * The graph as the file has it, which {@link Model.run} executes: the engine fuses each
+   * Conv + BatchNormalization into one step in the unfused ops' arithmetic, so float outputs
+   * equal onnxruntime's with graph optimizations off (its optimizer folds BN, see CONV.md).
+   */
+  private readonly asWritten: Graph;
   private store: StoreHandle;
   private uploaded = new Set<string>();
   private compiled = new Map<string, Compiled>();
@@ -38,6 +45,7 @@ export class Model {
 
   private constructor(graph: Graph) {
     this.graph = foldBatchNorm(graph);
+    this.asWritten = graph;
     const n = native();
     checkSupported(this.graph, new Set(n.supportedOps()));
     this.store = new n.WeightStoreHandle();
@@ -70,11 +78,16 @@ export class Model {
     return specialize(this.graph, resolveInputShapes(this.graph, shapes));
   }
 
-  /** The compiled plan for these input shapes (cached). */
-  compile(shapes: Record<string, readonly number[]>, keep: readonly string[] = []): Compiled {
-    const resolved = resolveInputShapes(this.graph, shapes);
-    const key = this.graph.inputs.map((i) => resolved[i.name].join('x')).join(';');
-    const ckey = keep.length ? `${key}|${keep.join('|')}` : key;
+  /**
+   * The compiled plan of {@link Model.graph} for these input shapes (cached); `asWritten`:
+   * of the graph as the file has it instead (BatchNormalization not folded, see
+   * {@link Model.run}).
+   */
+  compile(shapes: Record<string, readonly number[]>, keep: readonly string[] = [], asWritten = false): Compiled {
+    const graph = asWritten ? this.asWritten : this.graph;
+    const resolved = resolveInputShapes(graph, shapes);
+    const key = graph.inputs.map((i) => resolved[i.name].join('x')).join(';');
+    const ckey = `${graph === this.graph ? '' : 'w|'}${keep.length ? `${key}|${keep.join('|')}` : key}`;
     let c = this.compiled.get(ckey);
     if (c) {
       // most recently used last
@@ -82,10 +95,10 @@ export class Model {
       this.compiled.set(ckey, c);
       return c;
     }
-    const spec = specialize(this.graph, resolved);
+    const spec = specialize(graph, resolved);
     // folded values are keyed by content: the same value at another input shape is uploaded once
     const lowered = lower(spec, (name) => {
-      if (this.graph.consts.has(name)) return `w:${name}`;
+      if (graph.consts.has(name)) return `w:${name}`;
       const t = spec.values.get(name)!.value!;
       const h = crypto.createHash('sha1').update(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)).digest('hex');
       return `f:${name}:${t.shape.join('x')}:${h}`;
@@ -113,7 +126,10 @@ export class Model {
     this.uploaded.add(key);
   }
 
-  /** Runs the model in the engine (off the JS thread). Returns outputs by name. */
+  /**
+   * Runs the model in the engine (off the JS thread), as the file has it: the float outputs
+   * equal onnxruntime's with graph optimizations off. Returns outputs by name.
+   */
   async run(feeds: Record<string, Tensor>, opts: RunOptions = {}): Promise<Record<string, Tensor>> {
     for (const name of this.inputNames) {
       if (!feeds[name]) throw new MpqError('MPQ_BAD_INPUT', `missing input '${name}'; the model's inputs are: ${this.inputNames.join(', ')}`);
@@ -124,7 +140,7 @@ export class Model {
       if (n !== t.data.length) throw new MpqError('MPQ_INPUT_SHAPE', `input '${name}': shape [${t.shape}] needs ${n} values, got ${t.data.length}`);
       shapes[name] = t.shape;
     }
-    const c = this.compile(shapes);
+    const c = this.compile(shapes, [], true);
     const results = await this.exec(c, this.inputNames.map((n) => feeds[n]), opts);
     const out: Record<string, Tensor> = {};
     let k = 0;

@@ -69,6 +69,21 @@ fn as_activation(node: &NodeDef, consts: &[Option<Arc<Tensor>>]) -> Option<Activ
     }
 }
 
+/// The affine `(a, b)` of a BatchNormalization node over `channels` channels whose four
+/// parameters are plan constants (`None` otherwise).
+fn bn_affine(node: &NodeDef, consts: &[Option<Arc<Tensor>>], channels: Option<usize>) -> Option<(Vec<f32>, Vec<f32>)> {
+    let a = Attrs { op: &node.op, node: &node.name, map: &node.attrs };
+    if a.int("training_mode", 0).ok()? != 0 {
+        return None;
+    }
+    let c = channels?;
+    let p: Vec<&Arc<Tensor>> = (1..5).map(|i| node.inputs.get(i).copied().flatten().and_then(|v| consts[v].as_ref())).collect::<Option<_>>()?;
+    if p.iter().any(|t| t.data.len() != c) {
+        return None;
+    }
+    Some(crate::ops::norm::fold_bn(&p[0].data, &p[1].data, &p[2].data, &p[3].data, a.float("epsilon", 1e-5).ok()?))
+}
+
 impl Executor {
     pub fn new(plan: PlanDef, store: &WeightStore) -> Result<Self> {
         Self::with_options(plan, store, &BuildOptions::default())
@@ -126,8 +141,27 @@ impl Executor {
             let mut fused = None;
             let mut outputs = node.outputs.clone();
             let mut name = node.name.clone();
-            if r.fuses_activation && !opts.no_fusion && node.outputs.len() == 1 {
+            let mut post = None;
+            if node.op == "Conv" && !opts.no_fusion && node.outputs.len() == 1 {
+                // Conv + BatchNormalization with constant parameters: the BN's affine in the
+                // Conv's epilogue, in the unfused op's arithmetic (onnxruntime with graph
+                // optimizations off runs them apart; its optimizer folds them, see CONV.md)
                 let o = node.outputs[0];
+                if !protected.contains(&o) && consumers[o].len() == 1 {
+                    let j = consumers[o][0];
+                    let next = &plan.nodes[j];
+                    if next.op == "BatchNormalization" && next.outputs.len() == 1 && next.inputs.first().copied().flatten() == Some(o) {
+                        if let Some(ab) = bn_affine(next, &consts, plan.values[o].shape.get(1).copied()) {
+                            post = Some(Arc::new(ab));
+                            fused_away[j] = true;
+                            outputs = next.outputs.clone();
+                            name = format!("{}+{}", node.name, next.name);
+                        }
+                    }
+                }
+            }
+            if r.fuses_activation && !opts.no_fusion && outputs.len() == 1 {
+                let o = outputs[0];
                 if !protected.contains(&o) && consumers[o].len() == 1 {
                     let j = consumers[o][0];
                     let next = &plan.nodes[j];
@@ -136,7 +170,7 @@ impl Executor {
                             fused = Some(act);
                             fused_away[j] = true;
                             outputs = next.outputs.clone();
-                            name = format!("{}+{}", node.name, next.name);
+                            name = format!("{}+{}", name, next.name);
                         }
                     }
                 }
@@ -151,6 +185,7 @@ impl Executor {
                 out_dtypes: outputs.iter().map(|&v| plan.values[v].dtype).collect(),
                 consts: node.inputs.iter().map(|v| v.and_then(|v| consts[v].clone())).collect(),
                 fused,
+                post,
             };
             let op = (r.build)(&ctx)?;
             steps.push(Step { name, op_type: node.op.clone(), op, inputs: node.inputs.clone(), outputs });

@@ -274,10 +274,52 @@ pub fn supported_ops() -> Vec<String> {
     mpq_core::ops::supported_ops().into_iter().map(String::from).collect()
 }
 
-/// The SIMD level the kernels dispatch to ("avx2" or "scalar").
+/// The SIMD level the kernels dispatch to ("scalar", "avx2" or "avx512").
 #[napi]
 pub fn simd_level() -> String {
-    format!("{:?}", mpq_core::kernels::simd_level()).to_lowercase()
+    mpq_core::kernels::simd_level().name().into()
+}
+
+/// The engine's code paths on this machine.
+#[napi(object)]
+pub struct EngineIsa {
+    /// The level in force.
+    pub level: String,
+    /// The best level this CPU has.
+    pub detected: String,
+    /// Every level this CPU can run, from the baseline up.
+    pub available: Vec<String>,
+    /// The onnxruntime intra-op thread count whose GEMM blocking the engine mirrors.
+    pub ort_threads: u32,
+}
+
+/// The engine's code paths on this machine.
+#[napi]
+pub fn engine_isa() -> EngineIsa {
+    use mpq_core::kernels as k;
+    EngineIsa {
+        level: k::simd_level().name().into(),
+        detected: k::detected_level().name().into(),
+        available: k::available_levels().into_iter().map(|l| l.name().into()).collect(),
+        ort_threads: k::mlas::ort_threads() as u32,
+    }
+}
+
+/// Selects the kernels' level ("scalar", "avx2", "avx512"; clamped to what the CPU has) for
+/// the following runs, as `MPQ_FORCE_ISA` does at start-up; returns the level in force.
+/// Every level computes the same bits; this exists to test each path on one machine.
+#[napi]
+pub fn set_engine_isa(level: String) -> Result<String> {
+    let l = mpq_core::kernels::SimdLevel::parse(&level)
+        .ok_or_else(|| Error::new(Status::InvalidArg, format!("MPQ_USAGE: unknown engine level '{level}'; use scalar, avx2 or avx512")))?;
+    Ok(mpq_core::kernels::set_simd_level(l).name().into())
+}
+
+/// Sets the onnxruntime intra-op thread count whose GEMM blocking the engine mirrors (as
+/// `MPQ_ORT_THREADS` does at start-up).
+#[napi]
+pub fn set_ort_threads(n: u32) {
+    mpq_core::kernels::mlas::set_ort_threads(n.max(1) as usize)
 }
 
 /// Sets the number of compute threads (call before the first run; later calls are ignored).

@@ -291,7 +291,7 @@ export const NN: Record<string, OpDef> = {
       if (c.node.outputs.filter(Boolean).length > 1) c.fail('training-mode BatchNormalization (extra outputs) is not supported');
       return [{ dtype: 'float', shape: c.shape(0) }];
     },
-    lower: () => ({ inputs: [0, 1, 2, 3, 4], attrs: {} }),
+    lower: (c) => ({ inputs: [0, 1, 2, 3, 4], attrs: { epsilon: c.af('epsilon', 1e-5) } }),
   },
   LayerNormalization: {
     infer: (c) => {

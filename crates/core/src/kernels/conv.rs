@@ -183,8 +183,8 @@ pub struct DwScratch {
     geom: Option<Geom2>,
 }
 
-/// [`dw_plane_body`] compiled for the best instruction set: AVX-512F where the packed
-/// GEMM runs (16 lanes), AVX2 + FMA, or the baseline. The body never fuses a multiply and
+/// [`dw_plane_body`] compiled for the level in force: AVX-512F (16 lanes), AVX2 + FMA, or
+/// the baseline. The body never fuses a multiply and
 /// an add, so every build gives the same bits.
 #[allow(clippy::too_many_arguments)]
 fn dw_plane_impl(level: SimdLevel, x: &[f32], wt: &[f32], bias: f32, g: &Geom2, act: Option<&Activation>, scratch: &mut [f32], out: &mut [f32], lvl: SimdLevel) {
@@ -202,8 +202,8 @@ fn dw_plane_impl(level: SimdLevel, x: &[f32], wt: &[f32], bias: f32, g: &Geom2, 
     }
     match level {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `pgemm::available()` checked AVX-512F (and `Avx2` implies AVX2 + FMA).
-        SimdLevel::Avx2 if super::pgemm::available() => unsafe { avx512(x, wt, bias, g, act, scratch, out, lvl) },
+        // SAFETY: `Avx512` is only in force on CPUs with AVX-512F, AVX2 and FMA.
+        SimdLevel::Avx512 => unsafe { avx512(x, wt, bias, g, act, scratch, out, lvl) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx2` is only produced after checking that the CPU has AVX2 and FMA.
         SimdLevel::Avx2 => unsafe { avx2(x, wt, bias, g, act, scratch, out, lvl) },

@@ -50,8 +50,22 @@ pub fn stride_k(n: usize, k: usize) -> usize {
 /// MLAS splits a GEMM across threads the split changes the K blocking, so this is part of
 /// the arithmetic, not of our own scheduling.
 pub fn ort_threads() -> usize {
-    static T: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *T.get_or_init(|| std::env::var("MPQ_ORT_THREADS").ok().and_then(|v| v.parse().ok()).filter(|&t| t >= 1).unwrap_or(2))
+    use std::sync::atomic::Ordering;
+    let v = ORT_THREADS.load(Ordering::Relaxed);
+    if v != 0 {
+        return v;
+    }
+    let t = std::env::var("MPQ_ORT_THREADS").ok().and_then(|v| v.parse().ok()).filter(|&t| t >= 1).unwrap_or(2);
+    ORT_THREADS.store(t, Ordering::Relaxed);
+    t
+}
+
+static ORT_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Sets the thread count [`ort_threads`] returns from now on (tests comparing with sessions
+/// of another thread count).
+pub fn set_ort_threads(t: usize) {
+    ORT_THREADS.store(t.max(1), std::sync::atomic::Ordering::Relaxed);
 }
 
 /// `MlasPartitionWork`: the share `(start, count)` of `total` items of thread `id` of `count`.

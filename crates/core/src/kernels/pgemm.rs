@@ -3,16 +3,19 @@
 //! `ldx` (an NCHW image for 1x1 convs, or an im2col block), the bias and ReLU/Clip applied
 //! while the tile is still in registers.
 //!
-//! The AVX-512 micro-kernel (6 rows x 32 columns, 12 accumulators, masked column tails)
-//! runs when the CPU has AVX-512F and the dispatch level is not forced to scalar; a plain
-//! loop version of the same blocking is its reference. Callers use [`available`] to choose
-//! between this and the general [`super::gemm::sgemm`].
+//! Three builds of one blocking, chosen from the dispatch level ([`simd_level`]): an AVX-512
+//! micro-kernel (6 rows x 32 columns, 12 zmm accumulators, masked column tails), an AVX2 +
+//! FMA one (6 rows x 16 columns, 12 ymm accumulators), and plain loops (the reference, and
+//! the path of every other CPU). All three compute every element in the same order, so they
+//! give the same bits (tested), and that order is MLAS's on every CPU that has FMA.
 
 use super::{simd_level, SimdLevel};
-use std::sync::OnceLock;
 
 const MR: usize = 6;
+/// Columns of the x panel of the AVX-512 and plain drivers.
 const NR: usize = 32;
+/// Columns of the x panel of the AVX2 driver.
+const NR2: usize = 16;
 
 /// `a[m, k]` packed as `[m / MR (rounded up)][k][MR]`, zero rows past `m`.
 #[derive(Clone, Debug)]
@@ -38,23 +41,9 @@ impl PackedA {
     }
 }
 
-/// Whether the AVX-512 kernel runs on this CPU (and `MPQ_FORCE_SCALAR` is not set).
-pub fn available() -> bool {
-    static A: OnceLock<bool> = OnceLock::new();
-    *A.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            simd_level() == SimdLevel::Avx2 && is_x86_feature_detected!("avx512f")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    })
-}
-
 /// `out[i * ldo + j] = clamp(sum_p a[i, p] * x[p * ldx + j] + bias[i], lo, hi)` for
-/// `i < a.m`, `j < n`. `simd`: use the AVX-512 kernel (only when [`available`]).
+/// `i < a.m`, `j < n`. `simd`: use the SIMD build of the level in force ([`simd_level`]);
+/// `false` runs the plain loops (same bits, for tests).
 ///
 /// Summation order (the same as onnxruntime's MLAS SGEMM kernels): `k` is cut into blocks
 /// of `kc`; within a block every output element is one fused multiply-add chain over `p`
@@ -69,7 +58,16 @@ pub fn gemm_packed(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize, out
 /// with beta = 1: a Gemm's `C` goes in before the sum).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_packed_acc(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize, accumulate: bool) {
-    gemm_core(simd, &a.data, a.m, a.k, x, ldx, n, out, ldo, bias, lo, hi, kc, accumulate)
+    gemm_core(level_of(simd), &a.data, a.m, a.k, x, ldx, n, out, ldo, bias, lo, hi, kc, accumulate)
+}
+
+/// The level a `simd` flag stands for: the one in force, or the plain loops.
+fn level_of(simd: bool) -> SimdLevel {
+    if simd {
+        simd_level()
+    } else {
+        SimdLevel::Scalar
+    }
 }
 
 /// [`gemm_packed`] for rows `r0..r1` of `a` only (`r0` a multiple of [`ROW_BLOCK`]): `out`
@@ -79,7 +77,7 @@ pub fn gemm_packed_acc(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize,
 pub fn gemm_packed_rows(simd: bool, a: &PackedA, r0: usize, r1: usize, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize) {
     assert!(r0 % MR == 0 && r0 <= r1 && r1 <= a.m, "row range {r0}..{r1} of {}", a.m);
     let data = &a.data[r0 / MR * a.k * MR..];
-    gemm_core(simd, data, r1 - r0, a.k, x, ldx, n, out, ldo, bias.map(|b| &b[r0.min(b.len())..]), lo, hi, kc, false)
+    gemm_core(level_of(simd), data, r1 - r0, a.k, x, ldx, n, out, ldo, bias.map(|b| &b[r0.min(b.len())..]), lo, hi, kc, false)
 }
 
 /// Rows per packed row block: row splits of [`gemm_packed_rows`] start at multiples of it.
@@ -87,7 +85,7 @@ pub const ROW_BLOCK: usize = MR;
 
 /// The GEMM on packed data `ap` (`[m / MR (rounded up)][k][MR]`).
 #[allow(clippy::too_many_arguments)]
-fn gemm_core(simd: bool, ap: &[f32], m: usize, k: usize, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize, accumulate: bool) {
+fn gemm_core(level: SimdLevel, ap: &[f32], m: usize, k: usize, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize, accumulate: bool) {
     assert!(ap.len() >= m.div_ceil(MR) * k * MR, "packed data too short");
     if m == 0 || n == 0 {
         return;
@@ -106,13 +104,23 @@ fn gemm_core(simd: bool, ap: &[f32], m: usize, k: usize, x: &[f32], ldx: usize, 
     }
     let kcb = kc.max(1);
     #[cfg(target_arch = "x86_64")]
-    if simd && available() {
-        // SAFETY: `available()` checked AVX-512F; the asserts above bound every row
-        // `i < m` of `out` at columns `..n` and every row `p < k` of `x` at columns `..n`.
-        unsafe { drive_avx512(ap, m, k, x.as_ptr(), ldx, n, out.as_mut_ptr(), ldo, bias, lo, hi, kcb, accumulate) };
-        return;
+    {
+        match level {
+            // SAFETY: the level is only in force when the CPU has its features (see
+            // `simd_level`); the asserts above bound every row `i < m` of `out` at columns
+            // `..n` and every row `p < k` of `x` at columns `..n`.
+            SimdLevel::Avx512 => {
+                unsafe { drive_avx512(ap, m, k, x.as_ptr(), ldx, n, out.as_mut_ptr(), ldo, bias, lo, hi, kcb, accumulate) };
+                return;
+            }
+            // SAFETY: as above, with AVX2 + FMA.
+            SimdLevel::Avx2 => {
+                unsafe { drive_avx2(ap, m, k, x.as_ptr(), ldx, n, out.as_mut_ptr(), ldo, bias, lo, hi, kcb, accumulate) };
+                return;
+            }
+            SimdLevel::Scalar => {}
+        }
     }
-    let _ = simd;
     // The kc x NR panel of x, copied contiguous: read by every row block from L1.
     let mut xb = vec![0f32; kcb.min(k) * NR];
     let mut k0 = 0;
@@ -191,6 +199,122 @@ unsafe fn drive_avx512(apk: &[f32], m: usize, k: usize, x: *const f32, ldx: usiz
             j0 += nn;
         }
         k0 += kc;
+    }
+}
+
+/// The AVX2 + FMA driver: the blocking of [`drive_avx512`] on 16-column panels (two ymm
+/// vectors a row), 6 x 16 tiles. MLAS's FMA3 SGEMM kernel sums in the same order (one FMA
+/// chain per element and K block), so this path equals onnxruntime on AVX2 CPUs.
+///
+/// # Safety
+/// AVX2 and FMA must be available; the bounds as for [`drive_avx512`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn drive_avx2(apk: &[f32], m: usize, k: usize, x: *const f32, ldx: usize, n: usize, out: *mut f32, ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kcb: usize, accumulate: bool) {
+    use std::arch::x86_64::*;
+    let mb = m.div_ceil(MR);
+    let mut xb = vec![_mm256_setzero_ps(); 2 * kcb.min(k)];
+    let xbp = xb.as_mut_ptr() as *mut f32;
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let mut k0 = 0;
+    while k0 < k {
+        let kc = kcb.min(k - k0);
+        let (first, last) = (k0 == 0 && !accumulate, k0 + kc == k);
+        let mut j0 = 0;
+        while j0 < n {
+            let nn = NR2.min(n - j0);
+            // lane masks of the two 8-column halves (all ones on a full panel)
+            let m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nn.min(8) as i32), lanes);
+            let m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nn.saturating_sub(8) as i32), lanes);
+            let ahead = j0 + 2 * NR2 < n;
+            for p in 0..kc {
+                let src = x.add((k0 + p) * ldx + j0);
+                if ahead {
+                    _mm_prefetch::<_MM_HINT_T0>(src.add(2 * NR2) as *const i8);
+                }
+                if nn == NR2 {
+                    _mm256_storeu_ps(xbp.add(p * NR2), _mm256_loadu_ps(src));
+                    _mm256_storeu_ps(xbp.add(p * NR2 + 8), _mm256_loadu_ps(src.add(8)));
+                } else {
+                    // masked loads read nothing past column n (no fault, zero lanes)
+                    _mm256_storeu_ps(xbp.add(p * NR2), _mm256_maskload_ps(src, m0));
+                    _mm256_storeu_ps(xbp.add(p * NR2 + 8), _mm256_maskload_ps(src.add(8), m1));
+                }
+            }
+            for b in 0..mb {
+                let rows = MR.min(m - b * MR);
+                let ap = apk.as_ptr().add((b * k + k0) * MR);
+                let op = out.add(b * MR * ldo + j0);
+                let bp = bias.map(|bs| bs.as_ptr().add(b * MR));
+                tile_avx2(ap, xbp, kc, op, ldo, rows, first, last, bp, lo, hi, nn == NR2, m0, m1);
+            }
+            j0 += nn;
+        }
+        k0 += kc;
+    }
+}
+
+/// One 6 x 16 tile of [`drive_avx2`]: `kc` FMA steps from zero on the packed panel `x`
+/// (`kc` rows of 16), then added to `out` unless `first`, bias and clamp if `last`; only
+/// the `rows` rows and the masked columns are stored (`full`: all 16).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx2(
+    ap: *const f32,
+    x: *const f32,
+    kc: usize,
+    out: *mut f32,
+    ldo: usize,
+    rows: usize,
+    first: bool,
+    last: bool,
+    bias: Option<*const f32>,
+    lo: f32,
+    hi: f32,
+    full: bool,
+    m0: std::arch::x86_64::__m256i,
+    m1: std::arch::x86_64::__m256i,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); 2 * MR];
+    for p in 0..kc {
+        let xp = x.add(p * NR2);
+        let x0 = _mm256_loadu_ps(xp);
+        let x1 = _mm256_loadu_ps(xp.add(8));
+        for r in 0..MR {
+            let av = _mm256_broadcast_ss(&*ap.add(p * MR + r));
+            acc[2 * r] = _mm256_fmadd_ps(av, x0, acc[2 * r]);
+            acc[2 * r + 1] = _mm256_fmadd_ps(av, x1, acc[2 * r + 1]);
+        }
+    }
+    let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+    for r in 0..rows {
+        let op = out.add(r * ldo);
+        let (mut v0, mut v1) = (acc[2 * r], acc[2 * r + 1]);
+        if !first {
+            if full {
+                v0 = _mm256_add_ps(v0, _mm256_loadu_ps(op));
+                v1 = _mm256_add_ps(v1, _mm256_loadu_ps(op.add(8)));
+            } else {
+                v0 = _mm256_add_ps(v0, _mm256_maskload_ps(op, m0));
+                v1 = _mm256_add_ps(v1, _mm256_maskload_ps(op.add(8), m1));
+            }
+        }
+        if last {
+            let b = _mm256_set1_ps(bias.map_or(0.0, |b| *b.add(r)));
+            v0 = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v0, b), vlo), vhi);
+            v1 = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v1, b), vlo), vhi);
+        }
+        if full {
+            _mm256_storeu_ps(op, v0);
+            _mm256_storeu_ps(op.add(8), v1);
+        } else {
+            _mm256_maskstore_ps(op, m0, v0);
+            _mm256_maskstore_ps(op.add(8), m1, v1);
+        }
     }
 }
 
@@ -295,6 +419,7 @@ unsafe fn tile_avx512(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::available_levels;
     use crate::kernels::gemm::{sgemm_ref, MatRef};
 
     fn rnd(n: usize, seed: u64) -> Vec<f32> {
@@ -330,28 +455,29 @@ mod tests {
                 let scale = want.iter().fold(1e-6f32, |s, v| s.max(v.abs()));
                 let pa = PackedA::new(&a, m, k);
                 let mut first_bits = None;
-                for simd in [false, true] {
+                for level in available_levels() {
                     let mut got = vec![-9.0f32; m * ldo];
-                    gemm_packed(simd, &pa, &x, ldx, n, &mut got, ldo, Some(&bias), 0.0, 0.7, if seed % 2 == 0 { 256 } else { 16 });
+                    let kc = if seed % 2 == 0 { 256 } else { 16 };
+                    gemm_core(level, &pa.data, m, k, &x, ldx, n, &mut got, ldo, Some(&bias), 0.0, 0.7, kc, false);
                     for i in 0..m {
                         for j in 0..ldo {
                             let (g, w) = (got[i * ldo + j], want[i * ldo + j]);
                             if j < n {
-                                assert!((g - w).abs() <= 1e-4 * scale, "simd={simd} {m}x{n}x{k} ({i},{j}): {g} vs {w}");
+                                assert!((g - w).abs() <= 1e-4 * scale, "{level:?} {m}x{n}x{k} ({i},{j}): {g} vs {w}");
                             } else {
-                                assert_eq!(g, -9.0, "simd={simd}: wrote past column n");
+                                assert_eq!(g, -9.0, "{level:?}: wrote past column n");
                             }
                         }
                     }
-                    // the same summation order: the AVX-512 and plain paths agree bit for bit
+                    // the same summation order: every level agrees with the plain loops bit for bit
                     let bits: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
                     if let Some(f) = &first_bits {
-                        assert!(*f == bits || !available(), "{m}x{n}x{k}: AVX-512 and plain paths differ");
+                        assert!(*f == bits, "{m}x{n}x{k}: {level:?} and plain paths differ");
                     }
                     first_bits = Some(bits);
                 }
             }
         }
-        eprintln!("AVX-512 packed GEMM available: {}", available());
+        eprintln!("packed GEMM levels tested: {:?}", available_levels());
     }
 }

@@ -6,11 +6,11 @@
 //! - pointwise (1x1, stride 1, no padding): a GEMM straight on the NCHW input;
 //! - anything else: im2col over blocks of output columns + GEMM.
 //!
-//! With constant weights on an AVX-512 CPU the GEMM is [`crate::kernels::pgemm`] on weights
-//! packed at build time, otherwise the `gemm` crate. Bias and the fused activation are
-//! applied per block while it is in cache (in registers for ReLU/Clip with pgemm). Images
-//! run in parallel (single-threaded GEMMs) when there are at least as many images as
-//! threads, otherwise the GEMM itself uses the rayon pool.
+//! The GEMM is [`crate::kernels::pgemm`] in onnxruntime's (MLAS's) summation order on every
+//! CPU (AVX-512, AVX2 + FMA, or plain code), on weights packed at build time when they are
+//! constant. Bias and the fused activation are applied while the tile is in registers
+//! (ReLU/Clip) or per block right after. Images run in parallel when there are at least as
+//! many images as threads, otherwise MLAS's column blocks (and rows of small planes) do.
 
 use super::{input, reg_fusing, BuildCtx, Op, Registry};
 use crate::error::{Error, Result};
@@ -18,7 +18,7 @@ use crate::kernels::act::Activation;
 use crate::kernels::conv::{col2im, depthwise_plane, im2col, DwScratch, Geom2};
 use crate::kernels::gemm::{sgemm, MatRef};
 use crate::kernels::mlas;
-use crate::kernels::pgemm::{self, gemm_packed, PackedA};
+use crate::kernels::pgemm::{self, PackedA};
 use crate::kernels::simd_level;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -176,11 +176,14 @@ struct Conv {
     /// Output columns per GEMM block.
     nb: usize,
     w: Option<Arc<Tensor>>,
-    /// Constant weights packed per group for the AVX-512 kernel (when the CPU has it).
+    /// Constant weights packed per group for the packed GEMM.
     packed: Option<Vec<PackedA>>,
     b: Option<Arc<Tensor>>,
     has_bias: bool,
     act: Option<Activation>,
+    /// A fused BatchNormalization `(a, b)` per output channel, applied after the bias and
+    /// before `act` (see [`BuildCtx::post`]).
+    post: Option<Arc<(Vec<f32>, Vec<f32>)>>,
     out_shape: Vec<usize>,
 }
 
@@ -235,7 +238,7 @@ fn build_conv(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
         kind,
         nb,
         packed: match ctx.const_opt(1) {
-            Some(w) if kind != ConvKind::Depthwise && pgemm::available() && w.data.len() == m * kg => {
+            Some(w) if kind != ConvKind::Depthwise && w.data.len() == m * kg => {
                 Some((0..a.group).map(|gi| PackedA::new(&w.data[gi * mg * kg..(gi + 1) * mg * kg], mg, kg)).collect())
             }
             _ => None,
@@ -244,61 +247,56 @@ fn build_conv(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
         b: if ctx.has_input(2) { ctx.const_opt(2) } else { None },
         has_bias: ctx.has_input(2),
         act: ctx.fused,
+        post: match &ctx.post {
+            Some(p) if p.0.len() == m && p.1.len() == m => Some(p.clone()),
+            Some(_) => return Err(ctx.err("fused BatchNormalization does not match the output channels")),
+            None => None,
+        },
         out_shape: os.to_vec(),
     }))
 }
 
 impl Conv {
-    /// One image through the GEMM paths. `cols` is per-thread scratch.
-    fn image(&self, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], cols: &mut Vec<f32>, threads: usize) {
-        let g = &self.g;
-        let (cg, mg) = (self.c / self.group, self.m / self.group);
-        let kg = cg * g.kk();
-        let (hw, ohw) = (g.h * g.w, g.ohw());
-        if self.kind == ConvKind::Im2col && cols.len() < kg * self.nb {
-            cols.resize(kg * self.nb, 0.0);
+    /// The activation a kernel may apply itself: none when a fused BatchNormalization has to
+    /// come between the sum and the activation.
+    fn kernel_act(&self) -> Option<Activation> {
+        if self.post.is_some() {
+            None
+        } else {
+            self.act
         }
-        for gi in 0..self.group {
-            let xg = &x[gi * cg * hw..(gi + 1) * cg * hw];
-            let wg = &w[gi * mg * kg..(gi + 1) * mg * kg];
-            let og = &mut out[gi * mg * ohw..(gi + 1) * mg * ohw];
-            let mut j0 = 0;
-            while j0 < ohw {
-                let j1 = (j0 + self.nb).min(ohw);
-                let nbk = j1 - j0;
-                let bmat = if self.kind == ConvKind::Pointwise {
-                    MatRef { data: &xg[j0..], rs: hw as isize, cs: 1 }
-                } else {
-                    im2col(xg, cg, g, j0, j1, &mut cols[..kg * nbk]);
-                    MatRef::row_major(&cols[..kg * nbk], nbk)
-                };
-                if let (Some(p), 1) = (&self.packed, threads) {
-                    // (single image on all threads: the threaded sgemm below instead)
-                    // bias and ReLU/Clip inside the kernel; other activations per row after
-                    let (lo, hi, rest) = match self.act {
-                        Some(Activation::Relu) => (0.0, f32::INFINITY, None),
-                        Some(Activation::Clip(lo, hi)) => (lo, hi, None),
-                        other => (f32::NEG_INFINITY, f32::INFINITY, other),
-                    };
-                    let bg = bias.map(|b| &b[gi * mg..(gi + 1) * mg]);
-                    gemm_packed(true, &p[gi], bmat.data, bmat.rs as usize, nbk, &mut og[j0..], ohw, bg, lo, hi, mlas::stride_k(ohw, kg));
-                    if let Some(a) = rest {
-                        for co in 0..mg {
-                            a.apply(&mut og[co * ohw + j0..co * ohw + j1]);
-                        }
-                    }
-                    j0 = j1;
-                    continue;
+    }
+
+    /// Output row of channel `ch` whose sum and bias are done: the fused BatchNormalization
+    /// (two roundings, as the unfused op) and then the activation, when a BatchNormalization
+    /// is fused; otherwise `rest` (an activation the kernel did not apply).
+    fn after_bias(&self, row: &mut [f32], ch: usize, rest: Option<&Activation>) {
+        match &self.post {
+            Some(p) => {
+                let (a, b) = (p.0[ch], p.1[ch]);
+                row.iter_mut().for_each(|v| *v = *v * a + b);
+                if let Some(act) = &self.act {
+                    act.apply(row);
                 }
-                sgemm(mg, nbk, kg, MatRef::row_major(wg, kg), bmat, &mut og[j0..], ohw, false, threads);
-                for co in 0..mg {
-                    let row = &mut og[co * ohw + j0..co * ohw + j1];
-                    epilogue(row, bias.map_or(0.0, |b| b[gi * mg + co]), self.act.as_ref());
+            }
+            None => {
+                if let Some(act) = rest {
+                    act.apply(row);
                 }
-                j0 = j1;
             }
         }
     }
+
+    /// Bias, fused BatchNormalization and activation on one output row of channel `ch`.
+    fn finish(&self, row: &mut [f32], ch: usize, bias: f32) {
+        if self.post.is_some() {
+            epilogue(row, bias, None);
+            self.after_bias(row, ch, None);
+        } else {
+            epilogue(row, bias, self.act.as_ref());
+        }
+    }
+
 }
 
 /// One column block of the exact (MLAS-order) GEMM path.
@@ -382,21 +380,21 @@ impl Conv {
                 dst[co * ldo] = *v;
             }
         } else {
-            let (lo, hi, rest) = match self.act {
+            let (lo, hi, rest) = match self.kernel_act() {
                 Some(Activation::Relu) => (0.0, f32::INFINITY, None),
                 Some(Activation::Clip(lo, hi)) => (lo, hi, None),
                 other => (f32::NEG_INFINITY, f32::INFINITY, other),
             };
             pgemm::gemm_packed_rows(true, &packed[b.gi], r0, r1, src, ldx, nbk, dst, ldo, bg, lo, hi, b.kc);
-            if let Some(a) = rest {
+            if rest.is_some() || self.post.is_some() {
                 for co in 0..r1 - r0 {
-                    a.apply(&mut dst[co * ldo..co * ldo + nbk]);
+                    self.after_bias(&mut dst[co * ldo..co * ldo + nbk], b.gi * mg + r0 + co, rest.as_ref());
                 }
             }
             return;
         }
         for co in 0..mg {
-            epilogue(&mut dst[co * ldo..co * ldo + nbk], bg.map_or(0.0, |b| b[co]), self.act.as_ref());
+            self.finish(&mut dst[co * ldo..co * ldo + nbk], b.gi * mg + co, bg.map_or(0.0, |b| b[co]));
         }
     }
 
@@ -440,7 +438,7 @@ impl Conv {
                     mlas::n1_rows(&xs[t * kg..(t + 1) * kg], wc, kg, oi);
                     for (co, v) in oi.iter_mut().enumerate() {
                         let ch = gi * mg + s + co;
-                        epilogue(std::slice::from_mut(v), bias.map_or(0.0, |b| b[ch]), self.act.as_ref());
+                        self.finish(std::slice::from_mut(v), ch, bias.map_or(0.0, |b| b[ch]));
                     }
                 }
                 o
@@ -454,7 +452,8 @@ impl Conv {
         }
     }
 
-    /// The GEMM paths in onnxruntime's summation order (AVX-512 CPUs).
+    /// The GEMM paths in onnxruntime's summation order (every CPU with FMA; the same order
+    /// in plain code elsewhere).
     fn run_exact(&self, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
         let g = &self.g;
         let (cg, mg) = (self.c / self.group, self.m / self.group);
@@ -540,10 +539,9 @@ impl Op for Conv {
         let bias = bias_operand(&self.b, inputs, self.has_bias, self.m)?;
         let threads = rayon::current_num_threads();
         // The depthwise and exact GEMM paths write every output element (see their loops),
-        // so their buffer is not zero-filled first.
-        let overwrites = self.kind == ConvKind::Depthwise || pgemm::available();
+        // so the buffer is not zero-filled first.
         let len = self.n * self.m * ohw;
-        let mut out = if overwrites { crate::kernels::alloc::for_overwrite(len) } else { crate::kernels::alloc::zeroed(len) };
+        let mut out = crate::kernels::alloc::for_overwrite(len);
         if out.is_empty() {
             return Ok(vec![Tensor::new(self.out_shape.clone(), out)]);
         }
@@ -559,22 +557,14 @@ impl Op for Conv {
                         let (img, co) = (p / self.m, p % self.m);
                         let ci = img * self.c + co / mg;
                         let b = bias.map_or(0.0, |b| b[co]);
-                        depthwise_plane(level, &x[ci * hw..(ci + 1) * hw], &w[co * kk..(co + 1) * kk], b, g, self.act, scratch, o);
+                        depthwise_plane(level, &x[ci * hw..(ci + 1) * hw], &w[co * kk..(co + 1) * kk], b, g, self.kernel_act(), scratch, o);
+                        if self.post.is_some() {
+                            self.after_bias(o, co, None);
+                        }
                     }
                 });
             }
-            _ if pgemm::available() => self.run_exact(x, w, bias, &mut out),
-            _ if self.n >= threads || threads == 1 => {
-                out.par_chunks_mut(self.m * ohw)
-                    .zip(x.par_chunks(self.c * hw))
-                    .for_each_init(Vec::new, |cols, (o, xi)| self.image(xi, w, bias, o, cols, 1));
-            }
-            _ => {
-                let mut cols = Vec::new();
-                for (o, xi) in out.chunks_mut(self.m * ohw).zip(x.chunks(self.c * hw)) {
-                    self.image(xi, w, bias, o, &mut cols, threads);
-                }
-            }
+            _ => self.run_exact(x, w, bias, &mut out),
         }
         Ok(vec![Tensor::new(self.out_shape.clone(), out)])
     }
@@ -791,6 +781,7 @@ pub(crate) mod testutil {
                 .map(|(i, t)| if consts.get(i).copied().unwrap_or(false) { t.map(|t| Arc::new(t.clone())) } else { None })
                 .collect(),
             fused,
+            post: None,
         };
         let reg = registry().get(op).expect("op registered");
         let built = (reg.build)(&ctx)?;

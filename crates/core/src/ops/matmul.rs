@@ -9,7 +9,7 @@ use super::{input, reg_fusing, BuildCtx, Op, Registry};
 use crate::error::{Error, Result};
 use crate::kernels::act::Activation;
 use crate::kernels::gemm::{sgemm, MatRef};
-use crate::kernels::pgemm::{self, gemm_packed_acc, PackedA};
+use crate::kernels::pgemm::{gemm_packed_acc, PackedA};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -71,7 +71,7 @@ struct PackedB {
 impl PackedB {
     /// `b` is `[k, n]`, or `[n, k]` when `trans`.
     fn new(b: &[f32], k: usize, n: usize, trans: bool) -> Option<Self> {
-        if !pgemm::available() || k == 0 || n == 0 {
+        if k == 0 || n == 0 {
             return None;
         }
         let bt: Vec<f32> = if trans {
@@ -151,7 +151,7 @@ struct Gemm {
     /// C viewed as `[cm, cn]` with cm in {1, m}, cn in {1, n}.
     c: Option<(usize, usize)>,
     act: Option<Activation>,
-    /// Constant B packed for the exact path (alpha == 1, AVX-512).
+    /// Constant B packed for the exact path (alpha == 1).
     packed: Option<PackedB>,
 }
 
@@ -255,7 +255,7 @@ struct MatMul {
     b_single: bool,
     act: Option<Activation>,
     out_shape: Vec<usize>,
-    /// Constant 2-D B packed for the exact path (AVX-512).
+    /// Constant 2-D B packed for the exact path.
     packed: Option<PackedB>,
 }
 

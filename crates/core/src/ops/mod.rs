@@ -37,6 +37,10 @@ pub struct BuildCtx<'a> {
     /// An activation the executor fused into this node (only offered to ops that
     /// return true from [`Registration::fuses_activation`]).
     pub fused: Option<Activation>,
+    /// A per-output-channel affine `y = x * a[c] + b[c]` (a BatchNormalization with constant
+    /// parameters) the executor fused into a Conv: applied after the bias and before
+    /// [`Self::fused`], in the unfused op's arithmetic.
+    pub post: Option<Arc<(Vec<f32>, Vec<f32>)>>,
 }
 
 impl<'a> BuildCtx<'a> {

@@ -10,8 +10,10 @@ pub fn register(r: &mut Registry) {
     reg(r, "LayerNormalization", build_ln);
 }
 
-/// `y = x * a[c] + b[c]` with `a = scale / sqrt(var + eps)`, `b = B - mean * a`; folded at
-/// build time when all four parameters are constants.
+/// `y = x * a[c] + b[c]` with `a = (1 / sqrt(var + eps)) * scale`, `b = B - mean * a`, each
+/// step rounded to f32 and no fused multiply-add: onnxruntime's BatchNormalization kernel
+/// (graph optimizations off), bit for bit. Folded at build time when all four parameters are
+/// constants.
 struct BatchNorm {
     n: usize,
     c: usize,
@@ -21,8 +23,9 @@ struct BatchNorm {
     out_shape: Vec<usize>,
 }
 
-fn fold_bn(s: &[f32], b: &[f32], m: &[f32], v: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
-    let a: Vec<f32> = s.iter().zip(v).map(|(s, v)| s / (v + eps).sqrt()).collect();
+/// The per-channel affine `(a, b)` of a BatchNormalization (see [`BatchNorm`]).
+pub fn fold_bn(s: &[f32], b: &[f32], m: &[f32], v: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let a: Vec<f32> = s.iter().zip(v).map(|(s, v)| (1.0 / (v + eps).sqrt()) * s).collect();
     let bb = b.iter().zip(m).zip(&a).map(|((b, m), a)| b - m * a).collect();
     (a, bb)
 }
