@@ -5,7 +5,7 @@
  * optimizations off, and every engine level computes that order, so each level this machine
  * has must reproduce every class's `ort_disabled_*` outputs. The optimized (`ort_all_*`)
  * outputs depend on the CPU (NCHWc block size, int8 kernels) and are reported, with a loose
- * bound on the float model only.
+ * bound on the float model only. `MPQ_GOLDEN_DIR` points the test at another folder of classes.
  */
 import test from 'ava';
 import * as fs from 'fs';
@@ -13,7 +13,8 @@ import * as path from 'path';
 import { Model, engineInfo, readNpy, setEngineLevel, setOrtThreads, SqnrMeter } from '../index';
 import { HAS_SHARED, MOBILENET, SHARED, SKIP_SHARED_MSG, relMaxDiff } from './helpers';
 
-const GOLDEN = path.join(SHARED, 'golden');
+// MPQ_GOLDEN_DIR: another folder of CPU classes (a fresh `bench/record-golden.ts` recording)
+const GOLDEN = process.env.MPQ_GOLDEN_DIR ?? path.join(SHARED, 'golden');
 const classes = HAS_SHARED && fs.existsSync(GOLDEN) ? fs.readdirSync(GOLDEN).filter((d) => fs.statSync(path.join(GOLDEN, d)).isDirectory()) : [];
 const info = engineInfo();
 test.after.always(() => {
