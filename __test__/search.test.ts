@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { promisify } from 'util';
-import { Model, MpqError } from '../index';
+import { Model, MpqError, search } from '../index';
 import { encodeNpy } from '../src/npy';
 import { loadProfile, Profile } from '../src/profiles/profile';
 import { placeQuantizers } from '../src/quant/placement';
@@ -159,4 +159,36 @@ test('cost: a latency table and conversion costs from the profile change the ran
   mixed[r1.id] = { a: 16, w: 16 };
   const convs = cost.cost(mixed) - cost.cost(all(8, 8));
   t.true(convs >= 2000, `conversion cost ${convs}`);
+});
+
+test('phase-1 cache key covers the rounding: changing --rounding recomputes, the same options reuse', async (t) => {
+  const dir = tmp();
+  const file = path.join(dir, 'm.onnx');
+  fs.writeFileSync(
+    file,
+    tinyModel({
+      inputs: { x: ['N', 3, 8, 8] },
+      outputs: { y: null },
+      inits: { w1: rnd([4, 3, 3, 3], 1), w2: rnd([4, 4, 1, 1], 2), w3: rnd([4, 4, 1, 1], 3) },
+      nodes: [
+        { op: 'Conv', inputs: ['x', 'w1'], outputs: ['c1'], attrs: { pads: [1, 1, 1, 1] } },
+        { op: 'Relu', inputs: ['c1'], outputs: ['r1'] },
+        { op: 'Conv', inputs: ['r1', 'w2'], outputs: ['c2'] },
+        { op: 'Conv', inputs: ['r1', 'w3'], outputs: ['c3'] },
+        { op: 'Add', inputs: ['c2', 'c3'], outputs: ['s'] },
+        { op: 'Flatten', inputs: ['s'], outputs: ['y'] },
+      ],
+    }),
+  );
+  const x = { x: { shape: [16, 3, 8, 8], data: randomData(16 * 3 * 64, 9) } };
+  const calib = { batches: async function* () { yield x; }, fingerprint: 'fixed-16', count: 16 };
+  const out = path.join(dir, 'out');
+  const run = (rounding?: 'nearest') => search({ model: file, calib, target: { maxBops: 0.9 }, out, rounding });
+  const first = await run('nearest');
+  t.is(first.phase1.reused, 0);
+  t.true(first.phase1.total > 0);
+  const other = await run();
+  t.is(other.phase1.reused, 0, 'sensitivities measured with round-to-nearest must not be reused for data-aware rounding');
+  const again = await run();
+  t.is(again.phase1.reused, again.phase1.total, 'the same options reuse every entry');
 });

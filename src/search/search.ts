@@ -141,7 +141,16 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
   // phase 1
   t = Date.now();
   const modelHash = hashOf(fs.readFileSync(o.model));
-  const options = { weightRange: cal.weightRange, actRange: cal.actRange, samples: o.calib.count };
+  // everything that determines the encodings phase 1 measures: ranges, rounding (method and
+  // options, with the sequential default of the search), the profile (scheme, candidates) and
+  // the data; a rerun with other settings into the same --out recomputes instead of reusing
+  const options = {
+    weightRange: cal.weightRange,
+    actRange: cal.actRange,
+    rounding: cal.rounding,
+    roundingOptions: { ...o.roundingOptions, sequential: o.roundingOptions?.sequential ?? false },
+    samples: o.calib.count,
+  };
   const key = hashOf(modelHash, JSON.stringify(profile), o.calib.fingerprint, JSON.stringify(options));
   const cache = new SensitivityCache(path.join(o.out, 'cache', 'sensitivity.jsonl'), key);
   let entries;
