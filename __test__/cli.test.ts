@@ -192,3 +192,37 @@ test('mpq eval on a one-class output prints no agreement or top-1, only SQNR', a
   const j5 = JSON.parse((await mpq(['eval', m5.model, '--data', m5.data, '--encodings', path.join(m5.dir, 'q', 'encodings.json'), '--json'])).stdout);
   t.true(j5.quantized.agreement > 0.5);
 });
+
+test('a model that declares batch 1 is calibrated, searched, evaluated and verified at batch 1 without --batch', async (t) => {
+  const m = tinyCnn(5, 1);
+  const out = path.join(m.dir, 'q');
+  const q = await mpq(['quantize', m.model, '--calib', m.data, '--config', 'W8A8', '--out', out, '--quiet']);
+  t.is(q.code, 0, q.stderr);
+  const e = await mpq(['eval', m.model, '--data', m.data, '--encodings', path.join(out, 'encodings.json'), '--json']);
+  t.is(e.code, 0, e.stderr);
+  t.is(JSON.parse(e.stdout).samples, 48);
+  const v = await mpq(['verify', out, '--json']);
+  t.is(v.code, 0, v.stderr);
+  const vj = JSON.parse(v.stdout);
+  t.is(vj.samples, 32);
+  t.true(vj.qdq.sqnr_db > 40, `qdq vs simulation ${vj.qdq.sqnr_db} dB`);
+  const s = await mpq(['search', m.model, '--calib', m.data, '--limit', '8', '--max-bops', '0.75', '--out', path.join(m.dir, 's'), '--quiet', '--json']);
+  t.is(s.code, 0, s.stderr);
+  t.is(JSON.parse(s.stdout).verification.samples, 1);
+  // an explicit --batch that the model does not take is still refused, with the reason
+  const b = await mpq(['quantize', m.model, '--calib', m.data, '--config', 'W8A8', '--batch', '16', '--out', out]);
+  t.is(b.code, 1);
+  t.regex(b.stderr, /MPQ_INPUT_SHAPE.*needs size 1 on axis 0/);
+});
+
+test('a model that declares batch 4 gets batches of 4; the samples past the last multiple are left out with a note', async (t) => {
+  const m = tinyCnn(5, 4);
+  const out = path.join(m.dir, 'q');
+  const q = await mpq(['quantize', m.model, '--calib', m.data, '--limit', '10', '--config', 'W8A8', '--rounding', 'nearest', '--out', out, '--json']);
+  t.is(q.code, 0, q.stderr);
+  t.is(JSON.parse(q.stdout).calib.samples, 8);
+  const r = await mpq(['eval', m.model, '--data', m.data, '--limit', '10', '--encodings', path.join(out, 'encodings.json'), '--json']);
+  t.is(r.code, 0, r.stderr);
+  t.is(JSON.parse(r.stdout).samples, 8);
+  t.regex(r.stderr, /batches of exactly 4: using 8 of the 10 samples/);
+});
