@@ -1,0 +1,208 @@
+/**
+ * Control flow at specialisation: `If`, `Loop` and `Scan` become plain nodes of the plan.
+ *
+ * - If: the branch its condition selects is inlined, when the condition is known once the
+ *   input shapes are (a constant, or computed from shapes: what exporters emit for
+ *   `if x.size(1) > 1`). Its outputs are Identity nodes from the branch's outputs.
+ * - Loop: unrolled, when the trip count and the condition are known the same way at every
+ *   iteration (a constant `M`, or one computed from shapes); each iteration's values get
+ *   their own names (`<loop>/<k>/<name>`), scan outputs are stacked with Unsqueeze + Concat.
+ * - Scan: unrolled over its scan axis (known from shapes), slicing inputs with Gather and
+ *   stacking outputs with Unsqueeze + Concat, in either direction.
+ *
+ * The graph IR keeps the node with its subgraphs (placement sees it as one node, export
+ * writes it back as it was); only the plan sees the inlined nodes. So quantizers go on the
+ * values around a control-flow node, and the nodes inside its subgraphs stay float.
+ */
+import { MpqError } from '../errors';
+import { ConstTensor, Graph, isGraph, Node } from './ir';
+
+/** Longest loop the unroller accepts (each iteration becomes nodes of the plan). */
+export const MAX_UNROLL = 4096;
+
+/** How names inside an inlined subgraph map to the plan's names. */
+export type Rename = (name: string) => string;
+
+/** What the specialiser offers the inliner. */
+export interface Inliner {
+  opset: number;
+  /** The constant value of a plan value, if it is known now. */
+  constant(name: string): ConstTensor | undefined;
+  /** The static shape of a plan value specialised so far. */
+  shape(name: string): number[];
+  /** Adds a constant under a plan name. */
+  define(name: string, t: ConstTensor): void;
+  /** Specialises `nodes` (in order) under `rename`, their node names prefixed with `prefix`. */
+  nodes(nodes: Node[], rename: Rename, prefix?: string): void;
+}
+
+export const CONTROL_FLOW = new Set(['If', 'Loop', 'Scan']);
+
+const fail = (n: Node, msg: string): never => {
+  throw new MpqError('MPQ_BAD_NODE', `node '${n.name}' (${n.op}): ${msg}`);
+};
+
+/** Every name a subgraph defines, nested subgraphs included. */
+function definedIn(g: Graph, out = new Set<string>()): Set<string> {
+  for (const i of g.inputs) out.add(i.name);
+  for (const k of g.consts.keys()) out.add(k);
+  for (const n of g.nodes) {
+    for (const o of n.outputs) if (o) out.add(o);
+    for (const v of Object.values(n.attrs)) if (isGraph(v)) definedIn(v, out);
+  }
+  return out;
+}
+
+const scalar = (dtype: 'int' | 'bool', v: number): ConstTensor => ({ dtype, shape: [], data: Float64Array.of(v), onnxType: dtype === 'int' ? 7 : 9 });
+const ints1 = (v: number[]): ConstTensor => ({ dtype: 'int', shape: [v.length], data: Float64Array.from(v), onnxType: 7 });
+
+function subgraph(n: Node, attr: string): Graph {
+  const g = n.attrs[attr];
+  if (!isGraph(g)) fail(n, `attribute '${attr}' must be a subgraph`);
+  return g as Graph;
+}
+
+/** Names of a subgraph instance: its own names get `prefix`, outer names go through `outer`. */
+function scoped(g: Graph, prefix: string, outer: Rename, bound: Map<string, string>): Rename {
+  const own = definedIn(g);
+  return (name) => bound.get(name) ?? (own.has(name) ? prefix + name : outer(name));
+}
+
+function defineConsts(g: Graph, rename: Rename, ix: Inliner): void {
+  for (const [k, t] of g.consts) ix.define(rename(k), t);
+}
+
+/** `Unsqueeze(v, 0)` for each value, then `Concat` on axis 0 into `out`. */
+function stack(ix: Inliner, base: string, parts: string[], axis: number, out: string): Node[] {
+  const nodes: Node[] = [];
+  const axes = `${base}/axes`;
+  if (ix.opset >= 13) ix.define(axes, ints1([axis]));
+  const ups = parts.map((p, i) => {
+    const u = `${base}/unsq${i}`;
+    nodes.push(ix.opset >= 13
+      ? { name: u, op: 'Unsqueeze', domain: '', inputs: [p, axes], outputs: [u], attrs: {} }
+      : { name: u, op: 'Unsqueeze', domain: '', inputs: [p], outputs: [u], attrs: { axes: [axis] } });
+    return u;
+  });
+  nodes.push({ name: `${base}/concat`, op: 'Concat', domain: '', inputs: ups, outputs: [out], attrs: { axis } });
+  return nodes;
+}
+
+const identity = (name: string, from: string, to: string): Node => ({ name, op: 'Identity', domain: '', inputs: [from], outputs: [to], attrs: {} });
+
+/** Inlines one control-flow node (already renamed into the plan's names) whose subgraphs read names through `rename`. */
+export function inlineControlFlow(n: Node, rename: Rename, ix: Inliner): void {
+  const declared = n.inputs.slice(0, n.declaredInputs ?? n.inputs.length);
+  if (n.op === 'If') {
+    const c = ix.constant(declared[0]);
+    if (!c) {
+      fail(n, 'its condition depends on the input data; only conditions known from constants and input shapes are supported (the branch is chosen when the model is specialised for its input shapes)');
+    }
+    const g = subgraph(n, c!.data[0] ? 'then_branch' : 'else_branch');
+    if (g.outputs.length !== n.outputs.length) fail(n, `the branch has ${g.outputs.length} outputs, the node ${n.outputs.length}`);
+    const r = scoped(g, '', rename, new Map());
+    defineConsts(g, r, ix);
+    ix.nodes(g.nodes, r, `${n.name}/`);
+    ix.nodes(g.outputs.map((o, i) => identity(`${n.name}/out${i}`, r(o.name), n.outputs[i])).filter((x) => x.outputs[0]), (x) => x);
+    return;
+  }
+  if (n.op === 'Loop') {
+    const body = subgraph(n, 'body');
+    let trips = Infinity;
+    if (declared[0]) {
+      const m = ix.constant(declared[0]);
+      if (!m) fail(n, 'its trip count M depends on the input data; only trip counts known from constants and input shapes are supported');
+      trips = Number(m!.data[0]);
+    }
+    let cond = true;
+    if (declared[1]) {
+      const c = ix.constant(declared[1]);
+      if (!c) fail(n, 'its initial condition depends on the input data; only conditions known from constants and input shapes are supported');
+      cond = !!c!.data[0];
+    }
+    let carried = declared.slice(2);
+    const nScan = body.outputs.length - 1 - carried.length;
+    if (body.inputs.length !== 2 + carried.length || nScan < 0) fail(n, `the body has ${body.inputs.length} inputs and ${body.outputs.length} outputs for ${carried.length} loop-carried values`);
+    const scans: string[][] = Array.from({ length: nScan }, () => []);
+    for (let k = 0; k < trips && cond; k++) {
+      if (k >= MAX_UNROLL) fail(n, `runs more than ${MAX_UNROLL} iterations (a trip count M is needed, or a condition that turns false)`);
+      const pfx = `${n.name}/${k}/`;
+      const bound = new Map<string, string>([[body.inputs[0].name, `${pfx}iter`], [body.inputs[1].name, `${pfx}cond`]]);
+      ix.define(`${pfx}iter`, scalar('int', k));
+      ix.define(`${pfx}cond`, scalar('bool', 1));
+      body.inputs.slice(2).forEach((inp, j) => bound.set(inp.name, carried[j]));
+      const r = scoped(body, pfx, rename, bound);
+      defineConsts(body, r, ix);
+      ix.nodes(body.nodes, r, pfx);
+      const co = ix.constant(r(body.outputs[0].name));
+      if (!co) fail(n, 'its condition depends on the input data inside the loop; only loops whose iterations are known from constants and input shapes are supported');
+      cond = !!co!.data[0];
+      carried = body.outputs.slice(1, 1 + carried.length).map((o) => r(o.name));
+      body.outputs.slice(1 + carried.length).forEach((o, j) => scans[j].push(r(o.name)));
+    }
+    const outs: Node[] = carried.map((v, j) => identity(`${n.name}/out${j}`, v, n.outputs[j])).filter((x) => x.outputs[0]);
+    scans.forEach((parts, j) => {
+      const out = n.outputs[carried.length + j];
+      if (!out) return;
+      if (parts.length === 0) fail(n, `runs no iteration, so its scan output '${out}' has no known shape`);
+      outs.push(...stack(ix, `${n.name}/scan${j}`, parts, 0, out));
+    });
+    ix.nodes(outs, (x) => x);
+    return;
+  }
+  if (n.op === 'Scan') {
+    if (ix.opset < 9) fail(n, 'Scan before opset 9 (with a sequence_lens input) is not supported');
+    const body = subgraph(n, 'body');
+    const nIn = Number(n.attrs.num_scan_inputs ?? 0);
+    const nState = declared.length - nIn;
+    const nOut = body.outputs.length - nState;
+    if (nIn < 1 || nState < 0 || nOut < 0 || body.inputs.length !== nState + nIn) fail(n, `the body's inputs and outputs do not fit ${nState} states and ${nIn} scan inputs`);
+    const list = (a: string, len: number) => {
+      const v = n.attrs[a];
+      return Array.isArray(v) ? (v as number[]) : new Array(len).fill(0);
+    };
+    const inAxes = list('scan_input_axes', nIn), inDirs = list('scan_input_directions', nIn);
+    const outAxes = list('scan_output_axes', nOut), outDirs = list('scan_output_directions', nOut);
+    const scanIn = declared.slice(nState);
+    const s0 = ix.shape(scanIn[0]);
+    const len = s0[inAxes[0] < 0 ? inAxes[0] + s0.length : inAxes[0]];
+    if (len === undefined) fail(n, `scan axis ${inAxes[0]} is out of range for input shape [${s0}]`);
+    let states = declared.slice(0, nState);
+    const outsPer: string[][] = Array.from({ length: nOut }, () => []);
+    if (len > MAX_UNROLL) fail(n, `scans ${len} steps, more than ${MAX_UNROLL}`);
+    for (let k = 0; k < len; k++) {
+      const pfx = `${n.name}/${k}/`;
+      const bound = new Map<string, string>();
+      body.inputs.slice(0, nState).forEach((inp, j) => bound.set(inp.name, states[j]));
+      const pre: Node[] = [];
+      body.inputs.slice(nState).forEach((inp, j) => {
+        const rank = ix.shape(scanIn[j]).length;
+        const axis = inAxes[j] < 0 ? inAxes[j] + rank : inAxes[j];
+        const idx = `${pfx}idx${j}`;
+        ix.define(idx, scalar('int', inDirs[j] ? len - 1 - k : k));
+        const v = `${pfx}in${j}`;
+        pre.push({ name: v, op: 'Gather', domain: '', inputs: [scanIn[j], idx], outputs: [v], attrs: { axis } });
+        bound.set(inp.name, v);
+      });
+      ix.nodes(pre, (x) => x);
+      const r = scoped(body, pfx, rename, bound);
+      defineConsts(body, r, ix);
+      ix.nodes(body.nodes, r, pfx);
+      states = body.outputs.slice(0, nState).map((o) => r(o.name));
+      body.outputs.slice(nState).forEach((o, j) => outsPer[j].push(r(o.name)));
+    }
+    const outs: Node[] = states.map((v, j) => identity(`${n.name}/out${j}`, v, n.outputs[j])).filter((x) => x.outputs[0]);
+    outsPer.forEach((parts, j) => {
+      const out = n.outputs[nState + j];
+      if (!out) return;
+      if (parts.length === 0) fail(n, `scans no step, so its output '${out}' has no known shape`);
+      const ordered = outDirs[j] ? [...parts].reverse() : parts;
+      const rank = ix.shape(parts[0]).length + 1;
+      const axis = outAxes[j] < 0 ? outAxes[j] + rank : outAxes[j];
+      outs.push(...stack(ix, `${n.name}/scan${j}`, ordered, axis, out));
+    });
+    ix.nodes(outs, (x) => x);
+    return;
+  }
+  fail(n, 'not a control-flow op');
+}
