@@ -10,7 +10,12 @@ import { Model } from '../src/model';
 import { calibrate, exportQdq, quantize } from '../src/quant/quantize';
 import { loadBitConfig } from '../src/quant/config';
 import { MpqError } from '../src/errors';
-import { ortRun, randomData, relMaxDiff, tinyModel, TinyGraph } from './helpers';
+import { execFile } from 'child_process';
+import { promisify } from 'util';
+import { encodeNpy } from '../src/npy';
+import { ortRun, randomData, relMaxDiff, ROOT, tinyModel, TinyGraph } from './helpers';
+
+const run = promisify(execFile);
 
 const f32 = (dims: number[], seed: number) => ({ dims, values: Array.from(randomData(dims.reduce((a, b) => a * b, 1), seed)) });
 const INT64 = 7, BOOL = 9;
@@ -124,9 +129,9 @@ test('Scan (cumulative sum over a sequence, forward and reverse) equals onnxrunt
   }
 });
 
-test('If on a condition that depends on the input data is refused with a clear error, before any run', async (t) => {
+test('If on a condition that depends on the input data: both branches run and the result equals onnxruntime for either outcome', async (t) => {
   const thenG: TinyGraph = { outputs: { a: null }, nodes: [{ op: 'Relu', inputs: ['x'], outputs: ['a'] }] };
-  const elseG: TinyGraph = { outputs: { b: null }, nodes: [{ op: 'Neg', inputs: ['x'], outputs: ['b'] }] };
+  const elseG: TinyGraph = { outputs: { b: null }, nodes: [{ op: 'Mul', inputs: ['x', 'k'], outputs: ['b'] }], inits: { k: { dims: [], values: [-2] } } };
   const bytes = tinyModel({
     inputs: { x: [2, 3] },
     outputs: { y: null },
@@ -138,9 +143,29 @@ test('If on a condition that depends on the input data is refused with a clear e
     inits: { zero: { dims: [], values: [0] } },
   });
   const m = Model.fromBytes(bytes);
-  const e = await t.throwsAsync(m.run({ x: { shape: [2, 3], data: randomData(6, 1) } }), { instanceOf: MpqError });
+  const seen = new Set<boolean>();
+  for (const seed of [1, 2, 3, 4, 5, 6]) {
+    const x = { shape: [2, 3], data: randomData(6, seed) };
+    seen.add(x.data.reduce((a, b) => a + b, 0) > 0);
+    const ref = await ortRun(bytes, { x });
+    t.deepEqual(Array.from((await m.run({ x })).y.data), Array.from(ref.y.data), `seed ${seed}`);
+  }
+  t.is(seen.size, 2, 'both branches taken');
+  // branches whose outputs differ in shape cannot be selected: a clear error
+  const elseShape: TinyGraph = { outputs: { b: null }, nodes: [{ op: 'ReduceSum', inputs: ['x'], outputs: ['b'], attrs: { keepdims: 1 } }] };
+  const bad = tinyModel({
+    inputs: { x: [2, 3] },
+    outputs: { y: null },
+    nodes: [
+      { op: 'ReduceSum', inputs: ['x'], outputs: ['s'], attrs: { keepdims: 0 } },
+      { op: 'Greater', inputs: ['s', 'zero'], outputs: ['c'] },
+      { op: 'If', inputs: ['c'], outputs: ['y'], attrs: { then_branch: { graph: thenG }, else_branch: { graph: elseShape } } },
+    ],
+    inits: { zero: { dims: [], values: [0] } },
+  });
+  const e = await t.throwsAsync(Model.fromBytes(bad).run({ x: { shape: [2, 3], data: randomData(6, 1) } }), { instanceOf: MpqError });
   t.is(e?.code, 'MPQ_BAD_NODE');
-  t.regex(e!.message, /If.*condition depends on the input data/);
+  t.regex(e!.message, /If.*depends on the input data.*different shapes/);
 });
 
 test('a model with If is quantized W8A8: quantizers around the If, its branches float; the exported file runs in onnxruntime as simulated', async (t) => {
@@ -180,4 +205,10 @@ test('a model with If is quantized W8A8: quantizers around the If, its branches 
   const float = await ortRun(bytes, batch);
   const d = relMaxDiff(sim.y.data, float.y.data);
   t.true(d > 0 && d < 0.1, `quantized vs float ${d}`);
+  // the command line says that the branches stay float
+  fs.writeFileSync(path.join(dir, 'calib.npy'), encodeNpy(batch.x.shape, batch.x.data));
+  fs.writeFileSync(path.join(dir, 'float.onnx'), bytes);
+  const r = await run(process.execPath, [path.join(ROOT, 'bin', 'mpq.js'), 'quantize', path.join(dir, 'float.onnx'), '--calib', path.join(dir, 'calib.npy'), '--config', 'W8A8', '--out', path.join(dir, 'q')]);
+  t.regex(r.stderr, /note: the subgraphs of 'If_\d+' \(If\) stay float/);
+  t.is(JSON.parse(fs.readFileSync(path.join(dir, 'q', 'quantize.json'), 'utf8')).notes.length, 1);
 });

@@ -2,6 +2,7 @@
 import * as path from 'path';
 import { MpqError } from '../errors';
 import { writeFileAtomic } from '../fsutil';
+import { floatSubgraphsNote } from '../graph/control';
 import { Model } from '../model';
 import { loadBitConfig } from '../quant/config';
 import { encodingsToJson } from '../quant/encodings';
@@ -41,6 +42,8 @@ export async function quantizeCommand(file: string, f: QuantizeFlags): Promise<v
   const model = Model.fromFile(file);
   const data = await openData(f.calib, model, f);
   const progress = phaseProgress(!f.quiet);
+  const note = floatSubgraphsNote(model.graph);
+  if (note && !f.quiet) process.stderr.write(`mpq: note: ${note}\n`);
   const cal = await calibrate(model, countedPasses(() => data.batches(), data.count, 'calibration', progress), {
     weightRange: method(f.weightRange, 'weight-range'),
     actRange: method(f.actRange, 'act-range'),
@@ -66,6 +69,7 @@ export async function quantizeCommand(file: string, f: QuantizeFlags): Promise<v
     quantizers: { weights: q.encodings.weights.size, activations: q.encodings.activations.size },
     files: { model: outModel, encodings: outEnc },
     size_bytes: bytes.length,
+    notes: note ? [note] : [],
     seconds: { calibration: (tCal - t0) / 1000, rounding_stats: cal.rounder?.statsSeconds ?? 0, rounding: cal.rounder?.seconds ?? 0, total: (Date.now() - t0) / 1000 },
   };
   writeFileAtomic(path.join(f.out, 'quantize.json'), JSON.stringify(summary, null, 2));

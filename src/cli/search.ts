@@ -1,6 +1,7 @@
 /** `mpq search`: the mixed-precision search. */
 import { MpqError } from '../errors';
 import { loadSampleLabels } from '../eval/labels';
+import { floatSubgraphsNote } from '../graph/control';
 import { Model } from '../model';
 import { RangeMethod } from '../quant/ranges';
 import { Rounding, ROUNDINGS } from '../quant/rounding';
@@ -43,6 +44,8 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
   if (f.order && !['sqnr', 'efficiency', 'auto'].includes(f.order)) throw new MpqError('MPQ_BAD_INPUT', `--order must be sqnr, efficiency or auto`);
   if (f.rounding && !(ROUNDINGS as string[]).includes(f.rounding)) throw new MpqError('MPQ_BAD_INPUT', `--rounding must be one of ${ROUNDINGS.join(', ')}, got '${f.rounding}'`);
   const progress = phaseProgress(!f.quiet);
+  const note = floatSubgraphsNote(model.graph);
+  if (note && !f.quiet) process.stderr.write(`mpq: note: ${note}\n`);
   // passes over the calibration data are shown while calibrating; after that, the search's phases
   let calibrating = true;
   try {

@@ -3,7 +3,9 @@
  *
  * - If: the branch its condition selects is inlined, when the condition is known once the
  *   input shapes are (a constant, or computed from shapes: what exporters emit for
- *   `if x.size(1) > 1`). Its outputs are Identity nodes from the branch's outputs.
+ *   `if x.size(1) > 1`). Its outputs are Identity nodes from the branch's outputs. A
+ *   condition that depends on the data runs both branches and selects with Where, when the
+ *   branches' outputs have the same shapes (ONNX ops have no side effects).
  * - Loop: unrolled, when the trip count and the condition are known the same way at every
  *   iteration (a constant `M`, or one computed from shapes); each iteration's values get
  *   their own names (`<loop>/<k>/<name>`), scan outputs are stacked with Unsqueeze + Concat.
@@ -37,6 +39,14 @@ export interface Inliner {
 }
 
 export const CONTROL_FLOW = new Set(['If', 'Loop', 'Scan']);
+
+/** A note on the control-flow nodes of `g`, whose subgraphs stay float when quantizing (null when there are none). */
+export function floatSubgraphsNote(g: Graph): string | null {
+  const cf = g.nodes.filter((n) => CONTROL_FLOW.has(n.op));
+  if (cf.length === 0) return null;
+  const names = cf.slice(0, 3).map((n) => `'${n.name}' (${n.op})`).join(', ') + (cf.length > 3 ? ` and ${cf.length - 3} more` : '');
+  return `the subgraphs of ${names} stay float: quantizers are placed on the values around them, not inside`;
+}
 
 const fail = (n: Node, msg: string): never => {
   throw new MpqError('MPQ_BAD_NODE', `node '${n.name}' (${n.op}): ${msg}`);
@@ -95,15 +105,28 @@ export function inlineControlFlow(n: Node, rename: Rename, ix: Inliner): void {
   const declared = n.inputs.slice(0, n.declaredInputs ?? n.inputs.length);
   if (n.op === 'If') {
     const c = ix.constant(declared[0]);
-    if (!c) {
-      fail(n, 'its condition depends on the input data; only conditions known from constants and input shapes are supported (the branch is chosen when the model is specialised for its input shapes)');
+    const branch = (attr: string, own: string) => {
+      const g = subgraph(n, attr);
+      if (g.outputs.length !== n.outputs.length) fail(n, `${attr} has ${g.outputs.length} outputs, the node ${n.outputs.length}`);
+      const r = scoped(g, own, rename, new Map());
+      defineConsts(g, r, ix);
+      ix.nodes(g.nodes, r, `${n.name}/${own}`);
+      return g.outputs.map((o) => r(o.name));
+    };
+    if (c) {
+      const outs = branch(c.data[0] ? 'then_branch' : 'else_branch', '');
+      ix.nodes(outs.map((o, i) => identity(`${n.name}/out${i}`, o, n.outputs[i])).filter((x) => x.outputs[0]), (x) => x);
+      return;
     }
-    const g = subgraph(n, c!.data[0] ? 'then_branch' : 'else_branch');
-    if (g.outputs.length !== n.outputs.length) fail(n, `the branch has ${g.outputs.length} outputs, the node ${n.outputs.length}`);
-    const r = scoped(g, '', rename, new Map());
-    defineConsts(g, r, ix);
-    ix.nodes(g.nodes, r, `${n.name}/`);
-    ix.nodes(g.outputs.map((o, i) => identity(`${n.name}/out${i}`, r(o.name), n.outputs[i])).filter((x) => x.outputs[0]), (x) => x);
+    // a condition known only from the data: both branches run, Where picks (their outputs must agree in shape)
+    const a = branch('then_branch', 'then/'), b = branch('else_branch', 'else/');
+    a.forEach((v, i) => {
+      const sa = ix.shape(v), sb = ix.shape(b[i]);
+      if (sa.join() !== sb.join()) {
+        fail(n, `its condition depends on the input data and its branches give output ${i} different shapes ([${sa}] and [${sb}]); such an If is not supported (a condition known from constants and input shapes is)`);
+      }
+    });
+    ix.nodes(a.map((v, i) => ({ name: `${n.name}/select${i}`, op: 'Where', domain: '', inputs: [declared[0], v, b[i]], outputs: [n.outputs[i]], attrs: {} })).filter((x) => x.outputs[0]), (x) => x);
     return;
   }
   if (n.op === 'Loop') {
