@@ -1,9 +1,26 @@
 /** LSTM and GRU on small models built here, against onnxruntime-node; and their weights quantized. */
 import test from 'ava';
+import { execFile } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { promisify } from 'util';
+import { encodeNpy } from '../src/npy';
 import { Model } from '../src/model';
 import { calibrate, exportQdq, quantize } from '../src/quant/quantize';
 import { loadBitConfig } from '../src/quant/config';
-import { ortRun, randomData, relMaxDiff, tinyModel, TinyNode } from './helpers';
+import { ortRun, randomData, relMaxDiff, ROOT, tinyModel, TinyNode } from './helpers';
+
+const exec = promisify(execFile);
+async function mpq(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await exec(process.execPath, [path.join(ROOT, 'bin', 'mpq.js'), ...args], { maxBuffer: 64 << 20 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
+  }
+}
 
 const f32 = (dims: number[], seed: number, scale = 1) => ({ dims, values: Array.from(randomData(dims.reduce((a, b) => a * b, 1), seed), (v) => v * scale) });
 
@@ -114,4 +131,49 @@ test('an LSTM model quantized W8A8: its input weights get a weight quantizer, an
   const float = await m.run(batch);
   const qd = relMaxDiff(sim.y.data, float.y.data);
   t.true(qd > 0 && qd < 0.1, `quantized vs float: ${qd}`);
+});
+
+test('a streaming-style model (batch 1, data-dependent Clip bound, LSTM with its state as inputs) goes through mpq quantize, verify and search without flags', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-rnn-'));
+  const bytes = tinyModel({
+    inputs: { x: [1, 8, 6], h0: [1, 1, H], c0: [1, 1, H] },
+    outputs: { y: null, hn: null, cn: null },
+    nodes: [
+      { op: 'ReduceMax', inputs: ['x'], outputs: ['mx'], attrs: { keepdims: 0 } },
+      { op: 'Sub', inputs: ['mx', 'range'], outputs: ['lo'] },
+      { op: 'Clip', inputs: ['x', 'lo'], outputs: ['xc'] },
+      { op: 'Transpose', inputs: ['xc'], outputs: ['xt'], attrs: { perm: [1, 0, 2] } },
+      { op: 'LSTM', inputs: ['xt', 'W', 'R', 'B', '', 'h0', 'c0'], outputs: ['', 'hn', 'cn'], attrs: { hidden_size: H } },
+      { op: 'Squeeze', inputs: ['hn', 'ax0'], outputs: ['hs'] },
+      { op: 'Gemm', inputs: ['hs', 'gw', 'gb'], outputs: ['y'], attrs: { transB: 1 } },
+    ],
+    inits: {
+      range: { dims: [], values: [0.5] }, W: f32([1, 4 * H, 6], 1, 0.6), R: f32([1, 4 * H, H], 2, 0.6), B: f32([1, 8 * H], 3, 0.3),
+      ax0: { dims: [1], type: 7, values: [0] }, gw: f32([3, H], 5), gb: f32([3], 6),
+    },
+    opset: 14,
+  });
+  const model = path.join(dir, 'm.onnx');
+  fs.writeFileSync(model, bytes);
+  const n = 24;
+  const files: [string, number[], number][] = [['x', [n, 8, 6], 3], ['h0', [n, 1, H], 4], ['c0', [n, 1, H], 5]];
+  for (const [k, shape, seed] of files) {
+    fs.writeFileSync(path.join(dir, `${k}.npy`), encodeNpy(shape, randomData(shape.reduce((a, b) => a * b, 1), seed)));
+  }
+  const data = ['x', 'h0', 'c0'].map((k) => `${k}=${path.join(dir, `${k}.npy`)}`).join(',');
+  // float engine vs onnxruntime on one sample
+  const feeds = { x: { shape: [1, 8, 6], data: randomData(48, 3) }, h0: { shape: [1, 1, H], data: randomData(H, 4) }, c0: { shape: [1, 1, H], data: randomData(H, 5) } };
+  const ref = await ortRun(bytes, feeds);
+  const ours = await Model.fromBytes(bytes).run(feeds);
+  for (const o of ['y', 'hn', 'cn']) t.true(relMaxDiff(ours[o].data, ref[o].data) < 1e-5, o);
+  const q = await mpq(['quantize', model, '--calib', data, '--config', 'W8A8', '--out', path.join(dir, 'q'), '--quiet']);
+  t.is(q.code, 0, q.stderr);
+  const v = await mpq(['verify', path.join(dir, 'q'), '--json']);
+  t.is(v.code, 0, v.stderr);
+  t.true(JSON.parse(v.stdout).qdq.sqnr_db > 40, v.stdout);
+  const s = await mpq(['search', model, '--calib', data, '--max-bops', '0.75', '--out', path.join(dir, 's'), '--quiet', '--json']);
+  t.is(s.code, 0, s.stderr);
+  const r = JSON.parse(s.stdout);
+  t.true(r.selected.rel_bops <= 0.75);
+  t.true(r.verification.qdq.sqnr_db > 40);
 });

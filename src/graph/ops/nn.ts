@@ -251,6 +251,8 @@ function qrange(c: OpCtx): { qmin: number; qmax: number } {
 function qdqAxis(c: OpCtx): number {
   const s = c.shape(1);
   if (s.length > 1 || c.attr('block_size')) c.fail('blocked quantization is not supported');
+  // per-tensor (one scale): the axis means nothing, whatever the rank (a scalar activation)
+  if ((s[0] ?? 1) === 1 && c.rank(0) <= 1) return 0;
   return c.axis(c.ai('axis', 1), Math.max(c.rank(0), 1));
 }
 
