@@ -105,6 +105,44 @@ test('Loop with a constant trip count is unrolled and equals onnxruntime (carrie
   }
 });
 
+test('Loop bounded by M with a condition from the data (a while loop) equals onnxruntime, stopping at different iterations', async (t) => {
+  // v <- v * 1.5 + 0.2 while sum(v) < limit, at most 6 times; also counts the iterations run
+  const body: TinyGraph = {
+    inputs: { i: [], cin: [], v: null, cnt: null },
+    types: { i: INT64, cin: BOOL, cout: BOOL },
+    outputs: { cout: [], v2: null, cnt2: null },
+    nodes: [
+      { op: 'Mul', inputs: ['v', 'k'], outputs: ['v1'] },
+      { op: 'Add', inputs: ['v1', 'b'], outputs: ['v2'] },
+      { op: 'Add', inputs: ['cnt', 'one'], outputs: ['cnt2'] },
+      { op: 'ReduceSum', inputs: ['v2'], outputs: ['s'], attrs: { keepdims: 0 } },
+      { op: 'Less', inputs: ['s', 'limit'], outputs: ['cout'] },
+    ],
+    inits: { k: { dims: [], values: [1.5] }, b: { dims: [], values: [0.2] }, one: { dims: [], values: [1] } },
+  };
+  const bytes = tinyModel({
+    inputs: { x: [2, 3], limit: [] },
+    outputs: { vf: null, n: null },
+    nodes: [
+      { op: 'ReduceSum', inputs: ['x'], outputs: ['s0'], attrs: { keepdims: 0 } },
+      { op: 'Less', inputs: ['s0', 'limit'], outputs: ['c0'] },
+      { op: 'Loop', inputs: ['M', 'c0', 'x', 'zero'], outputs: ['vf', 'n'], attrs: { body: { graph: body } } },
+    ],
+    inits: { M: { dims: [], type: INT64, values: [6] }, zero: { dims: [], values: [0] } },
+  });
+  const m = Model.fromBytes(bytes);
+  const counts = new Set<number>();
+  for (const limit of [-100, 3, 8, 20, 1000]) {
+    const feeds = { x: { shape: [2, 3], data: Float32Array.from([0.1, 0.2, 0.3, 0.1, 0.2, 0.3]) }, limit: { shape: [], data: Float32Array.of(limit) } };
+    const ref = await ortRun(bytes, feeds);
+    const ours = await m.run(feeds);
+    t.true(relMaxDiff(ours.vf.data, ref.vf.data) < 1e-6, `limit ${limit}`);
+    t.deepEqual(Array.from(ours.n.data), Array.from(ref.n.data), `limit ${limit}`);
+    counts.add(ref.n.data[0]);
+  }
+  t.true(counts.size >= 4, `iterations run: ${[...counts]}`);
+});
+
 test('Scan (cumulative sum over a sequence, forward and reverse) equals onnxruntime', async (t) => {
   const body: TinyGraph = {
     inputs: { s: [3], xt: [3] },

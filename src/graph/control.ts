@@ -6,9 +6,11 @@
  *   `if x.size(1) > 1`). Its outputs are Identity nodes from the branch's outputs. A
  *   condition that depends on the data runs both branches and selects with Where, when the
  *   branches' outputs have the same shapes (ONNX ops have no side effects).
- * - Loop: unrolled, when the trip count and the condition are known the same way at every
- *   iteration (a constant `M`, or one computed from shapes); each iteration's values get
- *   their own names (`<loop>/<k>/<name>`), scan outputs are stacked with Unsqueeze + Concat.
+ * - Loop: unrolled, when the trip count is known the same way (a constant `M`, or one
+ *   computed from shapes); each iteration's values get their own names (`<loop>/<k>/<name>`),
+ *   scan outputs are stacked with Unsqueeze + Concat. A condition that depends on the data
+ *   is honoured when M bounds the loop and it has no scan outputs: every iteration is
+ *   computed and Where keeps the carried values of those that ran.
  * - Scan: unrolled over its scan axis (known from shapes), slicing inputs with Gather and
  *   stacking outputs with Unsqueeze + Concat, in either direction.
  *
@@ -137,31 +139,59 @@ export function inlineControlFlow(n: Node, rename: Rename, ix: Inliner): void {
       if (!m) fail(n, 'its trip count M depends on the input data; only trip counts known from constants and input shapes are supported');
       trips = Number(m!.data[0]);
     }
+    // `active`: the plan value saying whether the iteration about to run really runs, once that
+    // depends on the data (null while every iteration so far is known to run)
     let cond = true;
+    let active: string | null = null;
     if (declared[1]) {
       const c = ix.constant(declared[1]);
-      if (!c) fail(n, 'its initial condition depends on the input data; only conditions known from constants and input shapes are supported');
-      cond = !!c!.data[0];
+      if (c) cond = !!c.data[0];
+      else active = declared[1];
     }
     let carried = declared.slice(2);
     const nScan = body.outputs.length - 1 - carried.length;
     if (body.inputs.length !== 2 + carried.length || nScan < 0) fail(n, `the body has ${body.inputs.length} inputs and ${body.outputs.length} outputs for ${carried.length} loop-carried values`);
     const scans: string[][] = Array.from({ length: nScan }, () => []);
+    const bounded = (why: string) => {
+      if (!Number.isFinite(trips)) fail(n, `${why} and it has no trip count M: the number of iterations is not bounded`);
+      if (nScan > 0) fail(n, `${why}, so its scan outputs have a length known only from the data; only loops without scan outputs are supported then`);
+    };
+    if (active) bounded('its condition depends on the input data');
     for (let k = 0; k < trips && cond; k++) {
       if (k >= MAX_UNROLL) fail(n, `runs more than ${MAX_UNROLL} iterations (a trip count M is needed, or a condition that turns false)`);
       const pfx = `${n.name}/${k}/`;
-      const bound = new Map<string, string>([[body.inputs[0].name, `${pfx}iter`], [body.inputs[1].name, `${pfx}cond`]]);
+      const bound = new Map<string, string>([[body.inputs[0].name, `${pfx}iter`], [body.inputs[1].name, active ?? `${pfx}cond`]]);
       ix.define(`${pfx}iter`, scalar('int', k));
-      ix.define(`${pfx}cond`, scalar('bool', 1));
+      if (!active) ix.define(`${pfx}cond`, scalar('bool', 1));
       body.inputs.slice(2).forEach((inp, j) => bound.set(inp.name, carried[j]));
       const r = scoped(body, pfx, rename, bound);
       defineConsts(body, r, ix);
       ix.nodes(body.nodes, r, pfx);
-      const co = ix.constant(r(body.outputs[0].name));
-      if (!co) fail(n, 'its condition depends on the input data inside the loop; only loops whose iterations are known from constants and input shapes are supported');
-      cond = !!co!.data[0];
-      carried = body.outputs.slice(1, 1 + carried.length).map((o) => r(o.name));
-      body.outputs.slice(1 + carried.length).forEach((o, j) => scans[j].push(r(o.name)));
+      const condOut = r(body.outputs[0].name);
+      const co = ix.constant(condOut);
+      const next = body.outputs.slice(1, 1 + carried.length).map((o) => r(o.name));
+      if (!active) {
+        // this iteration runs for sure
+        carried = next;
+        body.outputs.slice(1 + carried.length).forEach((o, j) => scans[j].push(r(o.name)));
+        if (co) cond = !!co.data[0];
+        else {
+          bounded('its condition depends on the input data inside the loop');
+          active = condOut;
+        }
+        continue;
+      }
+      // bounded by M, condition from the data: every iteration is computed, Where keeps the values of those that ran
+      const sel: Node[] = next.map((v, j) => {
+        if (ix.shape(v).join() !== ix.shape(carried[j]).join()) fail(n, `loop-carried value ${j} changes shape ([${ix.shape(carried[j])}] to [${ix.shape(v)}]) under a condition from the data`);
+        return { name: `${pfx}sel${j}`, op: 'Where', domain: '', inputs: [active!, v, carried[j]], outputs: [`${pfx}sel${j}`], attrs: {} };
+      });
+      const nodes = [...sel];
+      if (co && !co.data[0]) cond = false;
+      else if (!co) nodes.push({ name: `${pfx}active`, op: 'And', domain: '', inputs: [active, condOut], outputs: [`${pfx}active`], attrs: {} });
+      ix.nodes(nodes, (x) => x);
+      carried = sel.map((x) => x.outputs[0]);
+      if (!co) active = `${pfx}active`;
     }
     const outs: Node[] = carried.map((v, j) => identity(`${n.name}/out${j}`, v, n.outputs[j])).filter((x) => x.outputs[0]);
     scans.forEach((parts, j) => {
