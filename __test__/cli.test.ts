@@ -6,7 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { promisify } from 'util';
 import { encodeNpy, parseNpy } from '../index';
-import { OCR, randomData, ROOT } from './helpers';
+import { OCR, randomData, ROOT, tinyModel } from './helpers';
 
 const run = promisify(execFile);
 const MPQ = path.join(ROOT, 'bin', 'mpq.js');
@@ -14,6 +14,7 @@ const CLS = path.join(OCR, 'ch_ppocr_mobile_v2.0_cls_infer.onnx');
 
 async function mpq(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
+    // stdout and stderr are pipes here, not terminals: progress comes as plain lines
     const r = await run(process.execPath, [MPQ, ...args], { maxBuffer: 64 << 20 });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (e) {
@@ -69,4 +70,159 @@ test('mpq on a garbage model exits 1 with a clear error and no stack trace', asy
 test('mpq with a bad flag exits 2', async (t) => {
   const r = await mpq(['run', CLS, '--nope']);
   t.is(r.code, 2);
+});
+
+/** A small CNN, x [N,3,8,8] -> Conv 3x3 + Relu -> GlobalAveragePool -> Flatten -> Gemm -> y [N,classes]; and 48 samples in one .npy. */
+function tinyCnn(classes: number, batch: number | string = 'N'): { dir: string; model: string; data: string } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-cli-'));
+  const bytes = tinyModel({
+    inputs: { x: [batch, 3, 8, 8] },
+    outputs: { y: [batch, classes] },
+    nodes: [
+      { op: 'Conv', inputs: ['x', 'w', 'b'], outputs: ['c'], attrs: { pads: [1, 1, 1, 1], kernel_shape: [3, 3] } },
+      { op: 'Relu', inputs: ['c'], outputs: ['r'] },
+      { op: 'GlobalAveragePool', inputs: ['r'], outputs: ['g'] },
+      { op: 'Flatten', inputs: ['g'], outputs: ['f'] },
+      { op: 'Gemm', inputs: ['f', 'gw', 'gb'], outputs: ['y'], attrs: { transB: 1 } },
+    ],
+    inits: {
+      w: { dims: [6, 3, 3, 3], values: Array.from(randomData(162, 5)) },
+      b: { dims: [6], values: Array.from(randomData(6, 6)) },
+      gw: { dims: [classes, 6], values: Array.from(randomData(6 * classes, 7)) },
+      gb: { dims: [classes], values: Array.from(randomData(classes, 8)) },
+    },
+  });
+  const model = path.join(dir, 'tiny.onnx');
+  fs.writeFileSync(model, bytes);
+  const data = path.join(dir, 'calib.npy');
+  fs.writeFileSync(data, encodeNpy([48, 3, 8, 8], randomData(48 * 192, 9)));
+  return { dir, model, data };
+}
+
+const progressLines = (s: string) => s.split('\n').filter((l) => /^mpq: \S.* \d+\/\d+/.test(l));
+
+test('mpq quantize with stderr in a pipe prints plain progress lines; --quiet silences them', async (t) => {
+  const m = tinyCnn(5);
+  const r = await mpq(['quantize', m.model, '--calib', m.data, '--config', 'W8A8', '--batch', '16', '--out', path.join(m.dir, 'q')]);
+  t.is(r.code, 0, r.stderr);
+  const lines = progressLines(r.stderr);
+  t.true(lines.some((l) => /^mpq: calibration 48\/48 100% done in /.test(l)), r.stderr);
+  t.false(/\x1b\[/.test(r.stderr), 'no terminal escape codes in a pipe');
+  const q = await mpq(['quantize', m.model, '--calib', m.data, '--config', 'W8A8', '--out', path.join(m.dir, 'q2'), '--quiet']);
+  t.is(q.code, 0, q.stderr);
+  t.is(q.stderr, '');
+});
+
+test('mpq search 2>log writes progress lines of each phase', async (t) => {
+  const m = tinyCnn(5);
+  const r = await mpq(['search', m.model, '--calib', m.data, '--max-bops', '0.75', '--rounding', 'nearest', '--out', path.join(m.dir, 's')]);
+  t.is(r.code, 0, r.stderr);
+  const lines = progressLines(r.stderr);
+  t.true(lines.some((l) => l.startsWith('mpq: calibration ')), r.stderr);
+  t.true(lines.some((l) => /^mpq: phase1 (\d+)\/\1 100% done/.test(l)), r.stderr);
+  t.true(lines.some((l) => l.startsWith('mpq: phase3 ')), r.stderr);
+  t.regex(r.stdout, /^selected: rel_bops/m);
+});
+
+test('mpq --json on bad input prints one JSON error document on stdout, one line on stderr, exit 1', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-cli-'));
+  const f = path.join(dir, 'bad.onnx');
+  fs.writeFileSync(f, 'garbage garbage garbage');
+  const r = await mpq(['quantize', f, '--calib', f, '--config', 'W8A8', '--out', dir, '--json']);
+  t.is(r.code, 1);
+  const j = JSON.parse(r.stdout);
+  t.deepEqual(Object.keys(j), ['error']);
+  t.is(j.error.code, 'MPQ_BAD_MODEL');
+  t.true(j.error.message.length > 10);
+  t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+  t.regex(r.stderr, /^mpq: error \[MPQ_BAD_MODEL\]/);
+  // a stack trace only with --debug
+  const d = await mpq(['quantize', f, '--calib', f, '--config', 'W8A8', '--out', dir, '--debug']);
+  t.is(d.code, 1);
+  t.regex(d.stderr, /at .*\.js:\d+/);
+  t.is(d.stdout, '');
+});
+
+test('mpq --json on a command line that does not parse: exit 2 and a JSON error', async (t) => {
+  const r = await mpq(['quantize', 'm.onnx', '--calib', 'd', '--config', 'W8A8', '--out', 'o', '--json', '--nope']);
+  t.is(r.code, 2);
+  const j = JSON.parse(r.stdout);
+  t.is(j.error.code, 'MPQ_USAGE');
+  t.regex(j.error.message, /--nope/);
+  const u = await mpq(['nope-command']);
+  t.is(u.code, 2);
+});
+
+test('mpq inspect --shape takes several inputs at once, as repeated --shape does', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-cli-'));
+  const f = path.join(dir, 'two.onnx');
+  fs.writeFileSync(f, tinyModel({
+    inputs: { a: ['N', 4], b: ['N', 'K'] },
+    outputs: { y: null },
+    nodes: [{ op: 'MatMul', inputs: ['a', 'w'], outputs: ['m'] }, { op: 'MatMul', inputs: ['m', 'b'], outputs: ['y'] }],
+    inits: { w: { dims: [4, 3], values: Array.from(randomData(12, 2)) } },
+  }));
+  const once = await mpq(['inspect', f, '--shape', 'a=2,4,b=3x5', '--json']);
+  t.is(once.code, 0, once.stderr);
+  const rep = await mpq(['inspect', f, '--shape', 'a=2,4', '--shape', 'b=3,5', '--json']);
+  t.is(rep.code, 0, rep.stderr);
+  const j = JSON.parse(once.stdout);
+  t.deepEqual(j.inputs.map((i: { shape: number[] }) => i.shape), [[2, 4], [3, 5]]);
+  t.deepEqual(j, JSON.parse(rep.stdout));
+  const bad = await mpq(['inspect', f, '--shape', '2,4,b=3,5']);
+  t.is(bad.code, 1);
+  t.regex(bad.stderr, /MPQ_BAD_INPUT.*NAME=/);
+});
+
+test('mpq eval on a one-class output prints no agreement or top-1, only SQNR', async (t) => {
+  const m = tinyCnn(1);
+  const q = await mpq(['quantize', m.model, '--calib', m.data, '--config', 'W8A8', '--rounding', 'nearest', '--out', path.join(m.dir, 'q'), '--quiet']);
+  t.is(q.code, 0, q.stderr);
+  const r = await mpq(['eval', m.model, '--data', m.data, '--encodings', path.join(m.dir, 'q', 'encodings.json'), '--quiet']);
+  t.is(r.code, 0, r.stderr);
+  t.notRegex(r.stdout, /agreement with float|top-1: /);
+  t.regex(r.stdout, /one value per sample/);
+  t.regex(r.stdout, /SQNR: \d/);
+  const j = JSON.parse((await mpq(['eval', m.model, '--data', m.data, '--encodings', path.join(m.dir, 'q', 'encodings.json'), '--json'])).stdout);
+  t.is(j.quantized.agreement, null);
+  t.true(j.quantized.sqnr_db > 20);
+  // with several classes agreement is reported
+  const m5 = tinyCnn(5);
+  await mpq(['quantize', m5.model, '--calib', m5.data, '--config', 'W8A8', '--rounding', 'nearest', '--out', path.join(m5.dir, 'q'), '--quiet']);
+  const j5 = JSON.parse((await mpq(['eval', m5.model, '--data', m5.data, '--encodings', path.join(m5.dir, 'q', 'encodings.json'), '--json'])).stdout);
+  t.true(j5.quantized.agreement > 0.5);
+});
+
+test('a model that declares batch 1 is calibrated, searched, evaluated and verified at batch 1 without --batch', async (t) => {
+  const m = tinyCnn(5, 1);
+  const out = path.join(m.dir, 'q');
+  const q = await mpq(['quantize', m.model, '--calib', m.data, '--config', 'W8A8', '--out', out, '--quiet']);
+  t.is(q.code, 0, q.stderr);
+  const e = await mpq(['eval', m.model, '--data', m.data, '--encodings', path.join(out, 'encodings.json'), '--json']);
+  t.is(e.code, 0, e.stderr);
+  t.is(JSON.parse(e.stdout).samples, 48);
+  const v = await mpq(['verify', out, '--json']);
+  t.is(v.code, 0, v.stderr);
+  const vj = JSON.parse(v.stdout);
+  t.is(vj.samples, 32);
+  t.true(vj.qdq.sqnr_db > 40, `qdq vs simulation ${vj.qdq.sqnr_db} dB`);
+  const s = await mpq(['search', m.model, '--calib', m.data, '--limit', '8', '--max-bops', '0.75', '--out', path.join(m.dir, 's'), '--quiet', '--json']);
+  t.is(s.code, 0, s.stderr);
+  t.is(JSON.parse(s.stdout).verification.samples, 1);
+  // an explicit --batch that the model does not take is still refused, with the reason
+  const b = await mpq(['quantize', m.model, '--calib', m.data, '--config', 'W8A8', '--batch', '16', '--out', out]);
+  t.is(b.code, 1);
+  t.regex(b.stderr, /MPQ_INPUT_SHAPE.*needs size 1 on axis 0/);
+});
+
+test('a model that declares batch 4 gets batches of 4; the samples past the last multiple are left out with a note', async (t) => {
+  const m = tinyCnn(5, 4);
+  const out = path.join(m.dir, 'q');
+  const q = await mpq(['quantize', m.model, '--calib', m.data, '--limit', '10', '--config', 'W8A8', '--rounding', 'nearest', '--out', out, '--json']);
+  t.is(q.code, 0, q.stderr);
+  t.is(JSON.parse(q.stdout).calib.samples, 8);
+  const r = await mpq(['eval', m.model, '--data', m.data, '--limit', '10', '--encodings', path.join(out, 'encodings.json'), '--json']);
+  t.is(r.code, 0, r.stderr);
+  t.is(JSON.parse(r.stdout).samples, 8);
+  t.regex(r.stderr, /batches of exactly 4: using 8 of the 10 samples/);
 });

@@ -158,6 +158,23 @@ test('nearest resize, shorter-side resize, centre crop and keepIfCropSize', asyn
   t.notDeepEqual(Array.from(notKept.data), Array.from(full));
 });
 
+test('both ImageNet presets leave an image that already has the target size 224x224 as it is', async (t) => {
+  const dir = tmpDir();
+  const px = synth(224, 224);
+  const f = writePng(dir, 'a.png', 224, 224, px);
+  for (const name of ['imagenet-tf', 'imagenet-torch']) {
+    const opts = presetOptions(name, { layout: 'nhwc', mean: 0, std: 1, scale: 1, offset: 0 });
+    const r = await loadImages([f], opts);
+    t.deepEqual(r.shape, [1, 224, 224, 3], name);
+    let diff = 0;
+    for (let i = 0; i < px.length; i++) diff = Math.max(diff, Math.abs(r.data[i] - px[i]));
+    t.is(diff, 0, `${name}: a 224x224 image was resized or cropped`);
+    // a larger image still gets the shorter-side resize and centre crop
+    const g = writePng(dir, 'b.png', 240, 300);
+    t.deepEqual((await loadImages([g], opts)).shape, [1, 224, 224, 3], name);
+  }
+});
+
 test('imagenet-tf preset on ImageNet samples matches Pillow decoding (JPEG decoders differ by a few levels)', async (t) => {
   if (!HAS_SHARED) return t.pass(SKIP_SHARED_MSG);
   const dir = sharedFile('data/imagenet-samples/images');

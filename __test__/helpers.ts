@@ -72,7 +72,16 @@ export interface TinyNode {
   op: string;
   inputs: string[];
   outputs: string[];
-  attrs?: Record<string, number | string | number[] | { floats: number[] } | { tensor: TinyTensor }>;
+  attrs?: Record<string, number | string | number[] | { floats: number[] } | { tensor: TinyTensor } | { graph: TinyGraph }>;
+}
+/** A subgraph (If branch, Loop or Scan body): inputs and outputs with dims (null: unknown), nodes, initializers. */
+export interface TinyGraph {
+  inputs?: Record<string, (number | string)[] | null>;
+  outputs: Record<string, (number | string)[] | null>;
+  nodes: TinyNode[];
+  inits?: Record<string, TinyTensor>;
+  /** ONNX element type of inputs/outputs by name (default float). */
+  types?: Record<string, number>;
 }
 export interface TinyTensor {
   dims: number[];
@@ -118,12 +127,29 @@ export function tinyModel(opts: {
     name,
     type: { tensorType: { elemType: type, shape: dims ? { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } : undefined } },
   });
+  let n = 0;
+  const nodes = (ns: TinyNode[]): onnx.INodeProto[] =>
+    ns.map((nd) => ({
+      name: `${nd.op}_${n++}`,
+      opType: nd.op,
+      input: nd.inputs,
+      output: nd.outputs,
+      attribute: Object.entries(nd.attrs ?? {}).map(([k, v]) => attr(k, v)),
+    }));
+  const graph = (g: TinyGraph, name: string): onnx.IGraphProto => ({
+    name,
+    node: nodes(g.nodes),
+    input: Object.entries(g.inputs ?? {}).map(([k, d]) => vi(k, d, g.types?.[k] ?? 1)),
+    output: Object.entries(g.outputs).map(([k, d]) => vi(k, d, g.types?.[k] ?? 1)),
+    initializer: Object.entries(g.inits ?? {}).map(([k, t]) => tensorProto(k, t)),
+  });
   const attr = (name: string, v: NonNullable<TinyNode['attrs']>[string]): onnx.IAttributeProto => {
     const T = onnx.AttributeProto.AttributeType;
     if (typeof v === 'number') return Number.isInteger(v) ? { name, type: T.INT, i: v } : { name, type: T.FLOAT, f: v };
     if (typeof v === 'string') return { name, type: T.STRING, s: Buffer.from(v) };
     if (Array.isArray(v)) return { name, type: T.INTS, ints: v };
     if ('floats' in v) return { name, type: T.FLOATS, floats: v.floats };
+    if ('graph' in v) return { name, type: T.GRAPH, g: graph(v.graph, name) };
     return { name, type: T.TENSOR, t: tensorProto('', v.tensor) };
   };
   const model: onnx.IModelProto = {
@@ -132,13 +158,7 @@ export function tinyModel(opts: {
     producerName: 'onnx-mpq-tests',
     graph: {
       name: 'tiny',
-      node: opts.nodes.map((n, i) => ({
-        name: `${n.op}_${i}`,
-        opType: n.op,
-        input: n.inputs,
-        output: n.outputs,
-        attribute: Object.entries(n.attrs ?? {}).map(([k, v]) => attr(k, v)),
-      })),
+      node: nodes(opts.nodes),
       input: Object.entries(opts.inputs).map(([k, d]) => vi(k, d)),
       output: Object.entries(opts.outputs).map(([k, d]) => vi(k, d, opts.outputTypes?.[k] ?? 1)),
       initializer: Object.entries(opts.inits ?? {}).map(([k, t]) => tensorProto(k, t)),

@@ -11,6 +11,7 @@ export interface DataFlags {
   limit?: string;
   offset?: string;
   batch?: string;
+  quiet?: boolean;
 }
 
 /** Adds --preset, --preprocess, --select, --limit, --offset, --batch. */
@@ -21,7 +22,7 @@ export function addDataFlags(c: Command): Command {
     .option('--select <all|even|odd>', 'keep all, even or odd sample indices', 'all')
     .option('--limit <n>', 'at most this many samples')
     .option('--offset <n>', 'skip this many selected samples')
-    .option('--batch <n>', 'batch size', '32');
+    .option('--batch <n>', 'batch size (default: the batch size the model declares, else 32)');
 }
 
 const int = (v: string | undefined, name: string): number | undefined => {
@@ -48,8 +49,22 @@ export function parseDataSpec(spec: string, model: Model): string | Record<strin
   return out;
 }
 
+/** The batch size the model fixes: a number on axis 0 of every input, the same for all (else undefined). */
+export function declaredBatch(model: Model): number | undefined {
+  const sizes = model.graph.inputs.map((i) => i.dims?.[0]);
+  const b = sizes[0];
+  return typeof b === 'number' && b > 0 && sizes.every((s) => s === b) ? b : undefined;
+}
+
+/**
+ * Opens DATA in batches the model accepts: of the size it declares (a model exported with
+ * batch 1 gets batches of 1) unless --batch says otherwise, else 32. With a declared batch
+ * B > 1, the samples past the last multiple of B are left out (with a note on stderr).
+ */
 export async function openData(spec: string, model: Model, f: DataFlags): Promise<DataSource> {
   const rank = model.graph.inputs[0]?.dims?.length;
+  const declared = declaredBatch(model);
+  const batchSize = int(f.batch, 'batch') || declared || 32;
   const opts: DataSourceOptions = {
     preset: f.preset,
     preprocess: f.preprocess ? parsePreprocess(f.preprocess) : undefined,
@@ -58,10 +73,15 @@ export async function openData(spec: string, model: Model, f: DataFlags): Promis
     select: f.select,
     limit: int(f.limit, 'limit'),
     offset: int(f.offset, 'offset'),
-    batchSize: int(f.batch, 'batch') || 32,
+    batchSize,
   };
   if (f.select && !['all', 'even', 'odd'].includes(f.select)) throw new MpqError('MPQ_BAD_INPUT', `--select must be all, even or odd`);
-  const src = await openDataSource(parseDataSpec(spec, model), opts);
+  const data = parseDataSpec(spec, model);
+  const src = await openDataSource(data, opts);
   if (src.count === 0) throw new MpqError('MPQ_BAD_INPUT', `no samples selected from '${spec}'`);
-  return src;
+  if (declared === undefined || declared === 1 || batchSize !== declared || src.count % declared === 0) return src;
+  const whole = src.count - (src.count % declared);
+  if (whole === 0) throw new MpqError('MPQ_INPUT_SHAPE', `the model takes batches of exactly ${declared} samples (declared on axis 0 of its inputs), but only ${src.count} are selected from '${spec}'`);
+  if (!f.quiet) process.stderr.write(`mpq: the model takes batches of exactly ${declared}: using ${whole} of the ${src.count} samples\n`);
+  return openDataSource(data, { ...opts, limit: whole });
 }

@@ -42,7 +42,7 @@ function synthetic(count: number, batch: number): () => AsyncGenerator<Record<st
   };
 }
 
-export async function demoCommand(opts: { out?: string; json?: boolean }): Promise<void> {
+export async function demoCommand(opts: { out?: string; json?: boolean; quiet?: boolean }): Promise<void> {
   const model = findModel();
   const out = path.resolve(opts.out ?? 'mpq-demo');
   const shared = path.resolve(__dirname, '..', '..', '..', '..', 'shared', 'data', 'textlines');
@@ -56,7 +56,7 @@ export async function demoCommand(opts: { out?: string; json?: boolean }): Promi
     calib = { batches: synthetic(32, 16), fingerprint: 'synthetic-32', count: 32 };
     log('demo: PP-OCR text-direction classifier, calibrating on 32 synthetic inputs (../shared/ is absent)');
   }
-  const progress = phaseProgress(!opts.json);
+  const progress = phaseProgress(!opts.quiet);
   const r = await search({
     model,
     calib,

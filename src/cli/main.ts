@@ -1,4 +1,10 @@
-/** The `mpq` command line. Each command lives in its own module; this file wires them up. */
+/**
+ * The `mpq` command line. Each command lives in its own module; this file wires them up and
+ * owns what every command shares: `--quiet` (no progress), `--debug` (stack traces), errors
+ * as one line on stderr (and, with `--json`, as `{"error": {"code", "message"}}` on stdout),
+ * and the exit codes: 0 done, 1 failed (bad input, model, data, or a bug), 2 the command line
+ * itself could not be parsed (unknown command or option, missing argument).
+ */
 import { Command, CommanderError } from 'commander';
 import { MpqError } from '../errors';
 import { addDataFlags } from './data-options';
@@ -17,13 +23,19 @@ function program(): Command {
   const p = new Command('mpq')
     .description('mixed-precision post-training quantization of ONNX models')
     .version(require('../../../package.json').version)
+    .option('-q, --quiet', 'no progress output on stderr')
+    .option('--debug', 'print stack traces with errors')
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+    // the global flags reach every command's options (they may be written after the command)
+    .hook('preAction', (root, cmd) => {
+      for (const [k, v] of Object.entries(root.opts())) if (v !== undefined) cmd.setOptionValue(k, v);
+    });
 
   p.command('inspect')
     .description('inputs, outputs, op counts, parameters and MACs per op')
     .argument('<model>', 'ONNX model file')
-    .option('--shape <name=d,d,...>', 'input shape for dynamic dimensions (repeatable)', collect, [])
+    .option('--shape <name=d,d,...>', 'input shapes for dynamic dimensions: NAME=1,3,224,224 (repeatable, or several at once: a=1,3,b=1,10)', collect, [])
     .option('--json', 'print one JSON document and nothing else')
     .action(inspectCommand);
 
@@ -105,28 +117,67 @@ function program(): Command {
   return p;
 }
 
+/** The flags a command was given, before `--` (read before parsing, so that usage errors honour them too). */
+function flagGiven(argv: string[], flag: string): boolean {
+  const end = argv.indexOf('--');
+  return (end < 0 ? argv : argv.slice(0, end)).includes(flag);
+}
+
+/** Prints an error: one line on stderr, the JSON document on stdout with --json, the stack with --debug. */
+function reportError(argv: string[], code: string, message: string, e?: unknown): void {
+  if (flagGiven(argv, '--json')) process.stdout.write(JSON.stringify({ error: { code, message } }, null, 2) + '\n');
+  if (flagGiven(argv, '--debug') && e instanceof Error) {
+    process.stderr.write(`${e.stack}\n`);
+    if (e.cause instanceof Error) process.stderr.write(`caused by: ${e.cause.stack}\n`);
+  }
+}
+
 /** Runs the CLI; resolves to the process exit code. */
 export async function main(argv: string[]): Promise<number> {
   try {
     await program().parseAsync(argv, { from: 'user' });
     return 0;
   } catch (e) {
-    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    if (e instanceof CommanderError) {
+      if (e.exitCode === 0) return 0;
+      // commander has printed its own message on stderr
+      reportError(argv, 'MPQ_USAGE', e.message.replace(/^error: /, ''), e);
+      return 2;
+    }
     if (e instanceof MpqError) {
       process.stderr.write(`mpq: error [${e.code}]: ${e.message}\n`);
+      reportError(argv, e.code, e.message, e);
       return 1;
     }
-    process.stderr.write(`mpq: internal error: ${e instanceof Error ? e.stack : String(e)}\n`);
+    const msg = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`mpq: internal error: ${msg}${flagGiven(argv, '--debug') ? '' : ' (run again with --debug for the stack trace, and please report it)'}\n`);
+    reportError(argv, 'MPQ_INTERNAL', msg, e);
     return 1;
   }
 }
 
+/**
+ * `--shape` values: each is NAME=d,d,... or several at once, NAME=d,d,NAME=d,d (a part with
+ * `=` starts the next input); `x` also separates dimensions (1x3x224x224).
+ */
 export function parseShapes(list: string[]): Record<string, number[]> {
   const out: Record<string, number[]> = {};
+  const bad = (s: string) => new MpqError('MPQ_BAD_INPUT', `--shape '${s}' must look like NAME=1,3,224,224 (several inputs: a=1,3,224,224,b=1,10)`);
   for (const s of list) {
-    const m = /^([^=]+)=([0-9,x ]+)$/.exec(s);
-    if (!m) throw new MpqError('MPQ_BAD_INPUT', `--shape '${s}' must look like NAME=1,3,224,224`);
-    out[m[1]] = m[2].split(/[,x]/).map((d) => Number(d.trim()));
+    let name: string | undefined;
+    for (const part of s.split(',').map((p) => p.trim())) {
+      const eq = part.indexOf('=');
+      let dims = part.replace(/\s+/g, '');
+      if (eq >= 0) {
+        name = part.slice(0, eq).trim();
+        dims = part.slice(eq + 1).replace(/\s+/g, '');
+        if (!name) throw bad(s);
+        if (name in out) throw new MpqError('MPQ_BAD_INPUT', `--shape gives input '${name}' twice`);
+        out[name] = [];
+      }
+      if (name === undefined || !/^\d+(x\d+)*$/.test(dims)) throw bad(s);
+      out[name].push(...dims.split('x').map(Number));
+    }
   }
   return out;
 }

@@ -2,6 +2,7 @@
 import * as path from 'path';
 import { MpqError } from '../errors';
 import { writeFileAtomic } from '../fsutil';
+import { floatSubgraphsNote } from '../graph/control';
 import { Model } from '../model';
 import { loadBitConfig } from '../quant/config';
 import { encodingsToJson } from '../quant/encodings';
@@ -9,6 +10,7 @@ import { calibrate, exportQdq, quantize } from '../quant/quantize';
 import { RangeMethod } from '../quant/ranges';
 import { Rounding, ROUNDINGS } from '../quant/rounding';
 import { DataFlags, openData } from './data-options';
+import { countedPasses, phaseProgress } from './progress';
 
 export interface QuantizeFlags extends DataFlags {
   calib: string;
@@ -18,6 +20,7 @@ export interface QuantizeFlags extends DataFlags {
   actRange?: RangeMethod;
   rounding?: string;
   json?: boolean;
+  quiet?: boolean;
 }
 
 function method(v: string | undefined, flag: string): RangeMethod | undefined {
@@ -38,9 +41,10 @@ export async function quantizeCommand(file: string, f: QuantizeFlags): Promise<v
   const round = rounding(f.rounding);
   const model = Model.fromFile(file);
   const data = await openData(f.calib, model, f);
-  const log = f.json ? () => undefined : (s: string) => process.stderr.write(s + '\n');
-  log(`calibrating on ${data.count} samples...`);
-  const cal = await calibrate(model, () => data.batches(), {
+  const progress = phaseProgress(!f.quiet);
+  const note = floatSubgraphsNote(model.graph);
+  if (note && !f.quiet) process.stderr.write(`mpq: note: ${note}\n`);
+  const cal = await calibrate(model, countedPasses(() => data.batches(), data.count, 'calibration', progress), {
     weightRange: method(f.weightRange, 'weight-range'),
     actRange: method(f.actRange, 'act-range'),
     // 'auto' rounds data-aware at 8 bits and below: skip gathering layer statistics when no weight is
@@ -48,6 +52,7 @@ export async function quantizeCommand(file: string, f: QuantizeFlags): Promise<v
   });
   const tCal = Date.now();
   const q = await quantize(cal, config);
+  progress.stop();
   const bytes = exportQdq(q, cal);
   const outModel = path.join(f.out, 'model.qdq.onnx');
   const outEnc = path.join(f.out, 'encodings.json');
@@ -64,6 +69,7 @@ export async function quantizeCommand(file: string, f: QuantizeFlags): Promise<v
     quantizers: { weights: q.encodings.weights.size, activations: q.encodings.activations.size },
     files: { model: outModel, encodings: outEnc },
     size_bytes: bytes.length,
+    notes: note ? [note] : [],
     seconds: { calibration: (tCal - t0) / 1000, rounding_stats: cal.rounder?.statsSeconds ?? 0, rounding: cal.rounder?.seconds ?? 0, total: (Date.now() - t0) / 1000 },
   };
   writeFileAtomic(path.join(f.out, 'quantize.json'), JSON.stringify(summary, null, 2));

@@ -1,12 +1,13 @@
 /** `mpq search`: the mixed-precision search. */
 import { MpqError } from '../errors';
 import { loadSampleLabels } from '../eval/labels';
+import { floatSubgraphsNote } from '../graph/control';
 import { Model } from '../model';
 import { RangeMethod } from '../quant/ranges';
 import { Rounding, ROUNDINGS } from '../quant/rounding';
 import { search } from '../search/search';
 import { DataFlags, openData } from './data-options';
-import { phaseProgress } from './progress';
+import { countedPasses, phaseProgress } from './progress';
 
 export interface SearchFlags extends DataFlags {
   calib: string;
@@ -24,6 +25,7 @@ export interface SearchFlags extends DataFlags {
   sequential?: boolean;
   out: string;
   json?: boolean;
+  quiet?: boolean;
 }
 
 const num = (v: string | undefined, flag: string): number | undefined => {
@@ -41,11 +43,15 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
   const labels = f.labels ? loadSampleLabels(f.labels) : undefined;
   if (f.order && !['sqnr', 'efficiency', 'auto'].includes(f.order)) throw new MpqError('MPQ_BAD_INPUT', `--order must be sqnr, efficiency or auto`);
   if (f.rounding && !(ROUNDINGS as string[]).includes(f.rounding)) throw new MpqError('MPQ_BAD_INPUT', `--rounding must be one of ${ROUNDINGS.join(', ')}, got '${f.rounding}'`);
-  const progress = phaseProgress(!f.json);
+  const progress = phaseProgress(!f.quiet);
+  const note = floatSubgraphsNote(model.graph);
+  if (note && !f.quiet) process.stderr.write(`mpq: note: ${note}\n`);
+  // passes over the calibration data are shown while calibrating; after that, the search's phases
+  let calibrating = true;
   try {
     const r = await search({
       model: file,
-      calib: { batches: () => calib.batches(), fingerprint: calib.fingerprint(), count: calib.count },
+      calib: { batches: countedPasses(() => calib.batches(), calib.count, 'calibration', progress, () => calibrating), fingerprint: calib.fingerprint(), count: calib.count },
       profile: f.profile,
       target: { maxDrop: num(f.maxDrop, 'max-drop'), maxBops: num(f.maxBops, 'max-bops'), maxSizeMb: num(f.maxSize, 'max-size') },
       eval: evalSrc ? { batches: () => evalSrc.batchesWithInfo(), labels } : undefined,
@@ -56,7 +62,10 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
       rounding: f.rounding as Rounding | undefined,
       roundingOptions: { sequential: !!f.sequential },
       out: f.out,
-      onProgress: (phase, done, total) => progress.update(phase, done, total),
+      onProgress: (phase, done, total) => {
+        if (phase === 'calibration') calibrating = done < total;
+        else progress.update(phase, done, total);
+      },
       record: { calib: { spec: f.calib, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit }, eval: f.eval, labels: f.labels },
     });
     progress.stop();

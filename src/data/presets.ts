@@ -33,12 +33,13 @@ export const PRESETS: Readonly<Record<PresetName, Readonly<ImagePreprocess> & { 
     scale: 1 / 127.5,
     offset: -1,
   },
-  /** torchvision: Resize(256) + CenterCrop(224) + ToTensor + Normalize. */
+  /** torchvision: Resize(256) + CenterCrop(224) + ToTensor + Normalize; 224x224 images are used as they are. */
   'imagenet-torch': {
-    description: 'RGB NCHW, shorter side 256 (Pillow bilinear), centre crop 224, (pixel/255 - mean)/std with the ImageNet mean and std',
+    description: 'RGB NCHW 224x224, (pixel/255 - mean)/std with the ImageNet mean and std; other sizes: shorter side 256 (Pillow bilinear) and centre crop 224',
     resize: 256,
     resizeMode: 'antialias',
     crop: [224, 224],
+    keepIfCropSize: true,
     channelOrder: 'rgb',
     layout: 'nchw',
     scale: 1 / 255,

@@ -15,6 +15,11 @@ export function argmaxRows(t: Tensor): number[] {
   return out;
 }
 
+/** Values per sample of an output: top-1 and agreement only mean something when it is more than 1. */
+export function classesOf(t: Tensor): number {
+  return t.shape.length === 0 || t.shape[0] === 0 ? 0 : t.data.length / t.shape[0];
+}
+
 /** Accumulates signal and noise power per output, over batches. */
 export class SqnrMeter {
   private signal = new Map<string, number>();

@@ -12,7 +12,7 @@ export interface ConstTensor {
   onnxType: number;
 }
 
-export type AttrValue = number | string | number[] | string[] | ConstTensor | undefined;
+export type AttrValue = number | string | number[] | string[] | ConstTensor | Graph | undefined;
 
 export interface Node {
   name: string;
@@ -24,6 +24,17 @@ export interface Node {
   attrs: Record<string, AttrValue>;
   /** ONNX AttributeProto type of each attribute as read (so that a float 1.0 is written back as a float). */
   attrTypes?: Record<string, number>;
+  /**
+   * Control flow (If, Loop, Scan): how many of `inputs` the node declares in ONNX. The rest
+   * are the outer-scope values its subgraphs read, listed so that every pass that follows
+   * data (ordering, consumers, downstream parts) sees them; they are not written back.
+   */
+  declaredInputs?: number;
+}
+
+/** Is this attribute a subgraph (the branches of If, the body of Loop and Scan)? */
+export function isGraph(v: AttrValue): v is Graph {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && 'nodes' in v;
 }
 
 /** A graph input or output as declared: dims are numbers, symbolic names, or null (unknown). */

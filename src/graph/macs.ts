@@ -26,6 +26,12 @@ export function nodeMacs(sn: SpecializedNode): number {
       const a = c.shape(0);
       return prod(out) * a[a.length - 1];
     }
+    case 'LSTM':
+    case 'GRU': {
+      // every step: W x and R h for each gate row
+      const x = c.shape(0), w = c.shape(1), r = c.shape(2);
+      return x[0] * x[1] * w[0] * w[1] * (w[2] + r[2]);
+    }
     default:
       return 0;
   }

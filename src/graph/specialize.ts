@@ -4,7 +4,8 @@
  * that exporters emit, weight transposes, ...).
  */
 import { MpqError } from '../errors';
-import { Graph, Node } from './ir';
+import { CONTROL_FLOW, inlineControlFlow, Rename } from './control';
+import { Graph, isGraph, Node } from './ir';
 import { OPS } from './ops';
 import { OpCtx, Val } from './opctx';
 
@@ -25,7 +26,7 @@ export interface Specialized {
 
 /** Throws one error naming every op the tool cannot handle, before any work. */
 export function checkSupported(graph: Graph, engineOps: ReadonlySet<string>): void {
-  const bad = graph.nodes.filter((n) => !OPS[n.op] || (!engineOps.has(n.op) && !canFold(n.op)));
+  const bad = allNodes(graph).filter((n) => !CONTROL_FLOW.has(n.op) && (!OPS[n.op] || (!engineOps.has(n.op) && !canFold(n.op))));
   if (bad.length === 0) return;
   const byOp = new Map<string, string[]>();
   for (const n of bad) byOp.set(n.op, [...(byOp.get(n.op) ?? []), n.name]);
@@ -34,6 +35,11 @@ export function checkSupported(graph: Graph, engineOps: ReadonlySet<string>): vo
     .join(', ');
   const supported = Object.keys(OPS).filter((o) => engineOps.has(o) || canAlwaysFold(o)).sort().join(', ');
   throw new MpqError('MPQ_UNSUPPORTED_OP', `unsupported op${byOp.size > 1 ? 's' : ''} ${list}. Supported ops: ${supported}`);
+}
+
+/** The nodes of a graph and of all its subgraphs. */
+export function allNodes(g: Graph): Node[] {
+  return g.nodes.flatMap((n) => [n, ...Object.values(n.attrs).filter(isGraph).flatMap(allNodes)]);
 }
 
 function canAlwaysFold(op: string): boolean {
@@ -85,7 +91,8 @@ export function specialize(graph: Graph, inputShapes: Record<string, number[]>):
   for (const [name, t] of graph.consts) values.set(name, { dtype: t.dtype, shape: t.shape, value: t });
   for (const inp of graph.inputs) values.set(inp.name, { dtype: inp.dtype, shape: inputShapes[inp.name] });
   const nodes: SpecializedNode[] = [];
-  for (const node of graph.nodes) {
+  const one = (node: Node) => {
+    if (CONTROL_FLOW.has(node.op)) return inlineControlFlow(node, rename, inliner);
     const def = OPS[node.op];
     if (!def) throw new MpqError('MPQ_UNSUPPORTED_OP', `op '${node.op}' (node '${node.name}', opset ${graph.opset}) is not supported`);
     const inputs = node.inputs.map((n) => {
@@ -106,7 +113,29 @@ export function specialize(graph: Graph, inputShapes: Record<string, number[]>):
     }
     node.outputs.forEach((o, i) => o && values.set(o, outs[i]));
     nodes.push({ node, ctx, outs, folded: outs.every((o) => o.value !== undefined) });
-  }
+  };
+  let rename: Rename = (x) => x;
+  const inliner = {
+    opset: graph.opset,
+    constant: (name: string) => values.get(name)?.value,
+    shape: (name: string) => {
+      const v = values.get(name);
+      if (!v) throw new MpqError('MPQ_BAD_MODEL', `'${name}' is read before it is defined`);
+      return v.shape;
+    },
+    define: (name: string, t: import('./ir').ConstTensor) => void values.set(name, { dtype: t.dtype, shape: t.shape, value: t }),
+    nodes: (ns: Node[], r: Rename, prefix = '') => {
+      const outer = rename;
+      rename = r;
+      try {
+        // a subgraph's node in the plan's names (its own subgraphs keep theirs, read through `rename`)
+        for (const n of ns) one({ ...n, name: prefix + n.name, inputs: n.inputs.map((i) => (i ? r(i) : i)), outputs: n.outputs.map((o) => (o ? r(o) : o)) });
+      } finally {
+        rename = outer;
+      }
+    },
+  };
+  for (const node of graph.nodes) one(node);
   for (const o of graph.outputs) {
     if (!values.has(o.name)) throw new MpqError('MPQ_BAD_MODEL', `graph output '${o.name}' is not computed by any node`);
   }

@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { onnx } from 'onnx-proto';
 import { MpqError } from '../errors';
-import { AttrValue, ConstTensor, Graph, Node, ValueInfo } from '../graph/ir';
+import { AttrValue, ConstTensor, Graph, isGraph, Node, ValueInfo } from '../graph/ir';
 import { dtypeOfOnnx, numel } from '../graph/tensor';
 
 type Long = { toNumber(): number } | number | string;
@@ -51,13 +51,31 @@ export function loadGraph(bytes: Uint8Array, opts: LoadOptions = {}): Graph {
   if (opset === 0) opset = 9;
   if (opset < 7 || opset > 22) throw bad(`opset ${opset} is not supported (supported: 7 to 22)`);
 
-  const ctx: TensorCtx = { baseDir: opts.baseDir };
+  const ctx: TensorCtx = { baseDir: opts.baseDir, opset };
+  const body = readBody(g, ctx, new Set());
+  if (body.outputs.length === 0) throw bad('the graph declares no outputs');
+  return {
+    name: g.name ?? '',
+    opset,
+    irVersion: num(model.irVersion as Long),
+    producer: [model.producerName, model.producerVersion].filter(Boolean).join(' '),
+    ...body,
+  };
+}
+
+let anon = 0;
+
+/**
+ * Nodes, constants, inputs and outputs of a graph or subgraph. `outer` holds the names a
+ * subgraph may read from the scopes around it.
+ */
+function readBody(g: onnx.IGraphProto, ctx: TensorCtx, outer: ReadonlySet<string>): Pick<Graph, 'nodes' | 'inputs' | 'outputs' | 'consts'> {
   const consts = new Map<string, ConstTensor>();
   for (const t of g.initializer ?? []) consts.set(t.name ?? '', readTensor(t, ctx));
-
+  const declared = new Set([...outer, ...(g.input ?? []).map((i) => i.name ?? ''), ...consts.keys()]);
+  for (const n of g.node ?? []) for (const o of n.output ?? []) if (o) declared.add(o);
   const nodes: Node[] = [];
-  let anon = 0;
-  for (const n of g.node) {
+  for (const n of g.node ?? []) {
     const name = n.name || `${n.opType}_${anon++}`;
     const domain = n.domain ?? '';
     if (domain !== '' && domain !== 'ai.onnx') {
@@ -69,7 +87,7 @@ export function loadGraph(bytes: Uint8Array, opts: LoadOptions = {}): Graph {
     const attrs: Record<string, AttrValue> = {};
     const attrTypes: Record<string, number> = {};
     for (const a of n.attribute ?? []) {
-      attrs[a.name ?? ''] = readAttr(a, ctx, name);
+      attrs[a.name ?? ''] = readAttr(a, { ...ctx, outer: declared }, name);
       if (a.type) attrTypes[a.name ?? ''] = a.type;
     }
     if (n.opType === 'Constant') {
@@ -77,22 +95,30 @@ export function loadGraph(bytes: Uint8Array, opts: LoadOptions = {}): Graph {
       consts.set(out, constantNodeValue(attrs, name));
       continue;
     }
-    nodes.push({ name, op: n.opType ?? '', domain, inputs: [...(n.input ?? [])], outputs: [...(n.output ?? [])], attrs, attrTypes });
+    const node: Node = { name, op: n.opType ?? '', domain, inputs: [...(n.input ?? [])], outputs: [...(n.output ?? [])], attrs, attrTypes };
+    const subgraphs = Object.values(attrs).filter(isGraph);
+    if (subgraphs.length) {
+      // the outer-scope values the subgraphs read become extra (undeclared) inputs
+      node.declaredInputs = node.inputs.length;
+      const extra = new Set<string>();
+      for (const sg of subgraphs) for (const v of outerReads(sg)) if (!node.inputs.includes(v)) extra.add(v);
+      node.inputs.push(...extra);
+    }
+    nodes.push(node);
   }
-
   const inputs: ValueInfo[] = (g.input ?? []).filter((i) => !consts.has(i.name ?? '')).map(valueInfo);
   const outputs: ValueInfo[] = (g.output ?? []).map(valueInfo);
-  if (outputs.length === 0) throw bad('the graph declares no outputs');
-  return {
-    name: g.name ?? '',
-    opset,
-    irVersion: num(model.irVersion as Long),
-    producer: [model.producerName, model.producerVersion].filter(Boolean).join(' '),
-    nodes: topoSort(nodes, new Set([...inputs.map((i) => i.name), ...consts.keys()])),
-    inputs,
-    outputs,
-    consts,
-  };
+  return { nodes: topoSort(nodes, new Set([...outer, ...inputs.map((i) => i.name), ...consts.keys()])), inputs, outputs, consts };
+}
+
+/** Names a subgraph reads that it does not define itself (values of the scopes around it). */
+export function outerReads(g: Pick<Graph, 'nodes' | 'inputs' | 'consts' | 'outputs'>): string[] {
+  const defined = new Set([...g.inputs.map((i) => i.name), ...g.consts.keys()]);
+  for (const n of g.nodes) for (const o of n.outputs) if (o) defined.add(o);
+  const out = new Set<string>();
+  for (const n of g.nodes) for (const i of n.inputs) if (i && !defined.has(i)) out.add(i);
+  for (const o of g.outputs) if (!defined.has(o.name)) out.add(o.name);
+  return [...out];
 }
 
 function valueInfo(v: onnx.IValueInfoProto): ValueInfo {
@@ -141,7 +167,7 @@ function topoSort(nodes: Node[], available: Set<string>): Node[] {
 
 function constantNodeValue(attrs: Record<string, AttrValue>, name: string): ConstTensor {
   const v = attrs.value;
-  if (v && typeof v === 'object' && !Array.isArray(v)) return v;
+  if (v && typeof v === 'object' && !Array.isArray(v) && !isGraph(v)) return v;
   const f = attrs.value_float, fs_ = attrs.value_floats, i = attrs.value_int, is = attrs.value_ints;
   const mk = (dtype: 'float' | 'int', shape: number[], vals: number[]): ConstTensor => ({
     dtype, shape, data: dtype === 'float' ? Float32Array.from(vals) : Float64Array.from(vals), onnxType: dtype === 'float' ? 1 : 7,
@@ -155,6 +181,9 @@ function constantNodeValue(attrs: Record<string, AttrValue>, name: string): Cons
 
 interface TensorCtx {
   baseDir?: string;
+  opset?: number;
+  /** Names defined around a subgraph being read. */
+  outer?: ReadonlySet<string>;
 }
 
 function readAttr(a: onnx.IAttributeProto, ctx: TensorCtx, node: string): AttrValue {
@@ -167,8 +196,10 @@ function readAttr(a: onnx.IAttributeProto, ctx: TensorCtx, node: string): AttrVa
     case onnx.AttributeProto.AttributeType.INTS: return (a.ints ?? []).map((x) => num(x as Long));
     case onnx.AttributeProto.AttributeType.STRINGS: return (a.strings ?? []).map((s) => Buffer.from(s).toString('utf8'));
     case onnx.AttributeProto.AttributeType.GRAPH:
+      if (!a.g) throw bad(`node '${node}': subgraph attribute '${a.name}' is empty`);
+      return { name: a.g.name ?? '', opset: ctx.opset ?? 0, irVersion: 0, producer: '', ...readBody(a.g, ctx, ctx.outer ?? new Set()) };
     case onnx.AttributeProto.AttributeType.GRAPHS:
-      throw new MpqError('MPQ_UNSUPPORTED_OP', `node '${node}' has a subgraph attribute '${a.name}' (If/Loop/Scan are not supported)`);
+      throw new MpqError('MPQ_UNSUPPORTED_OP', `node '${node}' has a list of subgraphs in attribute '${a.name}', which is not supported`);
     default:
       // Old exporters leave `type` unset: infer it from the field that is filled.
       if (a.t) return readTensor(a.t, ctx);

@@ -1,6 +1,6 @@
 /** Writes a graph IR as an ONNX model (used for the QDQ export). */
 import { onnx } from 'onnx-proto';
-import { AttrValue, ConstTensor, Graph, ValueInfo } from '../graph/ir';
+import { AttrValue, ConstTensor, Graph, isGraph, ValueInfo } from '../graph/ir';
 
 const FLOAT_ATTRS = new Set([
   'alpha', 'beta', 'epsilon', 'gamma', 'min', 'max', 'value', 'ratio', 'bias', 'lambd', 'cubic_coeff_a', 'extrapolation_value', 'scale', 'momentum',
@@ -19,6 +19,7 @@ function attrProto(name: string, v: AttrValue, type?: number): onnx.IAttributePr
     const isFloat = type === T.FLOATS || (type === undefined && (v as number[]).some((x) => !Number.isInteger(x)));
     return isFloat ? { name, type: T.FLOATS, floats: v as number[] } : { name, type: T.INTS, ints: v as number[] };
   }
+  if (isGraph(v)) return { name, type: T.GRAPH, g: graphProto(v) };
   return { name, type: T.TENSOR, t: tensorProto('', v) };
 }
 
@@ -72,29 +73,36 @@ function irVersionFor(opset: number): number {
   return 3;
 }
 
-export function saveGraph(g: Graph, producer = 'onnx-mpq'): Uint8Array {
+/** A graph or subgraph as a GraphProto: initializers that no node (or nested subgraph) reads are left out. */
+function graphProto(g: Graph): onnx.IGraphProto {
+  // a node's inputs include the outer-scope values its subgraphs read, so `used` sees them
   const used = new Set(g.nodes.flatMap((n) => n.inputs));
+  for (const o of g.outputs) used.add(o.name);
+  return {
+    name: g.name || 'mpq',
+    node: g.nodes.map((n) => ({
+      name: n.name,
+      opType: n.op,
+      domain: n.domain || undefined,
+      input: n.declaredInputs === undefined ? n.inputs : n.inputs.slice(0, n.declaredInputs),
+      output: n.outputs,
+      attribute: Object.entries(n.attrs)
+        .filter(([k]) => !k.startsWith('mpq_'))
+        .map(([k, v]) => attrProto(k, v, n.attrTypes?.[k]))
+        .filter((a): a is onnx.IAttributeProto => a !== null),
+    })),
+    input: g.inputs.map(valueInfo),
+    output: g.outputs.map(valueInfo),
+    initializer: [...g.consts].filter(([k]) => used.has(k)).map(([k, t]) => tensorProto(k, t)),
+  };
+}
+
+export function saveGraph(g: Graph, producer = 'onnx-mpq'): Uint8Array {
   const model: onnx.IModelProto = {
     irVersion: irVersionFor(g.opset),
     producerName: producer,
     opsetImport: [{ domain: '', version: g.opset }],
-    graph: {
-      name: g.name || 'mpq',
-      node: g.nodes.map((n) => ({
-        name: n.name,
-        opType: n.op,
-        domain: n.domain || undefined,
-        input: n.inputs,
-        output: n.outputs,
-        attribute: Object.entries(n.attrs)
-          .filter(([k]) => !k.startsWith('mpq_'))
-          .map(([k, v]) => attrProto(k, v, n.attrTypes?.[k]))
-          .filter((a): a is onnx.IAttributeProto => a !== null),
-      })),
-      input: g.inputs.map(valueInfo),
-      output: g.outputs.map(valueInfo),
-      initializer: [...g.consts].filter(([k]) => used.has(k)).map(([k, t]) => tensorProto(k, t)),
-    },
+    graph: graphProto(g),
   };
   return onnx.ModelProto.encode(model).finish();
 }

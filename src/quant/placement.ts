@@ -15,8 +15,8 @@ export const PASS_THROUGH = new Set([
 /** Ops that absorb a following activation into one kernel. */
 const FUSES_ACTIVATION = new Set(['Conv', 'ConvTranspose', 'Gemm', 'MatMul', 'Add', 'BatchNormalization']);
 const ACTIVATIONS = new Set(['Relu', 'Clip', 'LeakyRelu', 'HardSwish', 'HardSigmoid', 'Sigmoid', 'Tanh', 'PRelu']);
-/** Ops with weights. */
-export const WEIGHTED = new Set(['Conv', 'ConvTranspose', 'Gemm', 'MatMul']);
+/** Ops with weights (input 1; for LSTM and GRU the input weights W, their recurrent weights R stay float). */
+export const WEIGHTED = new Set(['Conv', 'ConvTranspose', 'Gemm', 'MatMul', 'LSTM', 'GRU']);
 /** Ops producing shape-like or index values, never quantized. */
 const NON_NUMERIC = new Set(['Shape', 'Size', 'Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'Not', 'And', 'Or', 'Xor', 'ConstantOfShape', 'Range', 'Cast', 'QuantizeLinear', 'DequantizeLinear']);
 
@@ -50,6 +50,7 @@ function weightAxis(n: Node, wShape: number[]): number {
     case 'Conv': return 0;
     case 'ConvTranspose': return 1;
     case 'Gemm': return n.attrs.transB === 1 ? 0 : 1;
+    case 'LSTM': case 'GRU': return 1; // [dirs, gates x hidden, input]: per gate row
     default: return wShape.length - 1; // MatMul [.., K, N]: per column
   }
 }

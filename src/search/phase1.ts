@@ -49,7 +49,8 @@ export async function runPhase1(
   // frontier values become inputs of the downstream graph: the batch axis stays symbolic
   const shapeOf = (v: string) => {
     const s = spec.values.get(v)?.shape;
-    return s ? ['N', ...s.slice(1)] : undefined;
+    // axis 0 is the batch, except for scalars (a ReduceMax over everything)
+    return s ? (s.length ? ['N', ...s.slice(1)] : []) : undefined;
   };
   const work: { group: Group; cand: Candidate }[] = [];
   for (const grp of groups) for (const c of grp.candidates.slice(0, -1)) work.push({ group: grp, cand: c });

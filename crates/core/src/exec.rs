@@ -57,6 +57,7 @@ fn as_activation(node: &NodeDef, consts: &[Option<Arc<Tensor>>]) -> Option<Activ
             if a.has("min") || a.has("max") {
                 return Some(Activation::Clip(a.float("min", f32::NEG_INFINITY).ok()?, a.float("max", f32::INFINITY).ok()?));
             }
+            // a bound computed at run time (not a constant of the plan) is not fused
             let bound = |i: usize, d: f32| -> Option<f32> {
                 match node.inputs.get(i).copied().flatten() {
                     None => Some(d),

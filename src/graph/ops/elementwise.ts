@@ -1,6 +1,6 @@
 /** Elementwise ops: broadcasting binary/variadic ops, unary maths, activations, Cast, Where. */
 import { ConstTensor, DType } from '../ir';
-import { OpCtx, OpDef, Val } from '../opctx';
+import { Lowered, OpCtx, OpDef, Val } from '../opctx';
 import { broadcastShapes, makeConst, mapBroadcast } from '../tensor';
 
 const ONNX_TO: Record<number, DType> = { 1: 'float', 10: 'float', 11: 'float', 16: 'float', 9: 'bool' };
@@ -136,7 +136,12 @@ export const ELEMENTWISE: Record<string, OpDef> = {
       const x = c.constOf(0)!;
       return [makeConst(x.dtype, x.shape.slice(), Array.from(x.data, (v) => Math.min(Math.max(v, min), max)))];
     },
-    lower: (c) => {
+    lower: (c): Lowered => {
+      // bounds computed at run time (an audio front-end's `max(x) - 80 dB`) reach Rust as inputs
+      if (c.opset >= 11 && ((c.has(1) && !c.constOf(1)) || (c.has(2) && !c.constOf(2)))) {
+        for (const i of [1, 2]) if (c.has(i) && c.in(i).shape.reduce((a, b) => a * b, 1) !== 1) c.fail(`${i === 1 ? 'min' : 'max'} (input ${i}) must hold one number, has shape [${c.shape(i)}]`);
+        return { inputs: [0, 1, 2], attrs: {} };
+      }
       const { min, max } = clipBounds(c);
       return { inputs: [0], attrs: { min: encodeInf(min), max: encodeInf(max) } };
     },

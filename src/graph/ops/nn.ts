@@ -251,6 +251,8 @@ function qrange(c: OpCtx): { qmin: number; qmax: number } {
 function qdqAxis(c: OpCtx): number {
   const s = c.shape(1);
   if (s.length > 1 || c.attr('block_size')) c.fail('blocked quantization is not supported');
+  // per-tensor (one scale): the axis means nothing, whatever the rank (a scalar activation)
+  if ((s[0] ?? 1) === 1 && c.rank(0) <= 1) return 0;
   return c.axis(c.ai('axis', 1), Math.max(c.rank(0), 1));
 }
 
@@ -357,6 +359,59 @@ export const NN: Record<string, OpDef> = {
     lower: (c) => ({ inputs: c.has(2) ? [0, 1, 2] : [0, 1], attrs: { axis: qdqAxis(c) } }),
   },
 };
+/**
+ * LSTM and GRU: outputs Y [seq, dirs, batch, hidden] (layout 1: [batch, seq, dirs, hidden]),
+ * Y_h and (LSTM) Y_c [dirs, batch, hidden]. `sequence_lens` is accepted when it is a constant
+ * saying every sequence is full length (what exporters write), and then dropped.
+ */
+function rnn(gates: number, nOut: number): OpDef {
+  const dims = (c: OpCtx) => {
+    const x = c.shape(0);
+    if (x.length !== 3) c.fail(`X must have rank 3, has shape [${x}]`);
+    const layout = c.ai('layout', 0);
+    const [seq, batch] = layout ? [x[1], x[0]] : [x[0], x[1]];
+    const dirs = c.as('direction', 'forward') === 'bidirectional' ? 2 : 1;
+    const w = c.shape(1);
+    const hidden = c.ai('hidden_size', Math.floor((w[1] ?? 0) / gates));
+    if (w.length !== 3 || w[0] !== dirs || w[1] !== gates * hidden || w[2] !== x[2]) c.fail(`W has shape [${w}], expected [${dirs}, ${gates * hidden}, ${x[2]}]`);
+    return { layout, seq, batch, dirs, hidden };
+  };
+  return {
+    infer: (c) => {
+      const { layout, seq, batch, dirs, hidden } = dims(c);
+      const state = layout ? [batch, dirs, hidden] : [dirs, batch, hidden];
+      const y = layout ? [batch, seq, dirs, hidden] : [seq, dirs, batch, hidden];
+      return [y, state, state].slice(0, nOut).map((shape) => ({ dtype: 'float' as const, shape }));
+    },
+    lower: (c) => {
+      const { seq } = dims(c);
+      if (c.has(4)) {
+        const lens = c.ints(4, 'sequence_lens');
+        if (lens.some((l) => l !== seq)) c.fail(`sequence_lens [${lens}] has sequences shorter than ${seq}; only full-length sequences are supported`);
+      }
+      const attrs: Record<string, number | string | number[]> = {
+        hidden_size: dims(c).hidden,
+        direction: c.as('direction', 'forward'),
+        layout: c.ai('layout', 0),
+        present: Array.from({ length: nOut }, (_, i) => (c.node.outputs[i] ? 1 : 0)),
+      };
+      const acts = c.attr('activations');
+      if (Array.isArray(acts) && acts.length) attrs.activations = (acts as string[]).join(',');
+      for (const k of ['activation_alpha', 'activation_beta']) {
+        const v = c.afloats(k);
+        if (v) attrs[k] = v;
+      }
+      if (c.attr('clip') !== undefined) attrs.clip = c.af('clip', 0);
+      if (gates === 4) attrs.input_forget = c.ai('input_forget', 0);
+      else attrs.linear_before_reset = c.ai('linear_before_reset', 0);
+      // sequence_lens (input 4) never reaches Rust
+      return { inputs: Array.from({ length: c.node.inputs.length }, (_, i) => (i === 4 ? -1 : i)), attrs };
+    },
+  };
+}
+NN.LSTM = rnn(4, 3);
+NN.GRU = rnn(3, 2);
+
 NN.Upsample = { infer: NN.Resize.infer, lower: (c, o) => ({ ...NN.Resize.lower!(c, o), op: 'Resize' }) };
 
 export type { Val };

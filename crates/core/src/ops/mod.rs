@@ -22,6 +22,7 @@ pub mod reduce;
 pub mod resize;
 pub mod softmax;
 pub mod qdq;
+pub mod rnn;
 
 /// Everything an op may look at when it is built.
 pub struct BuildCtx<'a> {
@@ -109,6 +110,7 @@ pub fn registry() -> &'static Registry {
         resize::register(&mut r);
         softmax::register(&mut r);
         qdq::register(&mut r);
+        rnn::register(&mut r);
         r
     })
 }

@@ -58,7 +58,70 @@ impl Op for Unary {
     }
 }
 
+/// Clip whose `min` (input 1) and/or `max` (input 2) are computed at run time (one element
+/// each); a bound given as a constant input or attribute is fixed at build time.
+struct RuntimeClip {
+    name: String,
+    lo: Option<f32>,
+    hi: Option<f32>,
+    shape: Vec<usize>,
+}
+
+impl Op for RuntimeClip {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let bound = |i: usize, fixed: Option<f32>, open: f32| -> Result<f32> {
+            if let Some(v) = fixed {
+                return Ok(v);
+            }
+            match inputs.get(i).copied().flatten() {
+                None => Ok(open),
+                Some(t) if t.data.len() == 1 && !t.data[0].is_nan() => Ok(t.data[0]),
+                Some(t) => Err(crate::error::Error::node("Clip", &self.name, format!("input {i} must hold one number at run time, got {} values (or NaN)", t.data.len()))),
+            }
+        };
+        let (lo, hi) = (bound(1, self.lo, f32::NEG_INFINITY)?, bound(2, self.hi, f32::INFINITY)?);
+        let x = checked("Clip", &self.name, inputs, 0, numel(&self.shape))?;
+        let mut y = x.data.clone();
+        let level = simd_level();
+        let act = Activation::Clip(lo, hi);
+        if y.len() < PAR_MIN {
+            act.apply_at(level, &mut y);
+        } else {
+            y.par_chunks_mut(PAR_CHUNK).for_each(|c| act.apply_at(level, c));
+        }
+        Ok(vec![Tensor::new(self.shape.clone(), y)])
+    }
+}
+
+/// Clip with bound inputs (as lowered when a bound is not a constant): each bound is a
+/// constant of the plan (fixed now) or a value computed at run time.
+fn build_runtime_clip(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
+    let fixed = |i: usize| -> Result<Option<f32>> {
+        match ctx.const_opt(i) {
+            Some(t) if t.data.len() == 1 && !t.data[0].is_nan() => Ok(Some(t.data[0])),
+            Some(_) => Err(ctx.err(format!("input {i} must hold one number (not NaN)"))),
+            None => Ok(None),
+        }
+    };
+    for i in [1, 2] {
+        if let Some(s) = ctx.in_shapes.get(i).copied().flatten() {
+            if numel(s) != 1 {
+                return Err(ctx.err(format!("input {i} must hold one number, has shape {s:?}")));
+            }
+        }
+    }
+    let x = ctx.in_shape(0)?;
+    let out = *ctx.out_shapes.first().ok_or_else(|| ctx.err("expects 1 output"))?;
+    if numel(x) != numel(out) {
+        return Err(ctx.err(format!("output shape {out:?} does not match input shape {x:?}")));
+    }
+    Ok(Box::new(RuntimeClip { name: ctx.node.name.clone(), lo: fixed(1)?, hi: fixed(2)?, shape: out.to_vec() }))
+}
+
 fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
+    if ctx.node.op == "Clip" && (ctx.has_input(1) || ctx.has_input(2)) {
+        return build_runtime_clip(ctx);
+    }
     let a = &ctx.attrs;
     let kind = match ctx.node.op.as_str() {
         "Relu" => Kind::Act(Activation::Relu),
@@ -126,6 +189,12 @@ mod tests {
         assert_eq!(one("Not", "{}", &[0., 1.]), vec![1., 0.]);
         assert_eq!(one("Clip", r#"{"min": -1.0, "max": 1}"#, &x), vec![-1., -0.5, 0., 0.5, 1., 1.]);
         assert_eq!(one("Clip", r#"{"min": 0.0}"#, &x), vec![0., 0., 0., 0.5, 1.5, 2.5]);
+        // bounds computed at run time (inputs 1 and 2), or one of them a constant of the plan
+        let xs = || inp(&[x.len()], x.to_vec());
+        let out: &[&[usize]] = &[&[6]];
+        assert_eq!(run("Clip", "{}", vec![xs(), inp(&[], vec![-1.0]), inp(&[1], vec![1.0])], out).unwrap()[0].data, vec![-1., -0.5, 0., 0.5, 1., 1.]);
+        assert_eq!(run("Clip", "{}", vec![xs(), const_inp(&[], vec![0.0]), inp(&[], vec![0.5])], out).unwrap()[0].data, vec![0., 0., 0., 0.5, 0.5, 0.5]);
+        assert!(run("Clip", "{}", vec![xs(), inp(&[2], vec![0.0, 1.0]), inp(&[], vec![0.5])], out).is_err());
         assert_eq!(one("LeakyRelu", r#"{"alpha": 0.5}"#, &x), vec![-1.25, -0.25, 0., 0.5, 1.5, 2.5]);
         assert_eq!(one("HardSigmoid", r#"{"alpha": 0.5, "beta": 0.5}"#, &x), vec![0., 0.25, 0.5, 0.75, 1., 1.]);
         assert_eq!(one("Reciprocal", "{}", &[2., -4.]), vec![0.5, -0.25]);

@@ -1,0 +1,261 @@
+/**
+ * Control flow at specialisation: `If`, `Loop` and `Scan` become plain nodes of the plan.
+ *
+ * - If: the branch its condition selects is inlined, when the condition is known once the
+ *   input shapes are (a constant, or computed from shapes: what exporters emit for
+ *   `if x.size(1) > 1`). Its outputs are Identity nodes from the branch's outputs. A
+ *   condition that depends on the data runs both branches and selects with Where, when the
+ *   branches' outputs have the same shapes (ONNX ops have no side effects).
+ * - Loop: unrolled, when the trip count is known the same way (a constant `M`, or one
+ *   computed from shapes); each iteration's values get their own names (`<loop>/<k>/<name>`),
+ *   scan outputs are stacked with Unsqueeze + Concat. A condition that depends on the data
+ *   is honoured when M bounds the loop and it has no scan outputs: every iteration is
+ *   computed and Where keeps the carried values of those that ran.
+ * - Scan: unrolled over its scan axis (known from shapes), slicing inputs with Gather and
+ *   stacking outputs with Unsqueeze + Concat, in either direction.
+ *
+ * The graph IR keeps the node with its subgraphs (placement sees it as one node, export
+ * writes it back as it was); only the plan sees the inlined nodes. So quantizers go on the
+ * values around a control-flow node, and the nodes inside its subgraphs stay float.
+ */
+import { MpqError } from '../errors';
+import { ConstTensor, Graph, isGraph, Node } from './ir';
+
+/** Longest loop the unroller accepts (each iteration becomes nodes of the plan). */
+export const MAX_UNROLL = 4096;
+
+/** How names inside an inlined subgraph map to the plan's names. */
+export type Rename = (name: string) => string;
+
+/** What the specialiser offers the inliner. */
+export interface Inliner {
+  opset: number;
+  /** The constant value of a plan value, if it is known now. */
+  constant(name: string): ConstTensor | undefined;
+  /** The static shape of a plan value specialised so far. */
+  shape(name: string): number[];
+  /** Adds a constant under a plan name. */
+  define(name: string, t: ConstTensor): void;
+  /** Specialises `nodes` (in order) under `rename`, their node names prefixed with `prefix`. */
+  nodes(nodes: Node[], rename: Rename, prefix?: string): void;
+}
+
+export const CONTROL_FLOW = new Set(['If', 'Loop', 'Scan']);
+
+/** A note on the control-flow nodes of `g`, whose subgraphs stay float when quantizing (null when there are none). */
+export function floatSubgraphsNote(g: Graph): string | null {
+  const cf = g.nodes.filter((n) => CONTROL_FLOW.has(n.op));
+  if (cf.length === 0) return null;
+  const names = cf.slice(0, 3).map((n) => `'${n.name}' (${n.op})`).join(', ') + (cf.length > 3 ? ` and ${cf.length - 3} more` : '');
+  return `the subgraphs of ${names} stay float: quantizers are placed on the values around them, not inside`;
+}
+
+const fail = (n: Node, msg: string): never => {
+  throw new MpqError('MPQ_BAD_NODE', `node '${n.name}' (${n.op}): ${msg}`);
+};
+
+/** Every name a subgraph defines, nested subgraphs included. */
+function definedIn(g: Graph, out = new Set<string>()): Set<string> {
+  for (const i of g.inputs) out.add(i.name);
+  for (const k of g.consts.keys()) out.add(k);
+  for (const n of g.nodes) {
+    for (const o of n.outputs) if (o) out.add(o);
+    for (const v of Object.values(n.attrs)) if (isGraph(v)) definedIn(v, out);
+  }
+  return out;
+}
+
+const scalar = (dtype: 'int' | 'bool', v: number): ConstTensor => ({ dtype, shape: [], data: Float64Array.of(v), onnxType: dtype === 'int' ? 7 : 9 });
+const ints1 = (v: number[]): ConstTensor => ({ dtype: 'int', shape: [v.length], data: Float64Array.from(v), onnxType: 7 });
+
+function subgraph(n: Node, attr: string): Graph {
+  const g = n.attrs[attr];
+  if (!isGraph(g)) fail(n, `attribute '${attr}' must be a subgraph`);
+  return g as Graph;
+}
+
+/** Names of a subgraph instance: its own names get `prefix`, outer names go through `outer`. */
+function scoped(g: Graph, prefix: string, outer: Rename, bound: Map<string, string>): Rename {
+  const own = definedIn(g);
+  return (name) => bound.get(name) ?? (own.has(name) ? prefix + name : outer(name));
+}
+
+function defineConsts(g: Graph, rename: Rename, ix: Inliner): void {
+  for (const [k, t] of g.consts) ix.define(rename(k), t);
+}
+
+/** `Unsqueeze(v, 0)` for each value, then `Concat` on axis 0 into `out`. */
+function stack(ix: Inliner, base: string, parts: string[], axis: number, out: string): Node[] {
+  const nodes: Node[] = [];
+  const axes = `${base}/axes`;
+  if (ix.opset >= 13) ix.define(axes, ints1([axis]));
+  const ups = parts.map((p, i) => {
+    const u = `${base}/unsq${i}`;
+    nodes.push(ix.opset >= 13
+      ? { name: u, op: 'Unsqueeze', domain: '', inputs: [p, axes], outputs: [u], attrs: {} }
+      : { name: u, op: 'Unsqueeze', domain: '', inputs: [p], outputs: [u], attrs: { axes: [axis] } });
+    return u;
+  });
+  nodes.push({ name: `${base}/concat`, op: 'Concat', domain: '', inputs: ups, outputs: [out], attrs: { axis } });
+  return nodes;
+}
+
+const identity = (name: string, from: string, to: string): Node => ({ name, op: 'Identity', domain: '', inputs: [from], outputs: [to], attrs: {} });
+
+/** Inlines one control-flow node (already renamed into the plan's names) whose subgraphs read names through `rename`. */
+export function inlineControlFlow(n: Node, rename: Rename, ix: Inliner): void {
+  const declared = n.inputs.slice(0, n.declaredInputs ?? n.inputs.length);
+  if (n.op === 'If') {
+    const c = ix.constant(declared[0]);
+    const branch = (attr: string, own: string) => {
+      const g = subgraph(n, attr);
+      if (g.outputs.length !== n.outputs.length) fail(n, `${attr} has ${g.outputs.length} outputs, the node ${n.outputs.length}`);
+      const r = scoped(g, own, rename, new Map());
+      defineConsts(g, r, ix);
+      ix.nodes(g.nodes, r, `${n.name}/${own}`);
+      return g.outputs.map((o) => r(o.name));
+    };
+    if (c) {
+      const outs = branch(c.data[0] ? 'then_branch' : 'else_branch', '');
+      ix.nodes(outs.map((o, i) => identity(`${n.name}/out${i}`, o, n.outputs[i])).filter((x) => x.outputs[0]), (x) => x);
+      return;
+    }
+    // a condition known only from the data: both branches run, Where picks (their outputs must agree in shape)
+    const a = branch('then_branch', 'then/'), b = branch('else_branch', 'else/');
+    a.forEach((v, i) => {
+      const sa = ix.shape(v), sb = ix.shape(b[i]);
+      if (sa.join() !== sb.join()) {
+        fail(n, `its condition depends on the input data and its branches give output ${i} different shapes ([${sa}] and [${sb}]); such an If is not supported (a condition known from constants and input shapes is)`);
+      }
+    });
+    ix.nodes(a.map((v, i) => ({ name: `${n.name}/select${i}`, op: 'Where', domain: '', inputs: [declared[0], v, b[i]], outputs: [n.outputs[i]], attrs: {} })).filter((x) => x.outputs[0]), (x) => x);
+    return;
+  }
+  if (n.op === 'Loop') {
+    const body = subgraph(n, 'body');
+    let trips = Infinity;
+    if (declared[0]) {
+      const m = ix.constant(declared[0]);
+      if (!m) fail(n, 'its trip count M depends on the input data; only trip counts known from constants and input shapes are supported');
+      trips = Number(m!.data[0]);
+    }
+    // `active`: the plan value saying whether the iteration about to run really runs, once that
+    // depends on the data (null while every iteration so far is known to run)
+    let cond = true;
+    let active: string | null = null;
+    if (declared[1]) {
+      const c = ix.constant(declared[1]);
+      if (c) cond = !!c.data[0];
+      else active = declared[1];
+    }
+    let carried = declared.slice(2);
+    const nScan = body.outputs.length - 1 - carried.length;
+    if (body.inputs.length !== 2 + carried.length || nScan < 0) fail(n, `the body has ${body.inputs.length} inputs and ${body.outputs.length} outputs for ${carried.length} loop-carried values`);
+    const scans: string[][] = Array.from({ length: nScan }, () => []);
+    const bounded = (why: string) => {
+      if (!Number.isFinite(trips)) fail(n, `${why} and it has no trip count M: the number of iterations is not bounded`);
+      if (nScan > 0) fail(n, `${why}, so its scan outputs have a length known only from the data; only loops without scan outputs are supported then`);
+    };
+    if (active) bounded('its condition depends on the input data');
+    for (let k = 0; k < trips && cond; k++) {
+      if (k >= MAX_UNROLL) fail(n, `runs more than ${MAX_UNROLL} iterations (a trip count M is needed, or a condition that turns false)`);
+      const pfx = `${n.name}/${k}/`;
+      const bound = new Map<string, string>([[body.inputs[0].name, `${pfx}iter`], [body.inputs[1].name, active ?? `${pfx}cond`]]);
+      ix.define(`${pfx}iter`, scalar('int', k));
+      if (!active) ix.define(`${pfx}cond`, scalar('bool', 1));
+      body.inputs.slice(2).forEach((inp, j) => bound.set(inp.name, carried[j]));
+      const r = scoped(body, pfx, rename, bound);
+      defineConsts(body, r, ix);
+      ix.nodes(body.nodes, r, pfx);
+      const condOut = r(body.outputs[0].name);
+      const co = ix.constant(condOut);
+      const next = body.outputs.slice(1, 1 + carried.length).map((o) => r(o.name));
+      if (!active) {
+        // this iteration runs for sure
+        carried = next;
+        body.outputs.slice(1 + carried.length).forEach((o, j) => scans[j].push(r(o.name)));
+        if (co) cond = !!co.data[0];
+        else {
+          bounded('its condition depends on the input data inside the loop');
+          active = condOut;
+        }
+        continue;
+      }
+      // bounded by M, condition from the data: every iteration is computed, Where keeps the values of those that ran
+      const sel: Node[] = next.map((v, j) => {
+        if (ix.shape(v).join() !== ix.shape(carried[j]).join()) fail(n, `loop-carried value ${j} changes shape ([${ix.shape(carried[j])}] to [${ix.shape(v)}]) under a condition from the data`);
+        return { name: `${pfx}sel${j}`, op: 'Where', domain: '', inputs: [active!, v, carried[j]], outputs: [`${pfx}sel${j}`], attrs: {} };
+      });
+      const nodes = [...sel];
+      if (co && !co.data[0]) cond = false;
+      else if (!co) nodes.push({ name: `${pfx}active`, op: 'And', domain: '', inputs: [active, condOut], outputs: [`${pfx}active`], attrs: {} });
+      ix.nodes(nodes, (x) => x);
+      carried = sel.map((x) => x.outputs[0]);
+      if (!co) active = `${pfx}active`;
+    }
+    const outs: Node[] = carried.map((v, j) => identity(`${n.name}/out${j}`, v, n.outputs[j])).filter((x) => x.outputs[0]);
+    scans.forEach((parts, j) => {
+      const out = n.outputs[carried.length + j];
+      if (!out) return;
+      if (parts.length === 0) fail(n, `runs no iteration, so its scan output '${out}' has no known shape`);
+      outs.push(...stack(ix, `${n.name}/scan${j}`, parts, 0, out));
+    });
+    ix.nodes(outs, (x) => x);
+    return;
+  }
+  if (n.op === 'Scan') {
+    if (ix.opset < 9) fail(n, 'Scan before opset 9 (with a sequence_lens input) is not supported');
+    const body = subgraph(n, 'body');
+    const nIn = Number(n.attrs.num_scan_inputs ?? 0);
+    const nState = declared.length - nIn;
+    const nOut = body.outputs.length - nState;
+    if (nIn < 1 || nState < 0 || nOut < 0 || body.inputs.length !== nState + nIn) fail(n, `the body's inputs and outputs do not fit ${nState} states and ${nIn} scan inputs`);
+    const list = (a: string, len: number) => {
+      const v = n.attrs[a];
+      return Array.isArray(v) ? (v as number[]) : new Array(len).fill(0);
+    };
+    const inAxes = list('scan_input_axes', nIn), inDirs = list('scan_input_directions', nIn);
+    const outAxes = list('scan_output_axes', nOut), outDirs = list('scan_output_directions', nOut);
+    const scanIn = declared.slice(nState);
+    const s0 = ix.shape(scanIn[0]);
+    const len = s0[inAxes[0] < 0 ? inAxes[0] + s0.length : inAxes[0]];
+    if (len === undefined) fail(n, `scan axis ${inAxes[0]} is out of range for input shape [${s0}]`);
+    let states = declared.slice(0, nState);
+    const outsPer: string[][] = Array.from({ length: nOut }, () => []);
+    if (len > MAX_UNROLL) fail(n, `scans ${len} steps, more than ${MAX_UNROLL}`);
+    for (let k = 0; k < len; k++) {
+      const pfx = `${n.name}/${k}/`;
+      const bound = new Map<string, string>();
+      body.inputs.slice(0, nState).forEach((inp, j) => bound.set(inp.name, states[j]));
+      const pre: Node[] = [];
+      body.inputs.slice(nState).forEach((inp, j) => {
+        const rank = ix.shape(scanIn[j]).length;
+        const axis = inAxes[j] < 0 ? inAxes[j] + rank : inAxes[j];
+        const idx = `${pfx}idx${j}`;
+        ix.define(idx, scalar('int', inDirs[j] ? len - 1 - k : k));
+        const v = `${pfx}in${j}`;
+        pre.push({ name: v, op: 'Gather', domain: '', inputs: [scanIn[j], idx], outputs: [v], attrs: { axis } });
+        bound.set(inp.name, v);
+      });
+      ix.nodes(pre, (x) => x);
+      const r = scoped(body, pfx, rename, bound);
+      defineConsts(body, r, ix);
+      ix.nodes(body.nodes, r, pfx);
+      states = body.outputs.slice(0, nState).map((o) => r(o.name));
+      body.outputs.slice(nState).forEach((o, j) => outsPer[j].push(r(o.name)));
+    }
+    const outs: Node[] = states.map((v, j) => identity(`${n.name}/out${j}`, v, n.outputs[j])).filter((x) => x.outputs[0]);
+    outsPer.forEach((parts, j) => {
+      const out = n.outputs[nState + j];
+      if (!out) return;
+      if (parts.length === 0) fail(n, `scans no step, so its output '${out}' has no known shape`);
+      const ordered = outDirs[j] ? [...parts].reverse() : parts;
+      const rank = ix.shape(parts[0]).length + 1;
+      const axis = outAxes[j] < 0 ? outAxes[j] + rank : outAxes[j];
+      outs.push(...stack(ix, `${n.name}/scan${j}`, ordered, axis, out));
+    });
+    ix.nodes(outs, (x) => x);
+    return;
+  }
+  fail(n, 'not a control-flow op');
+}
