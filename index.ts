@@ -19,6 +19,8 @@
 export { Model } from './src/model';
 export type { Tensor, RunOptions, Compiled } from './src/model';
 export { MpqError } from './src/errors';
+export { setLimits, limits, DEFAULT_LIMITS } from './src/limits';
+export type { Limits } from './src/limits';
 export type { ErrorCode } from './src/errors';
 export { inspectModel, formatInspect } from './src/inspect';
 export type { InspectReport } from './src/inspect';

@@ -1,5 +1,6 @@
 use crate::attrs::AttrValue;
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::tensor::Tensor;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -105,7 +106,53 @@ impl PlanDef {
                 return Err(Error::Plan(format!("graph output '{}' is never computed", self.values[o].name)));
             }
         }
-        Ok(())
+        self.check_memory()
+    }
+
+    /// Checks every value against the per-tensor limit and the plan's peak of live values
+    /// (constants, inputs and intermediates until their last use, in node order) against the
+    /// plan limit, before anything is allocated.
+    pub fn check_memory(&self) -> Result<()> {
+        let mut bytes = Vec::with_capacity(self.values.len());
+        let mut producer: Vec<Option<usize>> = vec![None; self.values.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            for &o in &n.outputs {
+                producer[o] = Some(i);
+            }
+        }
+        for (v, def) in self.values.iter().enumerate() {
+            let what = match producer[v] {
+                Some(i) => format!("node '{}' ({}), output '{}'", self.nodes[i].name, self.nodes[i].op, def.name),
+                None => format!("value '{}'", def.name),
+            };
+            bytes.push(limits::check_tensor(&what, &def.shape)? as u128 * 4);
+        }
+        let mut last_use = vec![None; self.values.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            for v in n.inputs.iter().flatten() {
+                last_use[*v] = Some(i);
+            }
+        }
+        let mut keep = vec![false; self.values.len()];
+        for &v in self.outputs.iter().chain(self.constants.iter().map(|c| &c.value)) {
+            keep[v] = true;
+        }
+        let mut live: u128 = self.constants.iter().map(|c| bytes[c.value]).sum::<u128>() + self.inputs.iter().map(|&v| bytes[v]).sum::<u128>();
+        let mut peak = (live, None);
+        for (i, n) in self.nodes.iter().enumerate() {
+            live += n.outputs.iter().map(|&o| bytes[o]).sum::<u128>();
+            if live > peak.0 {
+                peak = (live, Some(i));
+            }
+            for v in n.inputs.iter().flatten() {
+                if last_use[*v] == Some(i) && !keep[*v] {
+                    live -= bytes[*v];
+                    bytes[*v] = 0; // read twice by one node: freed once
+                }
+            }
+        }
+        let at = peak.1.map_or(String::new(), |i| format!(" (at node '{}', {})", self.nodes[i].name, self.nodes[i].op));
+        limits::check_total(&format!("the plan's live values{at}"), Some(peak.0))
     }
 }
 
