@@ -208,3 +208,27 @@ export function seedModels(): { name: string; bytes: Uint8Array }[] {
     ], [f32('w', [2, 1, 3, 3], Array.from({ length: 18 }, (_, i) => (i % 5) / 5 - 0.4)), f32('b', [2], [0.1, -0.1]), i64('sh', [1, -1])], [1, 1, 5, 5]),
   ];
 }
+
+/** The crafted cases of issue 11, each a few hundred bytes. */
+export function hostileModels(): { name: string; bytes: Uint8Array }[] {
+  const vi = (name: string, dims: number[], elemType = 1): onnx.IValueInfoProto => ({ name, type: { tensorType: { elemType, shape: { dim: dims.map((d) => ({ dimValue: d })) } } } });
+  const i64 = (name: string, vals: number[], dims = [vals.length]): onnx.ITensorProto => ({ name, dims, dataType: 7, int64Data: vals });
+  const model = (name: string, nodes: onnx.INodeProto[], inits: onnx.ITensorProto[], input = vi('x', [1, 1])): { name: string; bytes: Uint8Array } => ({
+    name,
+    bytes: onnx.ModelProto.encode({
+      irVersion: 8,
+      opsetImport: [{ domain: '', version: 13 }],
+      graph: { name, node: nodes.map((n, i) => ({ name: `${n.opType}_${i}`, ...n })), initializer: inits, input: [input], output: [{ name: 'y' }] },
+    }).finish(),
+  });
+  return [
+    model('expand-2^20x2^20', [{ opType: 'Expand', input: ['x', 's'], output: ['y'] }], [i64('s', [2 ** 20, 2 ** 20])]),
+    model('expand-2^16x2^16', [{ opType: 'Expand', input: ['x', 's'], output: ['y'] }], [i64('s', [2 ** 16, 2 ** 16])]),
+    model('tile-2^20x2^20', [{ opType: 'Tile', input: ['x', 'r'], output: ['y'] }], [i64('r', [2 ** 20, 2 ** 20])]),
+    model('tile-2^16x2^16', [{ opType: 'Tile', input: ['x', 'r'], output: ['y'] }], [i64('r', [2 ** 16, 2 ** 16])]),
+    model('constant-of-shape-huge', [{ opType: 'ConstantOfShape', input: ['s'], output: ['z'] }, { opType: 'Add', input: ['x', 'z'], output: ['y'] }], [i64('s', [1, 2 ** 36])]),
+    model('initializer-dims-2^33', [{ opType: 'Add', input: ['x', 'w'], output: ['y'] }], [{ name: 'w', dims: [2 ** 33], dataType: 1, floatData: [1] }]),
+    model('input-elem-type-999', [{ opType: 'Relu', input: ['x'], output: ['y'] }], [], vi('x', [1, 1], 999)),
+    model('two-producers', [{ opType: 'Relu', input: ['x'], output: ['y'] }, { opType: 'Neg', input: ['x'], output: ['y'] }], []),
+  ];
+}
