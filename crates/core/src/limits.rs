@@ -54,7 +54,12 @@ pub fn tensor_bytes(shape: &[usize], elem: usize) -> Option<u128> {
 
 /// Checks one tensor of `shape` (f32) against the per-tensor limit; `what` names it.
 pub fn check_tensor(what: &str, shape: &[usize]) -> Result<usize> {
-    let max = max_tensor_bytes() as u128;
+    check_tensor_max(what, shape, max_tensor_bytes())
+}
+
+/// [`check_tensor`] against an explicit limit.
+pub fn check_tensor_max(what: &str, shape: &[usize], max: u64) -> Result<usize> {
+    let max = max as u128;
     match tensor_bytes(shape, 4) {
         Some(b) if b <= max => Ok((b / 4) as usize),
         b => Err(Error::TooLarge(format!(
@@ -67,7 +72,12 @@ pub fn check_tensor(what: &str, shape: &[usize]) -> Result<usize> {
 
 /// Checks a working-memory total (`bytes`, `None` on overflow) against the plan limit.
 pub fn check_total(what: &str, bytes: Option<u128>) -> Result<()> {
-    let max = max_plan_bytes() as u128;
+    check_total_max(what, bytes, max_plan_bytes())
+}
+
+/// [`check_total`] against an explicit limit.
+pub fn check_total_max(what: &str, bytes: Option<u128>, max: u64) -> Result<()> {
+    let max = max as u128;
     match bytes {
         Some(b) if b <= max => Ok(()),
         b => Err(Error::TooLarge(format!(

@@ -113,6 +113,11 @@ impl PlanDef {
     /// (constants, inputs and intermediates until their last use, in node order) against the
     /// plan limit, before anything is allocated.
     pub fn check_memory(&self) -> Result<()> {
+        self.check_memory_max(limits::max_tensor_bytes(), limits::max_plan_bytes())
+    }
+
+    /// [`Self::check_memory`] against explicit limits.
+    pub fn check_memory_max(&self, max_tensor: u64, max_plan: u64) -> Result<()> {
         let mut bytes = Vec::with_capacity(self.values.len());
         let mut producer: Vec<Option<usize>> = vec![None; self.values.len()];
         for (i, n) in self.nodes.iter().enumerate() {
@@ -125,7 +130,7 @@ impl PlanDef {
                 Some(i) => format!("node '{}' ({}), output '{}'", self.nodes[i].name, self.nodes[i].op, def.name),
                 None => format!("value '{}'", def.name),
             };
-            bytes.push(limits::check_tensor(&what, &def.shape)? as u128 * 4);
+            bytes.push(limits::check_tensor_max(&what, &def.shape, max_tensor)? as u128 * 4);
         }
         let mut last_use = vec![None; self.values.len()];
         for (i, n) in self.nodes.iter().enumerate() {
@@ -152,7 +157,7 @@ impl PlanDef {
             }
         }
         let at = peak.1.map_or(String::new(), |i| format!(" (at node '{}', {})", self.nodes[i].name, self.nodes[i].op));
-        limits::check_total(&format!("the plan's live values{at}"), Some(peak.0))
+        limits::check_total_max(&format!("the plan's live values{at}"), Some(peak.0), max_plan)
     }
 }
 
@@ -182,5 +187,37 @@ impl WeightStore {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(shape: Vec<usize>) -> PlanDef {
+        // x -> Relu -> r -> Neg -> y
+        let v = |name: &str| ValueDef { name: name.into(), shape: shape.clone(), dtype: DType::Float };
+        let node = |op: &str, i: usize, o: usize| NodeDef { op: op.into(), name: format!("{op}_{i}"), inputs: vec![Some(i)], outputs: vec![o], attrs: HashMap::new(), opset: 13 };
+        PlanDef { values: vec![v("x"), v("r"), v("y")], inputs: vec![0], outputs: vec![2], constants: vec![], nodes: vec![node("Relu", 0, 1), node("Neg", 1, 2)] }
+    }
+
+    #[test]
+    fn a_value_over_the_tensor_limit_is_refused_naming_its_node() {
+        let e = chain(vec![1 << 20, 1 << 20]).check_memory_max(2 << 30, 8 << 30).unwrap_err();
+        let m = e.to_string();
+        assert!(matches!(e, Error::TooLarge(_)));
+        assert!(m.contains("value 'x'") && m.contains("4.0 TiB"), "{m}");
+        // products that overflow 64 bits are errors too, not wrapped sizes
+        let e = chain(vec![usize::MAX, usize::MAX]).check_memory_max(2 << 30, 8 << 30).unwrap_err();
+        assert!(e.to_string().contains("more than 2^128 bytes") || e.to_string().contains("needs"), "{e}");
+    }
+
+    #[test]
+    fn the_peak_of_live_values_is_checked_against_the_plan_limit() {
+        // 16 KiB per value; x is freed after Relu, so two values are live at once
+        let p = chain(vec![64, 64]);
+        assert!(p.check_memory_max(1 << 20, 32 << 10).is_ok());
+        let m = p.check_memory_max(1 << 20, 24 << 10).unwrap_err().to_string();
+        assert!(m.contains("at node 'Relu_0'") && m.contains("32.0 KiB"), "{m}");
     }
 }
