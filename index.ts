@@ -21,6 +21,8 @@ export type { Tensor, RunOptions, Compiled } from './src/model';
 export { MpqError } from './src/errors';
 export { engineInfo, setEngineLevel, setOrtThreads } from './src/engine';
 export type { EngineInfo, EngineLevel } from './src/engine';
+export { setLimits, limits, DEFAULT_LIMITS } from './src/limits';
+export type { Limits } from './src/limits';
 export type { ErrorCode } from './src/errors';
 export { inspectModel, formatInspect } from './src/inspect';
 export type { InspectReport } from './src/inspect';

@@ -11,6 +11,7 @@ export type ErrorCode =
   | 'MPQ_INPUT_SHAPE' // input data does not fit the model
   | 'MPQ_BAD_INPUT' // a bad argument or input file (npy, data folder, ...)
   | 'MPQ_BAD_PLAN' // internal plan inconsistency
+  | 'MPQ_TOO_LARGE' // a tensor or plan over the size limits (MPQ_MAX_TENSOR_BYTES, MPQ_MAX_PLAN_BYTES)
   | 'MPQ_ABORTED' // cancelled through an AbortSignal
   | 'MPQ_INTERNAL'; // a bug: please report it
 
@@ -25,7 +26,7 @@ export class MpqError extends Error {
 
 const CODES: ReadonlySet<string> = new Set([
   'MPQ_BAD_MODEL', 'MPQ_UNSUPPORTED_OP', 'MPQ_BAD_NODE', 'MPQ_INPUT_SHAPE', 'MPQ_BAD_INPUT', 'MPQ_BAD_PLAN',
-  'MPQ_ABORTED', 'MPQ_INTERNAL',
+  'MPQ_TOO_LARGE', 'MPQ_ABORTED', 'MPQ_INTERNAL',
 ]);
 
 /** Converts an error thrown by the native binding ("CODE: message") into an {@link MpqError}. */

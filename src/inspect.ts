@@ -1,4 +1,5 @@
 /** `mpq inspect`: what a model is made of, and what it costs at given shapes. */
+import { MpqError } from './errors';
 import { ValueInfo } from './graph/ir';
 import { nodeMacs } from './graph/macs';
 import { resolveInputShapes, specialize } from './graph/specialize';
@@ -39,6 +40,8 @@ export function inspectModel(model: Model, shapes: Record<string, number[]> = {}
     macs = spec.nodes.filter((sn) => !sn.folded).map((sn) => ({ node: sn.node.name, op: sn.node.op, macs: nodeMacs(sn) })).filter((m) => m.macs > 0);
     outShapes = Object.fromEntries(g.outputs.map((o) => [o.name, spec.values.get(o.name)!.shape]));
   } catch (e) {
+    // unknown shapes are a note; a model that asks for more memory than allowed is an error
+    if (e instanceof MpqError && e.code === 'MPQ_TOO_LARGE') throw e;
     note = (e as Error).message;
   }
   return {

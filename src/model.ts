@@ -4,7 +4,7 @@ import { MpqError, fromNative } from './errors';
 import { ConstTensor, Graph } from './graph/ir';
 import { lower, Lowered } from './graph/lower';
 import { checkSupported, resolveInputShapes, specialize, Specialized } from './graph/specialize';
-import { native } from './native';
+import { native, syncLimits } from './native';
 import { loadGraph, loadGraphFromFile } from './onnx/load';
 import { foldBatchNorm } from './graph/passes/fold-bn';
 
@@ -107,7 +107,7 @@ export class Model {
     let plan: PlanHandle;
     const keepIds = keep.map((k) => lowered.index.get(k)).filter((i): i is number => i !== undefined);
     try {
-      plan = native().PlanHandle.compile(this.store, JSON.stringify(lowered.plan), keepIds);
+      plan = syncLimits().PlanHandle.compile(this.store, JSON.stringify(lowered.plan), keepIds);
     } catch (e) {
       throw fromNative(e);
     }

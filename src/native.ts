@@ -1,6 +1,7 @@
 /** The native addon, loaded once. */
 import * as path from 'path';
 import { MpqError } from './errors';
+import { limits } from './limits';
 
 export type Binding = typeof import('../binding');
 
@@ -19,4 +20,12 @@ export function native(): Binding {
     );
   }
   return cached;
+}
+
+/** Hands the size limits in force (see src/limits.ts) to the engine; called before native work that allocates by size. */
+export function syncLimits(): Binding {
+  const n = native();
+  const l = limits();
+  n.setLimits(l.maxTensorBytes, l.maxPlanBytes);
+  return n;
 }

@@ -32,18 +32,23 @@ export interface NpyLayout {
 }
 
 /** Total header size from the first 12 bytes (magic, version, header length). */
-export function npyHeaderSize(pre: Uint8Array, file = '<npy>'): number {
+export function npyHeaderSize(pre: Uint8Array, file = '<npy>', fileSize = Infinity): number {
   const b = Buffer.from(pre.buffer, pre.byteOffset, pre.byteLength);
   if (b.length < 10 || b.toString('latin1', 0, 6) !== '\x93NUMPY') throw bad(file, 'not a .npy file (bad magic)');
   const major = b[6];
+  if (major !== 1 && major !== 2 && major !== 3) throw bad(file, `.npy format version ${major} is not supported (1, 2 or 3)`);
   if (major !== 1 && b.length < 12) throw bad(file, 'truncated header');
-  return major === 1 ? 10 + b.readUInt16LE(8) : 12 + b.readUInt32LE(8);
+  const len = major === 1 ? b.readUInt16LE(8) : b.readUInt32LE(8);
+  const size = (major === 1 ? 10 : 12) + len;
+  // checked before anything of that size is allocated (a v2 header may claim 4 GiB)
+  if (size > fileSize) throw bad(file, `header length ${len} is larger than the file (${fileSize} bytes); the file is truncated or not a .npy file`);
+  return size;
 }
 
 /** Parses a .npy header (`head` holds at least the whole header). */
 export function parseNpyHeader(head: Uint8Array, file = '<npy>'): NpyLayout {
   const b = Buffer.from(head.buffer, head.byteOffset, head.byteLength);
-  const dataOffset = npyHeaderSize(b, file);
+  const dataOffset = npyHeaderSize(b, file, b.length);
   const hstart = b[6] === 1 ? 10 : 12;
   if (dataOffset > b.length) throw bad(file, 'truncated header');
   const header = b.toString('latin1', hstart, dataOffset);

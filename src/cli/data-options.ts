@@ -12,6 +12,7 @@ export interface DataFlags {
   offset?: string;
   batch?: string;
   quiet?: boolean;
+  skipBadSamples?: boolean;
 }
 
 /** Adds --preset, --preprocess, --select, --limit, --offset, --batch. */
@@ -22,7 +23,8 @@ export function addDataFlags(c: Command): Command {
     .option('--select <all|even|odd>', 'keep all, even or odd sample indices', 'all')
     .option('--limit <n>', 'at most this many samples')
     .option('--offset <n>', 'skip this many selected samples')
-    .option('--batch <n>', 'batch size (default: the batch size the model declares, else 32)');
+    .option('--batch <n>', 'batch size (default: the batch size the model declares, else 32)')
+    .option('--skip-bad-samples', 'skip unusable samples (undecodable or truncated files, NaN/Inf, wrong values) with a warning instead of failing');
 }
 
 const int = (v: string | undefined, name: string): number | undefined => {
@@ -74,6 +76,8 @@ export async function openData(spec: string, model: Model, f: DataFlags): Promis
     limit: int(f.limit, 'limit'),
     offset: int(f.offset, 'offset'),
     batchSize,
+    expect: Object.fromEntries(model.graph.inputs.map((i) => [i.name, { sampleDims: i.dims ? i.dims.slice(1) : null, dtype: i.dtype }])),
+    skipBadSamples: !!f.skipBadSamples,
   };
   if (f.select && !['all', 'even', 'odd'].includes(f.select)) throw new MpqError('MPQ_BAD_INPUT', `--select must be all, even or odd`);
   const data = parseDataSpec(spec, model);

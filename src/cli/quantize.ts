@@ -1,10 +1,10 @@
 /** `mpq quantize`: calibrate, quantize at one configuration, export QDQ + encodings. */
 import * as path from 'path';
 import { MpqError } from '../errors';
-import { writeFileAtomic } from '../fsutil';
+import { OutputDir } from '../fsutil';
 import { floatSubgraphsNote } from '../graph/control';
 import { Model } from '../model';
-import { loadBitConfig } from '../quant/config';
+import { BitConfig, loadBitConfig } from '../quant/config';
 import { encodingsToJson } from '../quant/encodings';
 import { calibrate, exportQdq, quantize } from '../quant/quantize';
 import { RangeMethod } from '../quant/ranges';
@@ -40,6 +40,19 @@ export async function quantizeCommand(file: string, f: QuantizeFlags): Promise<v
   const config = loadBitConfig(f.config);
   const round = rounding(f.rounding);
   const model = Model.fromFile(file);
+  // all files or none: written into a staging folder, put in place at once at the end
+  const out = OutputDir.open(f.out);
+  try {
+    const report = await quantizeInto(out, file, f, { t0, config, round, model });
+    out.commit();
+    process.stdout.write(report);
+  } finally {
+    out.abort();
+  }
+}
+
+async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: { t0: number; config: BitConfig; round?: Rounding; model: Model }): Promise<string> {
+  const { t0, config, round, model } = o;
   const data = await openData(f.calib, model, f);
   const progress = phaseProgress(!f.quiet);
   const note = floatSubgraphsNote(model.graph);
@@ -56,8 +69,8 @@ export async function quantizeCommand(file: string, f: QuantizeFlags): Promise<v
   const bytes = exportQdq(q, cal);
   const outModel = path.join(f.out, 'model.qdq.onnx');
   const outEnc = path.join(f.out, 'encodings.json');
-  writeFileAtomic(outEnc, JSON.stringify(encodingsToJson(q.encodings), null, 1));
-  writeFileAtomic(path.join(f.out, 'config.json'), JSON.stringify({ default: `W${config.w}A${config.a}`, weights: config.weights, activations: config.activations }, null, 2));
+  out.write('encodings.json', JSON.stringify(encodingsToJson(q.encodings), null, 1));
+  out.write('config.json', JSON.stringify({ default: `W${config.w}A${config.a}`, weights: config.weights, activations: config.activations }, null, 2));
   const summary = {
     tool: 'onnx-mpq',
     version: require('../../../package.json').version,
@@ -72,8 +85,8 @@ export async function quantizeCommand(file: string, f: QuantizeFlags): Promise<v
     notes: note ? [note] : [],
     seconds: { calibration: (tCal - t0) / 1000, rounding_stats: cal.rounder?.statsSeconds ?? 0, rounding: cal.rounder?.seconds ?? 0, total: (Date.now() - t0) / 1000 },
   };
-  writeFileAtomic(path.join(f.out, 'quantize.json'), JSON.stringify(summary, null, 2));
-  writeFileAtomic(outModel, bytes);
-  if (f.json) process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
-  else process.stdout.write(`wrote ${outModel} (${(bytes.length / 1e6).toFixed(2)} MB) and ${outEnc}: ${q.encodings.weights.size} weight and ${q.encodings.activations.size} activation quantizers, ${summary.seconds.total.toFixed(1)} s\n`);
+  out.write('quantize.json', JSON.stringify(summary, null, 2));
+  out.write('model.qdq.onnx', bytes);
+  if (f.json) return JSON.stringify(summary, null, 2) + '\n';
+  return (`wrote ${outModel} (${(bytes.length / 1e6).toFixed(2)} MB) and ${outEnc}: ${q.encodings.weights.size} weight and ${q.encodings.activations.size} activation quantizers, ${summary.seconds.total.toFixed(1)} s\n`);
 }

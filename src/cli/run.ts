@@ -1,6 +1,5 @@
-import * as path from 'path';
 import { MpqError } from '../errors';
-import { safeFileName, writeFileAtomic } from '../fsutil';
+import { OutputDir, safeFileName } from '../fsutil';
 import { Model, Tensor } from '../model';
 import { encodeNpy, readNpy } from '../npy';
 import { readEncodings, simulate } from '../quant/simulate';
@@ -23,12 +22,17 @@ export async function runCommand(file: string, opts: { input: string[]; out: str
     }
     feeds[name] = readNpy(npy);
   }
-  const outputs = await model.run(feeds);
+  const out = OutputDir.open(opts.out);
   const written: { name: string; shape: number[]; file: string }[] = [];
-  for (const [name, t] of Object.entries(outputs)) {
-    const f = path.join(opts.out, `${safeFileName(name)}.npy`);
-    writeFileAtomic(f, encodeNpy(t.shape, t.data));
-    written.push({ name, shape: t.shape, file: f });
+  try {
+    const outputs = await model.run(feeds);
+    for (const [name, t] of Object.entries(outputs)) {
+      const f = out.write(`${safeFileName(name)}.npy`, encodeNpy(t.shape, t.data));
+      written.push({ name, shape: t.shape, file: f });
+    }
+    out.commit();
+  } finally {
+    out.abort();
   }
   if (opts.json) process.stdout.write(JSON.stringify({ outputs: written }, null, 2) + '\n');
   else for (const w of written) process.stdout.write(`${w.name} [${w.shape.join(', ')}] -> ${w.file}\n`);

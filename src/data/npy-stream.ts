@@ -23,12 +23,14 @@ export function readNpyHeader(file: string): NpyHeader {
   try {
     const pre = Buffer.alloc(12);
     const got = fs.readSync(fd, pre, 0, 12, 0);
-    const size = npyHeaderSize(pre.subarray(0, got), file);
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw bad(file, 'not a regular file');
+    const total = st.size;
+    const size = npyHeaderSize(pre.subarray(0, got), file, total);
     const head = Buffer.alloc(size);
     if (fs.readSync(fd, head, 0, size, 0) < size) throw bad(file, 'truncated header');
     const h = parseNpyHeader(head, file);
     const n = h.shape.reduce((a, c) => a * c, 1);
-    const total = fs.fstatSync(fd).size;
     if (total < h.dataOffset + n * h.itemSize) throw bad(file, `truncated data: shape (${h.shape}) needs ${n * h.itemSize} bytes, file has ${total - h.dataOffset}`);
     return { file, ...h };
   } finally {

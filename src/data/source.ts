@@ -24,6 +24,25 @@ export interface Tensor {
   data: Float32Array;
 }
 
+/** Concatenates batches of the same sample shapes along the batch axis. */
+function concatBatches(parts: BatchInfo[], inputNames: string[]): BatchInfo {
+  const inputs: Record<string, Tensor> = {};
+  for (const n of inputNames) {
+    const ts = parts.map((p) => p.inputs[n]);
+    const tail = ts[0].shape.slice(1);
+    const bad0 = ts.find((t) => !eqShape(t.shape.slice(1), tail));
+    if (bad0) throw bad(`samples of input '${n}' differ in shape: ${fmt(tail)} and ${fmt(bad0.shape.slice(1))}`);
+    const data = new Float32Array(ts.reduce((a, t) => a + t.data.length, 0));
+    let at = 0;
+    for (const t of ts) {
+      data.set(t.data, at);
+      at += t.data.length;
+    }
+    inputs[n] = { shape: [ts.reduce((a, t) => a + t.shape[0], 0), ...tail], data };
+  }
+  return { inputs, indices: parts.flatMap((p) => p.indices), names: parts.flatMap((p) => p.names) };
+}
+
 /** A folder or file path, or `{ inputName: path }` for models with several inputs. */
 export type DataSpec = string | Record<string, string>;
 
@@ -50,7 +69,23 @@ export interface DataSourceOptions {
   limit?: number;
   /** Default batch size of `batches()` (32). */
   batchSize?: number;
+  /**
+   * What the model expects of each input, to check the data against before and while it
+   * streams: the declared dims of one sample (without the batch axis; strings or null are
+   * free) and the element type.
+   */
+  expect?: Record<string, { sampleDims?: (number | string | null)[] | null; dtype?: 'float' | 'int' | 'bool' }>;
+  /**
+   * Skip samples that cannot be used (undecodable or truncated files, NaN or Inf, values out
+   * of range) with a warning through `onWarning`, instead of failing on the first one.
+   */
+  skipBadSamples?: boolean;
+  /** Receives warnings (skipped samples). Default: stderr. */
+  onWarning?: (msg: string) => void;
 }
+
+/** Values of float data beyond this magnitude are refused: no real input is that large, and squares of them overflow float32. */
+export const MAX_ABS_VALUE = 1e15;
 
 export interface BatchInfo {
   inputs: Record<string, Tensor>;
@@ -79,6 +114,10 @@ export interface DataSource {
 }
 
 const bad = (msg: string) => new MpqError('MPQ_BAD_INPUT', msg);
+const SKIP_HINT = ' (pass --skip-bad-samples to skip such samples with a warning)';
+/** A bad-sample error, with the hint that such samples can be skipped. */
+const hint = (e: unknown) => (e instanceof MpqError && e.code === 'MPQ_BAD_INPUT' && !e.message.endsWith(SKIP_HINT) ? new MpqError(e.code, e.message + SKIP_HINT, { cause: e }) : e);
+const warn = (opts: DataSourceOptions, msg: string) => (opts.onWarning ?? ((m: string) => process.stderr.write(`mpq: warning: ${m}\n`)))(msg);
 
 const IMAGE_EXT = /\.(jpe?g|png)$/i;
 const NPY_EXT = /\.npy$/i;
@@ -210,7 +249,16 @@ function imageOptions(p: string, opts: DataSourceOptions): ImagePreprocess {
 }
 
 function npyFolder(dir: string, names: string[], opts: DataSourceOptions): NpyFiles {
-  const headers = names.map((n) => readNpyHeader(path.join(dir, n)));
+  const headers: NpyHeader[] = [];
+  for (const n of names) {
+    try {
+      headers.push(readNpyHeader(path.join(dir, n)));
+    } catch (e) {
+      if (!opts.skipBadSamples || !(e instanceof MpqError)) throw hint(e);
+      warn(opts, `skipping ${e.message}`);
+    }
+  }
+  if (headers.length === 0) throw bad(`data folder '${dir}' has no readable .npy file`);
   const shapes = headers.map((h) => h.shape);
   const sameTail = (a: number[], b: number[]) => a.length === b.length && a.length > 0 && eqShape(a.slice(1), b.slice(1));
   let batched: boolean;
@@ -298,17 +346,124 @@ export async function openDataSource(spec: DataSpec, opts: DataSourceOptions = {
       throw bad(`inputs have different numbers of samples: '${entries[0][0]}' has ${count0} (${entries[0][1]}), '${entries[i][0]}' has ${r.count} (${entries[i][1]})`);
     }
   });
-  const indices = selectIndices(count0, opts);
-  for (const r of readers) await r.check(indices);
   const inputNames = entries.map(([n]) => n);
+  let indices = selectIndices(count0, opts);
+  const skip = !!opts.skipBadSamples;
+  for (const r of readers) {
+    try {
+      await r.check(indices);
+    } catch (e) {
+      if (!skip || !(e instanceof MpqError) || indices.length === 0) throw hint(e);
+      // find the unreadable samples one by one and leave them out
+      const ok: number[] = [];
+      for (const i of indices) {
+        try {
+          await r.check([i]);
+          ok.push(i);
+        } catch (e1) {
+          if (!(e1 instanceof MpqError)) throw e1;
+          warn(opts, `skipping sample '${r.name(i)}': ${e1.message}`);
+        }
+      }
+      if (ok.length === indices.length) throw hint(e); // not a per-sample problem
+      indices = ok;
+      await r.check(indices);
+    }
+  }
+  inputNames.forEach((n, k) => {
+    const sh = readers[k].sampleShape;
+    if (sh) checkShape(n, sh, `'${entries[k][1]}'`);
+  });
   const defaultBatch = opts.batchSize ?? 32;
   if (!Number.isInteger(defaultBatch) || defaultBatch < 1) throw bad(`batchSize must be a positive integer, got ${opts.batchSize}`);
 
-  async function loadBatch(idx: number[]): Promise<BatchInfo> {
+  /** Checks one sample's shape against the model's declared dims. */
+  function checkShape(input: string, sampleShape: number[], where: string): void {
+    const want = opts.expect?.[input]?.sampleDims;
+    if (!want) return;
+    const ok = want.length === sampleShape.length && want.every((d, i) => typeof d !== 'number' || d === sampleShape[i]);
+    if (!ok) {
+      throw bad(
+        `${where}: one sample of input '${input}' has shape ${fmt(sampleShape)}, the model expects [${want.map((d) => (typeof d === 'number' ? d : '?')).join(', ')}] ` +
+          '(check the preprocessing, or the data folder)',
+      );
+    }
+  }
+
+  /** Why sample `j` of a batch cannot be used, or undefined. */
+  function sampleProblem(inputs: Record<string, Tensor>, j: number): string | undefined {
+    for (const n of inputNames) {
+      const t = inputs[n];
+      const len = t.shape.slice(1).reduce((a, c) => a * c, 1);
+      const d = t.data.subarray(j * len, (j + 1) * len);
+      const dtype = opts.expect?.[n]?.dtype ?? 'float';
+      for (let k = 0; k < d.length; k++) {
+        const v = d[k];
+        if (v !== v || v === Infinity || v === -Infinity) return `input '${n}' has ${v} at element ${k}; calibration data must be finite`;
+        if (dtype === 'float' ? Math.abs(v) > MAX_ABS_VALUE : !Number.isInteger(v)) {
+          const shown = Number(v.toPrecision(7)); // float32 digits
+          return dtype === 'float'
+            ? `input '${n}' has ${shown} at element ${k}, beyond +-${MAX_ABS_VALUE} (corrupt data, or a missing normalisation?)`
+            : `input '${n}' is ${dtype === 'bool' ? 'boolean' : 'an integer'} in the model, but the data has ${shown} at element ${k}`;
+        }
+      }
+    }
+    return undefined;
+  }
+
+  /** Keeps samples `keep` (positions in the batch) of every input. */
+  function pick(b: BatchInfo, keep: number[]): BatchInfo {
+    const inputs: Record<string, Tensor> = {};
+    for (const n of inputNames) {
+      const t = b.inputs[n];
+      const len = t.shape.slice(1).reduce((a, c) => a * c, 1);
+      const data = new Float32Array(keep.length * len);
+      keep.forEach((j, k) => data.set(t.data.subarray(j * len, (j + 1) * len), k * len));
+      inputs[n] = { shape: [keep.length, ...t.shape.slice(1)], data };
+    }
+    return { inputs, indices: keep.map((j) => b.indices[j]), names: keep.map((j) => b.names[j]) };
+  }
+
+  async function loadRaw(idx: number[]): Promise<BatchInfo> {
     const tensors = await Promise.all(readers.map((r) => r.load(idx)));
     const inputs: Record<string, Tensor> = {};
-    inputNames.forEach((n, i) => (inputs[n] = tensors[i]));
+    inputNames.forEach((n, i) => {
+      const t = tensors[i];
+      if (!readers[i].sampleShape) checkShape(n, t.shape.slice(1), `sample '${readers[i].name(idx[0])}'`);
+      inputs[n] = t;
+    });
     return { inputs, indices: idx, names: idx.map((i) => readers[0].name(i)) };
+  }
+
+  /** Loads and checks a batch; with `skipBadSamples`, leaves out (and warns about) bad samples. */
+  async function loadBatch(idx: number[]): Promise<BatchInfo> {
+    let b: BatchInfo;
+    try {
+      b = await loadRaw(idx);
+    } catch (e) {
+      if (!skip || !(e instanceof MpqError) || e.code !== 'MPQ_BAD_INPUT') throw hint(e);
+      // one sample at a time, to find the ones that do not load
+      const parts: BatchInfo[] = [];
+      for (const i of idx) {
+        try {
+          parts.push(await loadRaw([i]));
+        } catch (e1) {
+          if (!(e1 instanceof MpqError) || e1.code !== 'MPQ_BAD_INPUT') throw e1;
+          warn(opts, `skipping sample '${readers[0].name(i)}': ${e1.message}`);
+        }
+      }
+      if (parts.length === idx.length) throw hint(e); // not a per-sample problem (samples of different sizes)
+      if (parts.length === 0) return { inputs: {}, indices: [], names: [] }; // left out by the caller
+      b = concatBatches(parts, inputNames);
+    }
+    const keep: number[] = [];
+    for (let j = 0; j < b.indices.length; j++) {
+      const p = sampleProblem(b.inputs, j);
+      if (p === undefined) keep.push(j);
+      else if (skip) warn(opts, `skipping sample '${b.names[j]}': ${p}`);
+      else throw bad(`sample '${b.names[j]}': ${p}${SKIP_HINT}`);
+    }
+    return keep.length === b.indices.length ? b : pick(b, keep);
   }
 
   async function* withInfo(batchSize = defaultBatch): AsyncGenerator<BatchInfo> {
@@ -316,13 +471,17 @@ export async function openDataSource(spec: DataSpec, opts: DataSourceOptions = {
     const chunks: number[][] = [];
     for (let i = 0; i < indices.length; i += batchSize) chunks.push(indices.slice(i, i + batchSize));
     let next: Promise<BatchInfo> | undefined = chunks.length ? loadBatch(chunks[0]) : undefined;
+    let yielded = 0;
     for (let c = 0; c < chunks.length; c++) {
       const cur = await next!;
       // prepare the next batch while this one is used
       next = c + 1 < chunks.length ? loadBatch(chunks[c + 1]) : undefined;
       next?.catch(() => undefined); // surfaced when awaited
+      if (cur.indices.length === 0) continue; // every sample of this batch was skipped
+      yielded++;
       yield cur;
     }
+    if (yielded === 0 && indices.length > 0) throw bad('every sample was skipped as unusable; nothing is left to work on');
   }
 
   return {

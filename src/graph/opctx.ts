@@ -1,5 +1,6 @@
 /** The context an op handler sees during shape inference, folding and lowering. */
 import { MpqError } from '../errors';
+import { checkTensorSize, limits } from '../limits';
 import { AttrValue, ConstTensor, DType, Node } from './ir';
 
 /** A value after specialisation: static shape, and its data when it is constant. */
@@ -34,6 +35,20 @@ export class OpCtx {
 
   fail(msg: string): never {
     throw new MpqError('MPQ_BAD_NODE', `node '${this.node.name}' (${this.node.op}, opset ${this.opset}): ${msg}`);
+  }
+  /**
+   * Checks that a value of `shape` fits the size limits before anything of that size is
+   * allocated, and returns its element count. `fold`: the value is computed here, in
+   * TypeScript, where the (smaller) folding limit applies too.
+   */
+  checkSize(shape: readonly number[], fold = false): number {
+    const where = `node '${this.node.name}' (${this.node.op}, opset ${this.opset})`;
+    const n = checkTensorSize(shape, where);
+    const max = limits().maxFoldElements;
+    if (fold && n > max) {
+      throw new MpqError('MPQ_TOO_LARGE', `${where}: a constant of shape [${shape}] (${n} elements) is over the folding limit of ${max} elements (raise MPQ_MAX_FOLD_ELEMENTS if the model really needs it)`);
+    }
+    return n;
   }
   has(i: number): boolean {
     return this.inputs[i] !== undefined;

@@ -4,6 +4,7 @@
  * that exporters emit, weight transposes, ...).
  */
 import { MpqError } from '../errors';
+import { limits } from '../limits';
 import { CONTROL_FLOW, inlineControlFlow, Rename } from './control';
 import { Graph, isGraph, Node } from './ir';
 import { OPS } from './ops';
@@ -103,8 +104,12 @@ export function specialize(graph: Graph, inputShapes: Record<string, number[]>):
     });
     const ctx = new OpCtx(node, graph.opset, inputs);
     let outs = def.infer(ctx);
+    // sizes are checked before anything of that size is computed (here or in the engine)
+    const sizes = outs.map((o) => ctx.checkSize(o.shape));
     const allConst = inputs.every((v) => v === undefined || v.value !== undefined);
-    if (!outs.every((o) => o.value) && allConst && def.fold) {
+    // values too large to fold in TypeScript are left to the engine
+    const foldable = sizes.every((n) => n <= limits().maxFoldElements);
+    if (!outs.every((o) => o.value) && allConst && def.fold && foldable) {
       const folded = def.fold(ctx, outs);
       if (folded) outs = outs.map((o, i) => ({ ...o, value: folded[i] }));
     }

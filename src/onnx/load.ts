@@ -9,6 +9,7 @@ import { onnx } from 'onnx-proto';
 import { MpqError } from '../errors';
 import { AttrValue, ConstTensor, Graph, isGraph, Node, ValueInfo } from '../graph/ir';
 import { dtypeOfOnnx, numel } from '../graph/tensor';
+import { checkTensorSize } from '../limits';
 
 type Long = { toNumber(): number } | number | string;
 const num = (v: Long | null | undefined): number =>
@@ -74,9 +75,22 @@ function readBody(g: onnx.IGraphProto, ctx: TensorCtx, outer: ReadonlySet<string
   for (const t of g.initializer ?? []) consts.set(t.name ?? '', readTensor(t, ctx));
   const declared = new Set([...outer, ...(g.input ?? []).map((i) => i.name ?? ''), ...consts.keys()]);
   for (const n of g.node ?? []) for (const o of n.output ?? []) if (o) declared.add(o);
+
+  // every value has exactly one definition: a graph input, an initializer or one node's output
+  const definedBy = new Map<string, string>();
+  const define = (v: string, by: string) => {
+    if (!v) return;
+    const prev = definedBy.get(v);
+    if (prev !== undefined) throw bad(`value '${v}' is defined twice: by ${prev} and by ${by}; each value must have one producer`);
+    definedBy.set(v, by);
+  };
+  for (const name of consts.keys()) define(name, `initializer '${name}'`);
+  for (const i of g.input ?? []) if (!consts.has(i.name ?? '')) define(i.name ?? '', `graph input '${i.name}'`);
+
   const nodes: Node[] = [];
   for (const n of g.node ?? []) {
     const name = n.name || `${n.opType}_${anon++}`;
+    for (const o of n.output ?? []) define(o, `node '${name}' (${n.opType})`);
     const domain = n.domain ?? '';
     if (domain !== '' && domain !== 'ai.onnx') {
       throw new MpqError(
@@ -106,8 +120,8 @@ function readBody(g: onnx.IGraphProto, ctx: TensorCtx, outer: ReadonlySet<string
     }
     nodes.push(node);
   }
-  const inputs: ValueInfo[] = (g.input ?? []).filter((i) => !consts.has(i.name ?? '')).map(valueInfo);
-  const outputs: ValueInfo[] = (g.output ?? []).map(valueInfo);
+  const inputs: ValueInfo[] = (g.input ?? []).filter((i) => !consts.has(i.name ?? '')).map((v) => valueInfo(v, 'input'));
+  const outputs: ValueInfo[] = (g.output ?? []).map((v) => valueInfo(v, 'output'));
   return { nodes: topoSort(nodes, new Set([...outer, ...inputs.map((i) => i.name), ...consts.keys()])), inputs, outputs, consts };
 }
 
@@ -121,11 +135,26 @@ export function outerReads(g: Pick<Graph, 'nodes' | 'inputs' | 'consts' | 'outpu
   return [...out];
 }
 
-function valueInfo(v: onnx.IValueInfoProto): ValueInfo {
+/** ONNX element types the tool reads (0 = undefined is taken as float). */
+const ELEM_TYPES: Record<number, string> = {
+  1: 'float', 2: 'uint8', 3: 'int8', 4: 'uint16', 5: 'int16', 6: 'int32', 7: 'int64', 9: 'bool', 10: 'float16',
+  11: 'double', 12: 'uint32', 13: 'uint64', 16: 'bfloat16', 21: 'uint4', 22: 'int4',
+};
+const ELEM_TYPE_NAMES = Object.values(ELEM_TYPES).join(', ');
+
+function valueInfo(v: onnx.IValueInfoProto, kind: 'input' | 'output'): ValueInfo {
   const tt = v.type?.tensorType;
-  const onnxType = tt?.elemType ?? 1;
+  if (kind === 'input' && v.type && !tt) throw bad(`graph input '${v.name}' is not a tensor (sequences, maps and optionals are not supported)`);
+  const onnxType = tt?.elemType || 1;
+  if (!ELEM_TYPES[onnxType]) {
+    throw bad(`graph ${kind} '${v.name}' has element type ${onnxType}, which is ${onnxType > 23 || onnxType < 0 ? 'not an ONNX tensor type' : 'not supported'} (supported: ${ELEM_TYPE_NAMES})`);
+  }
   const dims = tt?.shape?.dim
-    ? tt.shape.dim.map((d) => (d.dimValue != null && num(d.dimValue as Long) > 0 ? num(d.dimValue as Long) : d.dimParam || null))
+    ? tt.shape.dim.map((d) => {
+        const n = d.dimValue != null ? num(d.dimValue as Long) : 0;
+        if (!Number.isSafeInteger(n)) throw bad(`graph ${kind} '${v.name}' declares dimension ${n}, which is not a valid size`);
+        return n > 0 ? n : d.dimParam || null;
+      })
     : null;
   return { name: v.name ?? '', onnxType, dtype: dtypeOfOnnx(onnxType), dims };
 }
@@ -224,7 +253,7 @@ function f16ToF32(h: number): number {
 const ELEM_BYTES: Record<number, number> = { 1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2 };
 
 /** Reads external data, refusing any path that leaves the model's folder. */
-function externalBytes(t: onnx.ITensorProto, ctx: TensorCtx): Uint8Array {
+function externalBytes(t: onnx.ITensorProto, ctx: TensorCtx, count: number): Uint8Array {
   const kv = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
   const loc = kv.get('location');
   if (!loc) throw bad(`tensor '${t.name}' is stored externally but names no location`);
@@ -245,16 +274,21 @@ function externalBytes(t: onnx.ITensorProto, ctx: TensorCtx): Uint8Array {
   if (relReal.startsWith('..') || path.isAbsolute(relReal)) {
     throw bad(`tensor '${t.name}': external data file '${loc}' links outside the model's folder; refusing to read it`);
   }
+  const st = fs.statSync(real);
+  if (!st.isFile()) throw bad(`tensor '${t.name}': external data location '${loc}' is ${st.isDirectory() ? 'a folder' : 'not a regular file'}, not a data file`);
   const offset = Number(kv.get('offset') ?? 0);
-  const size = fs.statSync(real).size;
-  const length = kv.has('length') ? Number(kv.get('length')) : size - offset;
-  if (!(offset >= 0 && length >= 0 && offset + length <= size)) {
+  const size = st.size;
+  const type = t.dataType ?? 0;
+  const need = type === 21 || type === 22 ? Math.ceil(count / 2) : count * (ELEM_BYTES[type] ?? 0);
+  const length = kv.has('length') ? Number(kv.get('length')) : Math.min(size - offset, need);
+  if (!(Number.isSafeInteger(offset) && Number.isSafeInteger(length) && offset >= 0 && length >= 0 && offset + length <= size)) {
     throw bad(`tensor '${t.name}': external data range [${offset}, ${offset + length}) is outside '${loc}' (${size} bytes)`);
   }
-  const buf = Buffer.alloc(length);
+  if (length < need) throw bad(`tensor '${t.name}': external data in '${loc}' has ${length} bytes, shape [${t.dims}] needs ${need} (truncated file?)`);
+  const buf = Buffer.alloc(need);
   const fd = fs.openSync(real, 'r');
   try {
-    fs.readSync(fd, buf, 0, length, offset);
+    if (fs.readSync(fd, buf, 0, need, offset) < need) throw bad(`tensor '${t.name}': external data file '${loc}' changed or is truncated`);
   } finally {
     fs.closeSync(fd);
   }
@@ -266,12 +300,15 @@ export function readTensor(t: onnx.ITensorProto, ctx: TensorCtx = {}): ConstTens
   const shape = (t.dims ?? []).map((d) => num(d as Long));
   const type = t.dataType ?? 0;
   const name = t.name ?? '';
-  const n = numel(shape);
-  if (shape.some((d) => d < 0 || !Number.isFinite(d))) throw bad(`tensor '${name}' has an invalid shape [${shape}]`);
+  if (!ELEM_TYPES[type]) throw bad(`tensor '${name}' has data type ${type}, which is not supported (supported: ${ELEM_TYPE_NAMES})`);
+  // the size is checked before anything is allocated or read (dims of 2^33 in a tiny file)
+  const n = checkTensorSize(shape, `tensor '${name}'`, 'MPQ_BAD_MODEL');
   const dtype = dtypeOfOnnx(type);
-  const out = dtype === 'float' ? new Float32Array(n) : new Float64Array(n);
   const external = t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL;
-  const raw = external ? externalBytes(t, ctx) : t.rawData && t.rawData.length ? t.rawData : null;
+  const raw = external ? externalBytes(t, ctx, n) : t.rawData && t.rawData.length ? t.rawData : null;
+  const need = type === 21 || type === 22 ? Math.ceil(n / 2) : n * (ELEM_BYTES[type] ?? 0);
+  if (raw && raw.length < need) throw bad(`tensor '${name}' has ${raw.length} bytes, shape [${shape}] needs ${need} (truncated file?)`);
+  const out = dtype === 'float' ? new Float32Array(n) : new Float64Array(n);
   if (raw) {
     const dv = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
     if (type === 21 || type === 22) {
@@ -322,6 +359,7 @@ export function readTensor(t: onnx.ITensorProto, ctx: TensorCtx = {}): ConstTens
       return { dtype, shape, data: out, onnxType: type };
     } else if (type === 21 || type === 22) {
       const packed = t.int32Data ?? [];
+      if (packed.length < Math.ceil(n / 2)) throw bad(`tensor '${name}' has ${packed.length} values, shape [${shape}] needs ${Math.ceil(n / 2)} (truncated file?)`);
       for (let i = 0; i < n; i++) {
         const b = packed[i >> 1] ?? 0;
         const v = i & 1 ? (b >> 4) & 15 : b & 15;

@@ -1,4 +1,5 @@
 /** Calibration: activation statistics over the calibration data, computed in the engine. */
+import { MpqError } from '../errors';
 import { Model, RunOptions, Tensor } from '../model';
 import { mseRange, RangeMethod } from './ranges';
 
@@ -12,6 +13,22 @@ export interface ActStats {
 }
 
 const BINS = 1024;
+
+/**
+ * Refuses NaN and Inf in calibration data (they would collapse every range). Data sources
+ * from `openDataSource` check this per sample, naming the file; this guards other batches.
+ */
+function checkFinite(batch: Record<string, Tensor>, index: number): void {
+  for (const [name, t] of Object.entries(batch)) {
+    const d = t.data;
+    for (let k = 0; k < d.length; k++) {
+      const v = d[k];
+      if (v !== v || v === Infinity || v === -Infinity) {
+        throw new MpqError('MPQ_BAD_INPUT', `calibration batch ${index}, input '${name}': ${v} at element ${k}; calibration data must be finite`);
+      }
+    }
+  }
+}
 
 /** Min/max (and histograms for MSE) of `values` over every calibration batch. */
 export async function collectStats(model: Model, batches: Batches, values: string[], method: RangeMethod, opts: RunOptions = {}): Promise<Map<string, ActStats>> {
@@ -29,7 +46,9 @@ export async function collectStats(model: Model, batches: Batches, values: strin
     }
     return p;
   };
+  let nb = 0;
   for await (const batch of batches()) {
+    checkFinite(batch, nb++);
     const p = planFor(batch);
     const r = await model.observe(p.c, model.inputNames.map((n) => batch[n]), p.ids, undefined, opts);
     p.names.forEach((v, i) => {

@@ -11,7 +11,7 @@
 import { fromNative, MpqError } from '../errors';
 import { Graph, Node } from '../graph/ir';
 import { Model, RunOptions, Tensor } from '../model';
-import { native } from '../native';
+import { syncLimits } from '../native';
 import { Batches } from './calibrate';
 import { Encodings } from './encodings';
 import { Placement, WEIGHTED } from './placement';
@@ -68,7 +68,7 @@ export interface RoundedWeight {
   scales: Float32Array;
 }
 
-type Stats = InstanceType<ReturnType<typeof native>['RoundingStats']>;
+type Stats = InstanceType<ReturnType<typeof syncLimits>['RoundingStats']>;
 
 interface Layer {
   tensor: string;
@@ -164,7 +164,7 @@ export class WeightRounder {
     const hit = this.seq.get(key);
     if (hit) return hit;
     const t0 = Date.now();
-    const n = native();
+    const n = syncLimits();
     let stats: Stats;
     try {
       stats = new n.RoundingStats(JSON.stringify(this.layers.map((l) => l.spec)));
@@ -313,7 +313,7 @@ export async function gatherRoundingStats(model: Model, placement: Placement, ba
   for (const n of g.nodes) for (const i of n.inputs) if (i) uses.set(i, (uses.get(i) ?? 0) + 1);
   const layers: Layer[] = [];
   let plans: Map<string, { c: ReturnType<Model['compile']>; values: number[] }> | undefined;
-  const n = native();
+  const n = syncLimits();
   let stats: Stats | undefined;
 
   const describe = (c: ReturnType<Model['compile']>) => {

@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { MpqError } from '../errors';
 import { argmaxRows, SqnrMeter } from '../eval/metrics';
-import { writeFileAtomic } from '../fsutil';
+import { OutputDir } from '../fsutil';
 import { Model, RunOptions } from '../model';
 import { loadProfile, Profile, candKey, Candidate } from '../profiles/profile';
 import { Batches } from '../quant/calibrate';
@@ -120,7 +120,24 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
   if (nTargets !== 1) throw new MpqError('MPQ_BAD_INPUT', 'give exactly one target: --max-drop, --max-bops or --max-size');
   const profile = typeof o.profile === 'object' ? o.profile : loadProfile(o.profile ?? 'default');
   const opt: RunOptions = { signal: o.signal };
-  fs.mkdirSync(o.out, { recursive: true });
+  // all files or none: written into a staging folder, put in place at once at the end
+  // (cache/ is written in place, line by line, so that a killed run resumes)
+  const out = OutputDir.open(o.out);
+  try {
+    const r = await searchInto(o, out, { t0, seconds, lap, opt, profile });
+    out.commit();
+    return r;
+  } finally {
+    out.abort();
+  }
+}
+
+async function searchInto(
+  o: SearchOptions,
+  out: OutputDir,
+  { t0, seconds, lap, opt, profile }: { t0: number; seconds: Record<string, number>; lap: (k: string, since: number) => void; opt: RunOptions; profile: Profile },
+): Promise<SearchResult> {
+  const { target } = o;
 
   // calibration
   let t = Date.now();
@@ -294,12 +311,12 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
     homogeneous,
     files,
   };
-  writeFileAtomic(files.encodings, JSON.stringify(encodingsToJson(q.encodings), null, 1));
-  writeFileAtomic(files.config, JSON.stringify({ default: 'W8A8', weights: config.weights, activations: config.activations }, null, 2));
-  writeFileAtomic(files.pareto, JSON.stringify({ order, metric: metric.name, float_metric: floatMetric, points: front.map(pointJson), other_order: { order: order === 'sqnr' ? 'efficiency' : 'sqnr', points: fronts[order === 'sqnr' ? 'efficiency' : 'sqnr'].map(pointJson) } }, null, 1));
-  writeFileAtomic(files.sensitivity, JSON.stringify({ groups: sensitivity }, null, 1));
-  writeFileAtomic(path.join(o.out, 'quantize.json'), JSON.stringify({ tool: 'onnx-mpq', model: path.resolve(o.model), calib: o.record?.calib ?? {}, config: 'mixed', files }, null, 2));
-  writeFileAtomic(files.model, bytes);
+  out.write('encodings.json', JSON.stringify(encodingsToJson(q.encodings), null, 1));
+  out.write('config.json', JSON.stringify({ default: 'W8A8', weights: config.weights, activations: config.activations }, null, 2));
+  out.write('pareto.json', JSON.stringify({ order, metric: metric.name, float_metric: floatMetric, points: front.map(pointJson), other_order: { order: order === 'sqnr' ? 'efficiency' : 'sqnr', points: fronts[order === 'sqnr' ? 'efficiency' : 'sqnr'].map(pointJson) } }, null, 1));
+  out.write('sensitivity.json', JSON.stringify({ groups: sensitivity }, null, 1));
+  out.write('quantize.json', JSON.stringify({ tool: 'onnx-mpq', model: path.resolve(o.model), calib: o.record?.calib ?? {}, config: 'mixed', files }, null, 2));
+  out.write('model.qdq.onnx', bytes);
   lap('export', t);
   t = Date.now();
   result.verification = await verifyExport(bytes, Model.fromGraph(q.graph), o.calib.batches, model.outputNames);
@@ -308,9 +325,9 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
   const sens: Record<number, Record<string, number>> = {};
   for (const e of entries) (sens[e.group] ??= {})[candKey(e.candidate)] = e.sqnr_db;
   const report = { result, front, groups, homogeneous, selected, fronts, sens };
-  writeFileAtomic(files.report, renderReport(report));
-  writeFileAtomic(files.summary, renderSummary(report));
-  writeFileAtomic(files.run, JSON.stringify(result, null, 2));
+  out.write('report.html', renderReport(report));
+  out.write('summary.md', renderSummary(report));
+  out.write('run.json', JSON.stringify(result, null, 2));
   return result;
 }
 

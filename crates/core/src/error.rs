@@ -18,6 +18,12 @@ pub enum Error {
     MissingWeight(String),
     #[error("invalid plan: {0}")]
     Plan(String),
+    /// A tensor or working set over the size limits (see [`crate::limits`]).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Input data the engine cannot work with (non-finite statistics, ...).
+    #[error("{0}")]
+    BadData(String),
     #[error("cancelled")]
     Cancelled,
 }

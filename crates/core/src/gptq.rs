@@ -116,6 +116,11 @@ fn inverse_from_cholesky(l: &[f64], n: usize) -> Vec<f64> {
 /// The upper Cholesky factor of `(H + damp I)^-1` (f32, row-major), raising the dampening
 /// until the factorisations succeed.
 fn inverse_factor(h: &[f64], n: usize, damp: f64) -> Result<Vec<f32>> {
+    if h.iter().any(|v| !v.is_finite()) {
+        return Err(Error::BadData(
+            "GPTQ: a layer's input statistics are not finite: the calibration data (or the activations it produces) overflow float32; check the data for huge values, or use --rounding nearest".into(),
+        ));
+    }
     let mean_diag = (0..n).map(|i| h[i * n + i]).sum::<f64>() / n.max(1) as f64;
     let mut frac = damp.max(1e-6);
     for _ in 0..8 {

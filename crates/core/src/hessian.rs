@@ -208,6 +208,10 @@ impl LayerAcc {
         let st = self.stats(groups, d, with_ref)?;
         let patches = matches!(plan.geom, Geom::Patches { .. });
         let threads = rayon::current_num_threads();
+        if patches {
+            let per = (d as u128).checked_mul(l as u128).and_then(|v| v.checked_mul(8 * threads as u128));
+            crate::limits::check_total(&format!("rounding statistics: the im2col buffers of a layer with {d} x {l} patches"), per)?;
+        }
         // images in parallel when there are enough of them, else the GEMMs use the threads
         let gemm_threads = if n >= threads { 1 } else { threads };
         let image = |mut p: Part, i: usize| -> Part {
@@ -276,6 +280,13 @@ impl LayerAcc {
     }
 
     fn stats(&mut self, groups: usize, dim: usize, with_ref: bool) -> Result<&mut LayerStats> {
+        if self.stats.is_none() {
+            // the layer's statistics, one partial sum per thread and the per-thread scratch
+            let copies = (2 + rayon::current_num_threads() as u128) * if with_ref { 2 } else { 1 };
+            let per = (groups as u128).checked_mul(dim as u128).and_then(|v| v.checked_mul(dim as u128)).and_then(|v| v.checked_mul(8 * copies));
+            crate::limits::check_total(&format!("rounding statistics of a layer with {groups} x {dim} inputs ({groups} x {dim}x{dim} Hessians)"), per)
+                .map_err(|e| Error::TooLarge(format!("{e}; round this layer with --rounding nearest")))?;
+        }
         let s = self.stats.get_or_insert_with(|| LayerStats::new(groups, dim, with_ref));
         if s.groups != groups || s.dim != dim {
             return Err(Error::Plan(format!("rounding statistics: input changed from {}x{} to {groups}x{dim}", s.groups, s.dim)));

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod gptq;
 pub mod hessian;
 pub mod kernels;
+pub mod limits;
 pub mod ops;
 pub mod plan;
 pub mod stats;

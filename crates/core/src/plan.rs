@@ -1,5 +1,6 @@
 use crate::attrs::AttrValue;
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::tensor::Tensor;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -105,7 +106,58 @@ impl PlanDef {
                 return Err(Error::Plan(format!("graph output '{}' is never computed", self.values[o].name)));
             }
         }
-        Ok(())
+        self.check_memory()
+    }
+
+    /// Checks every value against the per-tensor limit and the plan's peak of live values
+    /// (constants, inputs and intermediates until their last use, in node order) against the
+    /// plan limit, before anything is allocated.
+    pub fn check_memory(&self) -> Result<()> {
+        self.check_memory_max(limits::max_tensor_bytes(), limits::max_plan_bytes())
+    }
+
+    /// [`Self::check_memory`] against explicit limits.
+    pub fn check_memory_max(&self, max_tensor: u64, max_plan: u64) -> Result<()> {
+        let mut bytes = Vec::with_capacity(self.values.len());
+        let mut producer: Vec<Option<usize>> = vec![None; self.values.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            for &o in &n.outputs {
+                producer[o] = Some(i);
+            }
+        }
+        for (v, def) in self.values.iter().enumerate() {
+            let what = match producer[v] {
+                Some(i) => format!("node '{}' ({}), output '{}'", self.nodes[i].name, self.nodes[i].op, def.name),
+                None => format!("value '{}'", def.name),
+            };
+            bytes.push(limits::check_tensor_max(&what, &def.shape, max_tensor)? as u128 * 4);
+        }
+        let mut last_use = vec![None; self.values.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            for v in n.inputs.iter().flatten() {
+                last_use[*v] = Some(i);
+            }
+        }
+        let mut keep = vec![false; self.values.len()];
+        for &v in self.outputs.iter().chain(self.constants.iter().map(|c| &c.value)) {
+            keep[v] = true;
+        }
+        let mut live: u128 = self.constants.iter().map(|c| bytes[c.value]).sum::<u128>() + self.inputs.iter().map(|&v| bytes[v]).sum::<u128>();
+        let mut peak = (live, None);
+        for (i, n) in self.nodes.iter().enumerate() {
+            live += n.outputs.iter().map(|&o| bytes[o]).sum::<u128>();
+            if live > peak.0 {
+                peak = (live, Some(i));
+            }
+            for v in n.inputs.iter().flatten() {
+                if last_use[*v] == Some(i) && !keep[*v] {
+                    live -= bytes[*v];
+                    bytes[*v] = 0; // read twice by one node: freed once
+                }
+            }
+        }
+        let at = peak.1.map_or(String::new(), |i| format!(" (at node '{}', {})", self.nodes[i].name, self.nodes[i].op));
+        limits::check_total_max(&format!("the plan's live values{at}"), Some(peak.0), max_plan)
     }
 }
 
@@ -135,5 +187,37 @@ impl WeightStore {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(shape: Vec<usize>) -> PlanDef {
+        // x -> Relu -> r -> Neg -> y
+        let v = |name: &str| ValueDef { name: name.into(), shape: shape.clone(), dtype: DType::Float };
+        let node = |op: &str, i: usize, o: usize| NodeDef { op: op.into(), name: format!("{op}_{i}"), inputs: vec![Some(i)], outputs: vec![o], attrs: HashMap::new(), opset: 13 };
+        PlanDef { values: vec![v("x"), v("r"), v("y")], inputs: vec![0], outputs: vec![2], constants: vec![], nodes: vec![node("Relu", 0, 1), node("Neg", 1, 2)] }
+    }
+
+    #[test]
+    fn a_value_over_the_tensor_limit_is_refused_naming_its_node() {
+        let e = chain(vec![1 << 20, 1 << 20]).check_memory_max(2 << 30, 8 << 30).unwrap_err();
+        let m = e.to_string();
+        assert!(matches!(e, Error::TooLarge(_)));
+        assert!(m.contains("value 'x'") && m.contains("4.0 TiB"), "{m}");
+        // products that overflow 64 bits are errors too, not wrapped sizes
+        let e = chain(vec![usize::MAX, usize::MAX]).check_memory_max(2 << 30, 8 << 30).unwrap_err();
+        assert!(e.to_string().contains("more than 2^128 bytes") || e.to_string().contains("needs"), "{e}");
+    }
+
+    #[test]
+    fn the_peak_of_live_values_is_checked_against_the_plan_limit() {
+        // 16 KiB per value; x is freed after Relu, so two values are live at once
+        let p = chain(vec![64, 64]);
+        assert!(p.check_memory_max(1 << 20, 32 << 10).is_ok());
+        let m = p.check_memory_max(1 << 20, 24 << 10).unwrap_err().to_string();
+        assert!(m.contains("at node 'Relu_0'") && m.contains("32.0 KiB"), "{m}");
     }
 }

@@ -24,6 +24,8 @@ fn code_of(e: &CoreError) -> &'static str {
         CoreError::BadNode { .. } | CoreError::BadAttr { .. } => "MPQ_BAD_NODE",
         CoreError::InputShape { .. } => "MPQ_INPUT_SHAPE",
         CoreError::BadTensor { .. } | CoreError::MissingWeight(_) | CoreError::Plan(_) => "MPQ_BAD_PLAN",
+        CoreError::TooLarge(_) => "MPQ_TOO_LARGE",
+        CoreError::BadData(_) => "MPQ_BAD_INPUT",
         CoreError::Cancelled => "MPQ_ABORTED",
     }
 }
@@ -58,6 +60,12 @@ pub(crate) fn guard<T>(f: impl FnOnce() -> mpq_core::Result<T>) -> Result<T> {
 
 fn shape_usize(shape: &[u32]) -> Vec<usize> {
     shape.iter().map(|&d| d as usize).collect()
+}
+
+/// Sets the engine's size limits (bytes; 0 leaves one unchanged), see `mpq_core::limits`.
+#[napi]
+pub fn set_limits(max_tensor_bytes: f64, max_plan_bytes: f64) {
+    mpq_core::limits::set(max_tensor_bytes as u64, max_plan_bytes as u64);
 }
 
 /// Weights shared by plans. Upload each once; plans refer to them by name.

@@ -189,13 +189,16 @@ export const MOVEMENT: Record<string, OpDef> = {
       const v = c.attr('value') as ConstTensor | undefined;
       const dtype = v?.dtype ?? 'float';
       const fill = v ? Number(v.data[0]) : 0;
-      return [{ dtype, shape, value: makeConst(dtype, shape, new Array<number>(numel(shape)).fill(fill), v?.onnxType) }];
+      const n = c.checkSize(shape, true);
+      return [{ dtype, shape, value: makeConst(dtype, shape, new Array<number>(n).fill(fill), v?.onnxType) }];
     },
   },
   Range: {
     infer: (c) => {
       const [s, l, d] = [0, 1, 2].map((i) => c.floats(i, ['start', 'limit', 'delta'][i])[0]);
       const n = Math.max(Math.ceil((l - s) / d), 0);
+      if (!Number.isFinite(n)) c.fail(`start ${s}, limit ${l} and delta ${d} give no finite number of elements`);
+      c.checkSize([n], true);
       const dtype = c.in(0).dtype;
       return [{ dtype, shape: [n], value: makeConst(dtype, [n], Array.from({ length: n }, (_, i) => s + i * d)) }];
     },
