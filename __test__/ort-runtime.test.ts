@@ -7,8 +7,12 @@
  *   x86 kernel without VNNI sums pairs of u8 x s8 products in int16 (vpmaddubsw) and
  *   saturates at full 8-bit weights; with VNNI (vpdpbusd) it does not. Weights in [-64, 64]
  *   cannot saturate (2 x 255 x 64 < 32768): the ort-cpu profile's reduce_range.
+ * - int16 weights into Conv: the optimizer quantizes a float Conv bias to int32 at scale
+ *   s_x * s_w; with 16-bit activations and weights that scale is so small that an ordinary
+ *   bias (|b| > 2^31 * s_x * s_w, about 1.0 here) overflows, becomes INT_MIN, and the output is
+ *   wrong (MobileNetV1 W16A16: top-1 0.000). 8-bit weights leave 256 times more room.
  *
- * The expected behaviour depends on the CPU the test runs on, read from /proc/cpuinfo.
+ * The expected saturation depends on the CPU the test runs on, read from /proc/cpuinfo.
  */
 import test from 'ava';
 import { Model } from '../index';
@@ -98,5 +102,43 @@ test(`verify: a W8A8 export is ${VNNI ? 'faithful' : 'not faithful'} in the defa
     t.true(v.qdq.within_limits, 'optimizations off reproduce the simulation');
     t.is(v.faithful, reduce || VNNI, `reduce_range ${reduce}, VNNI ${VNNI}: faithful ${v.faithful} (${v.optimized.sqnr_db} dB, agreement ${v.optimized.agreement})`);
     t.is(v.advice !== undefined, !v.faithful);
+  }
+});
+
+/** x -> Q(u16) -> DQ -> Conv 1x1 with float bias `b` (weights DQ(`wType`, all `wq`), scale 1/wq) -> Q(u16) -> DQ -> y. */
+function biasedConv(b: number, wType: 3 | 5, wq: number): Uint8Array {
+  return tinyModel({
+    opset: 21,
+    inputs: { x: [1, 2, 1, 1] },
+    outputs: { y: [1, 1, 1, 1] },
+    inits: {
+      xs: { dims: [], values: [1 / 65535] }, xz: { dims: [], type: 4, values: [0] },
+      wq: { dims: [1, 2, 1, 1], type: wType, values: [wq, wq] },
+      ws: { dims: [1], values: [1 / wq] }, wz: { dims: [1], type: wType, values: [0] },
+      b: { dims: [1], values: [b] },
+      ys: { dims: [], values: [1 / 16384] }, yz: { dims: [], type: 4, values: [0] },
+    },
+    nodes: [
+      { op: 'QuantizeLinear', inputs: ['x', 'xs', 'xz'], outputs: ['xq'] },
+      { op: 'DequantizeLinear', inputs: ['xq', 'xs', 'xz'], outputs: ['xd'] },
+      { op: 'DequantizeLinear', inputs: ['wq', 'ws', 'wz'], outputs: ['wd'], attrs: { axis: 0 } },
+      { op: 'Conv', inputs: ['xd', 'wd', 'b'], outputs: ['c'] },
+      { op: 'QuantizeLinear', inputs: ['c', 'ys', 'yz'], outputs: ['cq'] },
+      { op: 'DequantizeLinear', inputs: ['cq', 'ys', 'yz'], outputs: ['y'] },
+    ],
+  });
+}
+
+test('int16 weights into Conv under default optimizations: a bias beyond 2^31 * s_x * s_w overflows int32 (output 0), 8-bit weights do not', async (t) => {
+  const x = { shape: [1, 2, 1, 1], data: new Float32Array([0.25, 0]) };
+  // s_x * s_w = 1/65535 * 1/32767: the int32 bias covers |b| < 1.00005
+  for (const [b, wType, wq, broken] of [[0.9, 5, 32767, false], [1.1, 5, 32767, true], [2, 5, 32767, true], [2, 3, 127, false]] as const) {
+    const model = biasedConv(b, wType, wq);
+    const off = await ortRun(model, { x }, { optimize: false });
+    const on = await ortRun(model, { x }, { optimize: true });
+    const want = Math.round((0.25 + b) * 16384) / 16384;
+    t.true(Math.abs(off.y.data[0] - want) < 1e-6, `bias ${b}, ${wType === 5 ? 'int16' : 'int8'} weights, optimizations off: ${off.y.data[0]}, want ${want}`);
+    // broken: the bias became INT_MIN * s_x * s_w, about -1, and the u16 output clamps to 0
+    t.is(on.y.data[0], broken ? 0 : off.y.data[0], `bias ${b}, ${wType === 5 ? 'int16' : 'int8'} weights, default optimizations`);
   }
 });
