@@ -12,11 +12,14 @@ import { argmaxRows, SqnrMeter, Top1Meter } from './metrics';
 /**
  * When a run counts as faithful to the simulation: argmax agreement (first output, per row)
  * of at least `agreement` and output SQNR against the simulation of at least `sqnr_db`.
- * Chosen from measurement (bench/ort-cpu.ts, MobileNetV1): exports that ONNX Runtime runs
- * as simulated differ from it by requantization rounding only (single-LSB flips: agreement
- * 0.98-1.0, SQNR 25-40 dB); saturating kernels give agreement 0.7-0.9 and SQNR under 15 dB.
+ * Chosen from measurement (bench/ort-cpu.ts, MobileNetV1, 128 calibration images): exports
+ * that ONNX Runtime's default session runs as simulated differ from it by the fused kernels'
+ * requantization rounding only (W8A8 with 7-bit weights 32.3 dB / 0.992, W4A8 30.1 dB /
+ * 0.984, W8A16 81.4 dB / 1.0); the saturating W8A8 run gives 9.2 dB / 0.797 (top-1 -15
+ * points) and the overflowing W16A16 run -2 dB / 0.0. SQNR is the sharper test; agreement
+ * guards classifiers, with room for a few single flips among 128 samples.
  */
-export const FAITHFUL_LIMITS = { agreement: 0.98, sqnr_db: 20 } as const;
+export const FAITHFUL_LIMITS = { agreement: 0.95, sqnr_db: 20 } as const;
 
 /** Samples compared by default: the first 128 of the calibration data (`mpq verify DIR` and the check at the end of quantize/search). */
 export const VERIFY_SAMPLES = 128;
