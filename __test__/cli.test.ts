@@ -88,7 +88,7 @@ test('mpq quantize records the onnxruntime verification; mpq verify --json from 
   const v = await mpq(['verify', path.join(dir, 'q'), '--json'], os.tmpdir());
   t.is(v.code, 0, v.stderr);
   const j = JSON.parse(v.stdout);
-  for (const k of ['samples', 'qdq', 'optimized', 'faithful', 'limits'] as const) t.deepEqual(j[k], rec[k], k);
+  for (const k of ['samples', 'qdq', 'optimized', 'optimized_vs_qdq', 'faithful', 'limits'] as const) t.deepEqual(j[k], rec[k], k);
   t.true(j.qdq.within_limits, 'optimizations off reproduce the simulation');
   t.true(j.qdq.agreement >= 0 && j.qdq.agreement <= 1 && j.optimized.agreement >= 0 && j.optimized.agreement <= 1);
 });
