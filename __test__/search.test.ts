@@ -112,13 +112,18 @@ test('MSE range clips a long tail and keeps a uniform range', (t) => {
   t.true(hi2 < 50, `hi ${hi2}`);
 });
 
-test.serial('a search killed during phase 1 resumes from its cache and leaves no partial file', async (t) => {
+/** `n` seeded random inputs of the PP-OCR cls model as a calibration .npy in a fresh folder, and the node arguments of `mpq search` on it into DIR/out. */
+function clsSearch(n: number, seed: number, flags: string[]): { out: string; args: string[] } {
   const dir = tmp();
   const calib = path.join(dir, 'calib.npy');
-  fs.writeFileSync(calib, encodeNpy([8, 3, 48, 192], randomData(8 * 3 * 48 * 192, 5)));
+  fs.writeFileSync(calib, encodeNpy([n, 3, 48, 192], randomData(n * 3 * 48 * 192, seed)));
   const out = path.join(dir, 'out');
   const model = path.join(OCR, 'ch_ppocr_mobile_v2.0_cls_infer.onnx');
-  const args = [path.join(ROOT, 'bin', 'mpq.js'), 'search', model, '--calib', calib, '--batch', '4', '--max-bops', '0.75', '--out', out, '--json'];
+  return { out, args: [path.join(ROOT, 'bin', 'mpq.js'), 'search', model, '--calib', calib, '--batch', '4', ...flags, '--out', out, '--json'] };
+}
+
+test.serial('a search killed during phase 1 resumes from its cache and leaves no partial file', async (t) => {
+  const { out, args } = clsSearch(8, 5, ['--max-bops', '0.75']);
   const cacheFile = path.join(out, 'cache', 'sensitivity.jsonl');
   const child = spawn(process.execPath, args, { stdio: 'ignore' });
   const lines = () => (fs.existsSync(cacheFile) ? fs.readFileSync(cacheFile, 'utf8').split('\n').filter(Boolean).length : 0);
@@ -148,12 +153,7 @@ test.serial('a search killed during phase 1 resumes from its cache and leaves no
 });
 
 test.serial('a search with --profile ort-cpu exports 8-bit weights in [-63, 63] and records the profile and the verification', async (t) => {
-  const dir = tmp();
-  const calib = path.join(dir, 'calib.npy');
-  fs.writeFileSync(calib, encodeNpy([4, 3, 48, 192], randomData(4 * 3 * 48 * 192, 6)));
-  const out = path.join(dir, 'out');
-  const model = path.join(OCR, 'ch_ppocr_mobile_v2.0_cls_infer.onnx');
-  const args = [path.join(ROOT, 'bin', 'mpq.js'), 'search', model, '--calib', calib, '--batch', '4', '--profile', 'ort-cpu', '--rounding', 'nearest', '--max-bops', '1.5', '--out', out, '--json'];
+  const { out, args } = clsSearch(4, 6, ['--profile', 'ort-cpu', '--rounding', 'nearest', '--max-bops', '1.5']);
   const run = JSON.parse((await promisify(execFile)(process.execPath, args, { maxBuffer: 64 << 20 })).stdout);
   t.is(run.options.profile, 'ort-cpu');
   t.is(run.verification.samples, 4);
