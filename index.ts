@@ -47,6 +47,9 @@ export { simulate, readEncodings } from './src/quant/simulate';
 export { search } from './src/search/search';
 export type { SearchOptions, SearchResult, SearchTarget, EvaluatedPoint, Phase } from './src/search/search';
 export type { EvaluateFn, EvalData } from './src/search/metric';
+// the exported model in onnxruntime-node against the simulation
+export { verifyExport, FAITHFUL_LIMITS, VERIFY_SAMPLES, cpuHasVnni } from './src/eval/verify';
+export type { Verification, RuntimeCheck, VerifyOptions } from './src/eval/verify';
 export { loadProfile, builtinProfiles } from './src/profiles/profile';
 export type { Profile, Candidate } from './src/profiles/profile';
 

@@ -12,10 +12,10 @@ const run = promisify(execFile);
 const MPQ = path.join(ROOT, 'bin', 'mpq.js');
 const CLS = path.join(OCR, 'ch_ppocr_mobile_v2.0_cls_infer.onnx');
 
-async function mpq(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function mpq(args: string[], cwd?: string): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
     // stdout and stderr are pipes here, not terminals: progress comes as plain lines
-    const r = await run(process.execPath, [MPQ, ...args], { maxBuffer: 64 << 20 });
+    const r = await run(process.execPath, [MPQ, ...args], { maxBuffer: 64 << 20, cwd });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (e) {
     const x = e as { code: number; stdout: string; stderr: string };
@@ -225,4 +225,42 @@ test('a model that declares batch 4 gets batches of 4; the samples past the last
   t.is(r.code, 0, r.stderr);
   t.is(JSON.parse(r.stdout).samples, 8);
   t.regex(r.stderr, /batches of exactly 4: using 8 of the 10 samples/);
+});
+
+test('mpq quantize records the onnxruntime verification; mpq verify --json from another folder gives the same figures and a consistent verdict', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-cli-'));
+  fs.writeFileSync(path.join(dir, 'calib.npy'), encodeNpy([16, 3, 48, 192], randomData(16 * 3 * 48 * 192, 21)));
+  // relative paths, resolved in dir
+  const q = await mpq(['quantize', CLS, '--calib', 'calib.npy', '--config', 'W8A8', '--rounding', 'nearest', '--out', 'q', '--json'], dir);
+  t.is(q.code, 0, q.stderr);
+  const summary = JSON.parse(q.stdout);
+  t.is(summary.calib.spec, path.join(fs.realpathSync(dir), 'calib.npy'));
+  const rec = summary.verification;
+  t.is(rec.samples, 16);
+  t.is(rec.faithful, rec.optimized.agreement >= rec.limits.agreement && rec.optimized.sqnr_db >= rec.limits.sqnr_db);
+  t.is(rec.advice !== undefined, !rec.faithful);
+  if (!rec.faithful) t.regex(q.stderr, /WARNING.*--profile ort-cpu/);
+
+  const v = await mpq(['verify', path.join(dir, 'q'), '--json'], os.tmpdir());
+  t.is(v.code, 0, v.stderr);
+  const j = JSON.parse(v.stdout);
+  for (const k of ['samples', 'qdq', 'optimized', 'optimized_vs_qdq', 'faithful', 'limits'] as const) t.deepEqual(j[k], rec[k], k);
+  t.true(j.qdq.within_limits, 'optimizations off reproduce the simulation');
+  t.true(j.qdq.agreement >= 0 && j.qdq.agreement <= 1 && j.optimized.agreement >= 0 && j.optimized.agreement <= 1);
+});
+
+test('mpq verify names the missing calibration data and the fix; quantize --profile refuses a configuration the profile does not allow', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-cli-'));
+  const calib = path.join(dir, 'calib.npy');
+  fs.writeFileSync(calib, encodeNpy([4, 3, 48, 192], randomData(4 * 3 * 48 * 192, 22)));
+  const bad = await mpq(['quantize', CLS, '--calib', calib, '--config', 'W16A16', '--profile', 'ort-cpu', '--rounding', 'nearest', '--out', path.join(dir, 'x')]);
+  t.is(bad.code, 1);
+  t.regex(bad.stderr, /W16A16 is not allowed by profile 'ort-cpu'/);
+  t.false(fs.existsSync(path.join(dir, 'x', 'model.qdq.onnx')));
+  const q = await mpq(['quantize', CLS, '--calib', calib, '--config', 'W8A8', '--rounding', 'nearest', '--out', path.join(dir, 'q')]);
+  t.is(q.code, 0, q.stderr);
+  fs.renameSync(calib, calib + '.moved');
+  const v = await mpq(['verify', path.join(dir, 'q')]);
+  t.is(v.code, 1);
+  t.regex(v.stderr, /calibration data .* is not found .*pass --data/);
 });

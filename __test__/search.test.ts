@@ -112,13 +112,18 @@ test('MSE range clips a long tail and keeps a uniform range', (t) => {
   t.true(hi2 < 50, `hi ${hi2}`);
 });
 
-test.serial('a search killed during phase 1 resumes from its cache and leaves no partial file', async (t) => {
+/** `n` seeded random inputs of the PP-OCR cls model as a calibration .npy in a fresh folder, and the node arguments of `mpq search` on it into DIR/out. */
+function clsSearch(n: number, seed: number, flags: string[]): { out: string; args: string[] } {
   const dir = tmp();
   const calib = path.join(dir, 'calib.npy');
-  fs.writeFileSync(calib, encodeNpy([8, 3, 48, 192], randomData(8 * 3 * 48 * 192, 5)));
+  fs.writeFileSync(calib, encodeNpy([n, 3, 48, 192], randomData(n * 3 * 48 * 192, seed)));
   const out = path.join(dir, 'out');
   const model = path.join(OCR, 'ch_ppocr_mobile_v2.0_cls_infer.onnx');
-  const args = [path.join(ROOT, 'bin', 'mpq.js'), 'search', model, '--calib', calib, '--batch', '4', '--max-bops', '0.75', '--out', out, '--json'];
+  return { out, args: [path.join(ROOT, 'bin', 'mpq.js'), 'search', model, '--calib', calib, '--batch', '4', ...flags, '--out', out, '--json'] };
+}
+
+test.serial('a search killed during phase 1 resumes from its cache and leaves no partial file', async (t) => {
+  const { out, args } = clsSearch(8, 5, ['--max-bops', '0.75']);
   const cacheFile = path.join(out, 'cache', 'sensitivity.jsonl');
   const child = spawn(process.execPath, args, { stdio: 'ignore' });
   const lines = () => (fs.existsSync(cacheFile) ? fs.readFileSync(cacheFile, 'utf8').split('\n').filter(Boolean).length : 0);
@@ -139,6 +144,38 @@ test.serial('a search killed during phase 1 resumes from its cache and leaves no
   const pareto = JSON.parse(fs.readFileSync(path.join(out, 'pareto.json'), 'utf8'));
   t.true(pareto.points.length >= 10);
   t.true(run.selected.rel_bops <= 0.75);
+  // the export checked in onnxruntime both ways, recorded with a verdict consistent with its figures
+  const v = run.verification;
+  t.is(v.faithful, v.optimized.agreement >= v.limits.agreement && v.optimized.sqnr_db >= v.limits.sqnr_db);
+  t.is(v.advice !== undefined, !v.faithful);
+  t.regex(fs.readFileSync(path.join(out, 'report.html'), 'utf8'), new RegExp(`faithful: ${v.faithful}`));
+  t.regex(fs.readFileSync(path.join(out, 'summary.md'), 'utf8'), new RegExp(`faithful: ${v.faithful}`));
+});
+
+test.serial('a search with --profile ort-cpu exports 8-bit weights in [-63, 63] and records the profile and the verification', async (t) => {
+  const { out, args } = clsSearch(4, 6, ['--profile', 'ort-cpu', '--rounding', 'nearest', '--max-bops', '1.5']);
+  const run = JSON.parse((await promisify(execFile)(process.execPath, args, { maxBuffer: 64 << 20 })).stdout);
+  t.is(run.options.profile, 'ort-cpu');
+  t.is(run.verification.samples, 4);
+  const enc = JSON.parse(fs.readFileSync(path.join(out, 'encodings.json'), 'utf8'));
+  const weights = Object.entries(enc.param_encodings) as [string, { bitwidth: number; scale: number; max: number }[]][];
+  t.true(weights.length > 10);
+  for (const [name, e] of weights) {
+    t.is(e[0].bitwidth, 8, name);
+    t.is(enc.mpq.range_bits[name], 7, name);
+    t.true(Math.abs(e[0].max - 63 * e[0].scale) <= 1e-6 * e[0].max, name);
+  }
+  t.is(JSON.parse(fs.readFileSync(path.join(out, 'quantize.json'), 'utf8')).profile, 'ort-cpu');
+});
+
+test('profile scheme values the quantizer does not implement are refused, not ignored', (t) => {
+  const f = path.join(tmp(), 'p.json');
+  fs.writeFileSync(f, JSON.stringify({ name: 'x', candidates: [{ a: 8, w: 8 }], scheme: { per_channel: false } }));
+  const e = t.throws(() => loadProfile(f), { instanceOf: MpqError });
+  t.regex(e!.message, /scheme\.per_channel = false is not implemented/);
+  const ort = loadProfile('ort-cpu');
+  t.true(ort.scheme?.reduce_range);
+  t.false(ort.candidates.some((c) => c.w > 8), 'no 16-bit weights: ORT overflows their int32 biases');
 });
 
 test('cost: a latency table and conversion costs from the profile change the ranking cost, not rel_bops', (t) => {

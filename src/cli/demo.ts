@@ -9,6 +9,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { openDataSource } from '../data';
 import { MpqError } from '../errors';
+import { describeVerification, verificationWarning } from '../eval/verify';
 import { Tensor } from '../model';
 import { search } from '../search/search';
 import { phaseProgress } from './progress';
@@ -73,5 +74,8 @@ export async function demoCommand(opts: { out?: string; json?: boolean; quiet?: 
   log(`selected mixed configuration: ${r.selected.rel_bops.toFixed(3)} of W8A8's BOPs, ${(r.selected.size_bytes / 1e3).toFixed(1)} kB of weights, top-1 agreement with float ${(100 * r.selected.metric).toFixed(1)}%`);
   for (const h of r.homogeneous) log(`  ${h.name.padEnd(7)} ${h.rel_bops.toFixed(2)} BOPs  agreement ${(100 * h.metric).toFixed(1)}%`);
   log(`phase 1: ${r.phase1.computed} computed, ${r.phase1.reused} reused; ${r.seconds.total} s`);
+  if (r.verification) log(describeVerification(r.verification).join('\n'));
+  const warning = verificationWarning(r.verification, r.files.model);
+  if (warning) process.stderr.write(warning + '\n');
   log(`wrote ${r.files.model}\nopen ${r.files.report} for the trade-off curve and per-layer bit-widths`);
 }

@@ -58,6 +58,7 @@ function program(): Command {
       .option('--weight-range <minmax|mse>', 'weight range setting')
       .option('--act-range <minmax|mse>', 'activation range setting')
       .option('--rounding <nearest|gptq|auto>', 'weight rounding: nearest, gptq (data-aware, with bias correction), or auto = gptq at 8 bits and below (default)')
+      .option('--profile <name|file>', 'hardware profile: its scheme is applied and the configuration must be one it allows (e.g. ort-cpu for ONNX Runtime on CPU)')
       .option('--json', 'print one JSON document and nothing else'),
   ).action(quantizeCommand);
 
@@ -74,9 +75,9 @@ function program(): Command {
 
   addDataFlags(
     p.command('verify')
-      .description('run DIR/model.qdq.onnx in onnxruntime-node and compare it with the simulation')
-      .argument('<dir>', 'output folder of mpq quantize')
-      .option('--data <data>', 'data to compare on (default: 32 of the calibration samples)')
+      .description('run DIR/model.qdq.onnx in onnxruntime-node with graph optimizations off and with the default session options, compare each with the simulation, and say whether the default run is faithful')
+      .argument('<dir>', 'output folder of mpq quantize or mpq search')
+      .option('--data <data>', 'data to compare on (default: the first 128 calibration samples)')
       .option('--json', 'print one JSON document and nothing else'),
   ).action(verifyCommand);
   addDataFlags(

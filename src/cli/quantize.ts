@@ -9,8 +9,12 @@ import { encodingsToJson } from '../quant/encodings';
 import { calibrate, exportQdq, quantize } from '../quant/quantize';
 import { RangeMethod } from '../quant/ranges';
 import { Rounding, ROUNDINGS } from '../quant/rounding';
+import { describeVerification, verificationWarning, verifyExport } from '../eval/verify';
+import { loadProfile, Profile } from '../profiles/profile';
+import { buildGroups, checkConfigAllowed } from '../search/groups';
 import { DataFlags, openData } from './data-options';
 import { countedPasses, phaseProgress } from './progress';
+import { absoluteDataSpec, calibFlags, CalibRecord } from './verify';
 
 export interface QuantizeFlags extends DataFlags {
   calib: string;
@@ -19,6 +23,7 @@ export interface QuantizeFlags extends DataFlags {
   weightRange?: RangeMethod;
   actRange?: RangeMethod;
   rounding?: string;
+  profile?: string;
   json?: boolean;
   quiet?: boolean;
 }
@@ -39,11 +44,12 @@ export async function quantizeCommand(file: string, f: QuantizeFlags): Promise<v
   const t0 = Date.now();
   const config = loadBitConfig(f.config);
   const round = rounding(f.rounding);
+  const profile = f.profile !== undefined ? loadProfile(f.profile) : undefined;
   const model = Model.fromFile(file);
   // all files or none: written into a staging folder, put in place at once at the end
   const out = OutputDir.open(f.out);
   try {
-    const report = await quantizeInto(out, file, f, { t0, config, round, model });
+    const report = await quantizeInto(out, file, f, { t0, config, round, model, profile });
     out.commit();
     process.stdout.write(report);
   } finally {
@@ -51,8 +57,8 @@ export async function quantizeCommand(file: string, f: QuantizeFlags): Promise<v
   }
 }
 
-async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: { t0: number; config: BitConfig; round?: Rounding; model: Model }): Promise<string> {
-  const { t0, config, round, model } = o;
+async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: { t0: number; config: BitConfig; round?: Rounding; model: Model; profile?: Profile }): Promise<string> {
+  const { t0, config, round, model, profile } = o;
   const data = await openData(f.calib, model, f);
   const progress = phaseProgress(!f.quiet);
   const note = floatSubgraphsNote(model.graph);
@@ -62,7 +68,9 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
     actRange: method(f.actRange, 'act-range'),
     // 'auto' rounds data-aware at 8 bits and below: skip gathering layer statistics when no weight is
     rounding: round ?? (Math.min(config.w, ...Object.values(config.weights)) <= 8 ? undefined : 'nearest'),
+    scheme: profile?.scheme,
   });
+  if (profile) checkConfigAllowed(buildGroups(model.graph, cal.placement, profile), config, profile);
   const tCal = Date.now();
   const q = await quantize(cal, config);
   progress.stop();
@@ -71,11 +79,17 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
   const outEnc = path.join(f.out, 'encodings.json');
   out.write('encodings.json', JSON.stringify(encodingsToJson(q.encodings), null, 1));
   out.write('config.json', JSON.stringify({ default: `W${config.w}A${config.a}`, weights: config.weights, activations: config.activations }, null, 2));
+  const tExp = Date.now();
+  // the export run in onnxruntime both ways, on the samples `mpq verify DIR` uses by default
+  const calib: CalibRecord = { spec: absoluteDataSpec(f.calib), samples: data.count, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit, offset: f.offset };
+  const vdata = await openData(calib.spec, model, calibFlags(calib));
+  const verification = await verifyExport(bytes, Model.fromGraph(q.graph), vdata.batches(), { profile: profile?.name });
   const summary = {
     tool: 'onnx-mpq',
     version: require('../../../package.json').version,
     model: path.resolve(file),
-    calib: { spec: f.calib, samples: data.count, fingerprint: data.fingerprint(), preset: f.preset, preprocess: f.preprocess, select: f.select },
+    profile: profile?.name ?? 'default',
+    calib: { ...calib, fingerprint: data.fingerprint() },
     config: `W${config.w}A${config.a}`,
     ranges: { weights: cal.weightRange, activations: cal.actRange },
     rounding: cal.rounding,
@@ -83,10 +97,16 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
     files: { model: outModel, encodings: outEnc },
     size_bytes: bytes.length,
     notes: note ? [note] : [],
-    seconds: { calibration: (tCal - t0) / 1000, rounding_stats: cal.rounder?.statsSeconds ?? 0, rounding: cal.rounder?.seconds ?? 0, total: (Date.now() - t0) / 1000 },
+    seconds: { calibration: (tCal - t0) / 1000, rounding_stats: cal.rounder?.statsSeconds ?? 0, rounding: cal.rounder?.seconds ?? 0, verify: (Date.now() - tExp) / 1000, total: (Date.now() - t0) / 1000 },
+    verification,
   };
   out.write('quantize.json', JSON.stringify(summary, null, 2));
   out.write('model.qdq.onnx', bytes);
+  const warning = verificationWarning(verification, outModel);
+  if (warning) process.stderr.write(warning + '\n');
   if (f.json) return JSON.stringify(summary, null, 2) + '\n';
-  return (`wrote ${outModel} (${(bytes.length / 1e6).toFixed(2)} MB) and ${outEnc}: ${q.encodings.weights.size} weight and ${q.encodings.activations.size} activation quantizers, ${summary.seconds.total.toFixed(1)} s\n`);
+  return (
+    `wrote ${outModel} (${(bytes.length / 1e6).toFixed(2)} MB) and ${outEnc}: ${q.encodings.weights.size} weight and ${q.encodings.activations.size} activation quantizers, ${summary.seconds.total.toFixed(1)} s\n` +
+    (verification ? describeVerification(verification).join('\n') + '\n' : '')
+  );
 }

@@ -1,13 +1,16 @@
 /** `mpq search`: the mixed-precision search. */
+import * as path from 'path';
 import { MpqError } from '../errors';
 import { loadSampleLabels } from '../eval/labels';
 import { floatSubgraphsNote } from '../graph/control';
 import { Model } from '../model';
 import { RangeMethod } from '../quant/ranges';
 import { Rounding, ROUNDINGS } from '../quant/rounding';
+import { describeVerification, verificationWarning } from '../eval/verify';
 import { search } from '../search/search';
 import { DataFlags, openData } from './data-options';
 import { countedPasses, phaseProgress } from './progress';
+import { absoluteDataSpec, CalibRecord } from './verify';
 
 export interface SearchFlags extends DataFlags {
   calib: string;
@@ -66,7 +69,11 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
         if (phase === 'calibration') calibrating = done < total;
         else progress.update(phase, done, total);
       },
-      record: { calib: { spec: f.calib, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit }, eval: f.eval, labels: f.labels },
+      record: {
+        calib: { spec: absoluteDataSpec(f.calib), samples: calib.count, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit, offset: f.offset } satisfies CalibRecord,
+        eval: f.eval && absoluteDataSpec(f.eval),
+        labels: f.labels && path.resolve(f.labels),
+      },
     });
     progress.stop();
     if (f.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
@@ -75,9 +82,12 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
       process.stdout.write(
         `selected: rel_bops ${s.rel_bops.toFixed(3)}, ${(s.size_bytes / 1e6).toFixed(3)} MB, ${r.metric} ${s.metric.toFixed(4)} (float ${r.float_metric.toFixed(4)})${s.meets_target ? '' : ' - target NOT met'}\n` +
           r.homogeneous.map((h) => `  ${h.name.padEnd(7)} rel_bops ${h.rel_bops.toFixed(3)}  ${r.metric} ${h.metric.toFixed(4)}`).join('\n') +
-          `\nphase 1: ${r.phase1.computed} computed, ${r.phase1.reused} reused; ${r.seconds.total} s\nwrote ${r.files.model}, ${r.files.report}\n`,
+          `\nphase 1: ${r.phase1.computed} computed, ${r.phase1.reused} reused; ${r.seconds.total} s\nwrote ${r.files.model}, ${r.files.report}\n` +
+          (r.verification ? describeVerification(r.verification).join('\n') + '\n' : ''),
       );
     }
+    const warning = verificationWarning(r.verification, r.files.model);
+    if (warning) process.stderr.write(warning + '\n');
   } finally {
     progress.stop();
   }

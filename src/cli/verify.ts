@@ -1,14 +1,14 @@
 /**
  * `mpq verify DIR`: runs the exported QDQ model in onnxruntime-node and compares it with the
  * simulation (the float model with DIR/encodings.json applied, in the engine): SQNR and
- * argmax agreement, with ORT's graph optimizations off (= QDQ semantics) and on (= what a
- * default deployment runs).
+ * argmax agreement, with ORT's graph optimizations off (= QDQ semantics) and with the default
+ * session options (= what a default deployment runs), and the verdict `faithful`.
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import { MpqError } from '../errors';
-import { argmaxRows, classesOf, SqnrMeter, Top1Meter } from '../eval/metrics';
-import { Model, Tensor } from '../model';
+import { describeVerification, verificationWarning, verifyExport, VERIFY_SAMPLES } from '../eval/verify';
+import { Model } from '../model';
 import { readEncodings, simulate } from '../quant/simulate';
 import { DataFlags, openData } from './data-options';
 
@@ -17,61 +17,66 @@ export interface VerifyFlags extends DataFlags {
   json?: boolean;
 }
 
-interface Summary {
-  model: string;
-  calib: { spec: string; preset?: string; preprocess?: string; select?: 'all' | 'even' | 'odd' };
+/** What `quantize.json` records about the calibration data (paths absolute since 0.1). */
+export interface CalibRecord {
+  spec: string;
+  samples?: number;
+  preset?: string;
+  preprocess?: string;
+  select?: 'all' | 'even' | 'odd';
+  limit?: string;
+  offset?: string;
 }
 
-export interface VerifyResult {
-  samples: number;
-  /** ORT with graph optimizations disabled: must reproduce the simulation. */
-  qdq: { sqnr_db: number; agreement: number | null };
-  /** ORT with default optimizations (fused int8 kernels): what a default deployment runs. */
-  optimized: { sqnr_db: number; agreement: number | null };
+interface Summary {
+  model: string;
+  profile?: string;
+  calib: CalibRecord;
+}
+
+/** The data flags that re-open the recorded calibration data (its first {@link VERIFY_SAMPLES} samples unless `limit`). */
+export function calibFlags(c: CalibRecord, limit?: string): DataFlags {
+  const recorded = c.limit !== undefined ? Number(c.limit) : c.samples;
+  const n = Math.min(recorded ?? VERIFY_SAMPLES, VERIFY_SAMPLES);
+  return { preset: c.preset, preprocess: c.preprocess, select: c.select, offset: c.offset, limit: limit ?? String(n) };
+}
+
+/** Every path of a DATA spec (one path, or NAME=PATH pairs) made absolute. */
+export function absoluteDataSpec(spec: string): string {
+  if (!spec.includes('=')) return path.resolve(spec);
+  return spec
+    .split(',')
+    .map((part) => {
+      const i = part.indexOf('=');
+      return i <= 0 ? part : `${part.slice(0, i)}=${path.resolve(part.slice(i + 1))}`;
+    })
+    .join(',');
+}
+
+function dataPaths(spec: string): string[] {
+  return spec.includes('=') ? spec.split(',').map((p) => p.slice(p.indexOf('=') + 1)) : [spec];
 }
 
 export async function verifyCommand(dir: string, f: VerifyFlags): Promise<void> {
   const sumFile = path.join(dir, 'quantize.json');
   if (!fs.existsSync(sumFile)) throw new MpqError('MPQ_BAD_INPUT', `${dir} has no quantize.json: is it the --out folder of mpq quantize or mpq search?`);
   const s = JSON.parse(fs.readFileSync(sumFile, 'utf8')) as Summary;
+  if (!fs.existsSync(s.model)) throw new MpqError('MPQ_BAD_INPUT', `the float model ${s.model} recorded in ${sumFile} does not exist (moved?)`);
   const model = Model.fromFile(s.model);
   const sim = simulate(model, readEncodings(path.join(dir, 'encodings.json')));
-  const flags: DataFlags = f.data ? f : { ...f, preset: s.calib.preset, preprocess: s.calib.preprocess, select: s.calib.select, limit: f.limit ?? '32' };
-  const data = await openData(f.data ?? s.calib.spec, model, flags);
-  const ort = await import('onnxruntime-node');
-  const qdqFile = path.join(dir, 'model.qdq.onnx');
-  const sessions = {
-    qdq: await ort.InferenceSession.create(qdqFile, { graphOptimizationLevel: 'disabled', intraOpNumThreads: 2 }),
-    optimized: await ort.InferenceSession.create(qdqFile, { intraOpNumThreads: 2 }),
-  };
-  const meters = { qdq: { s: new SqnrMeter(), t: new Top1Meter() }, optimized: { s: new SqnrMeter(), t: new Top1Meter() } };
-  const out0 = model.outputNames[0];
-  // argmax agreement means nothing on an output with one value per sample (null, not printed)
-  let classes = Infinity;
-  for await (const b of data.batches()) {
-    const want = await sim.run(b);
-    classes = Math.min(classes, classesOf(want[out0]));
-    const wantTop = argmaxRows(want[out0]);
-    for (const k of ['qdq', 'optimized'] as const) {
-      const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {};
-      for (const [n, t] of Object.entries(b)) feeds[n] = new ort.Tensor('float32', t.data, t.shape);
-      const r = await sessions[k].run(feeds);
-      const got: Record<string, Tensor> = {};
-      for (const n of model.outputNames) got[n] = { shape: [...r[n].dims], data: r[n].data as Float32Array };
-      meters[k].s.add(want, got);
-      meters[k].t.addAgreement(argmaxRows(got[out0]), wantTop);
-    }
-  }
-  const res: VerifyResult = {
-    samples: data.count,
-    qdq: { sqnr_db: meters.qdq.s.db(), agreement: classes > 1 ? meters.qdq.t.agreement ?? 0 : null },
-    optimized: { sqnr_db: meters.optimized.s.db(), agreement: classes > 1 ? meters.optimized.t.agreement ?? 0 : null },
-  };
-  if (f.json) process.stdout.write(JSON.stringify(res, null, 2) + '\n');
+  let data;
+  if (f.data) data = await openData(f.data, model, f);
   else {
-    process.stdout.write(`samples: ${res.samples}\n`);
-    const agree = (a: number | null) => (a === null ? '' : `, argmax agreement ${(100 * a).toFixed(1)}%`);
-    process.stdout.write(`onnxruntime, optimizations off (QDQ semantics) vs simulation: SQNR ${res.qdq.sqnr_db.toFixed(1)} dB${agree(res.qdq.agreement)}\n`);
-    process.stdout.write(`onnxruntime, default optimizations vs simulation:           SQNR ${res.optimized.sqnr_db.toFixed(1)} dB${agree(res.optimized.agreement)}\n`);
+    const missing = dataPaths(s.calib.spec).filter((p) => !fs.existsSync(p));
+    if (missing.length) {
+      throw new MpqError('MPQ_BAD_INPUT', `the calibration data recorded in ${sumFile} (${missing.join(', ')}) is not found from ${process.cwd()}: pass --data DATA (with --preset/--preprocess as for calibration)`);
+    }
+    data = await openData(s.calib.spec, model, calibFlags(s.calib, f.limit));
   }
+  const res = await verifyExport(path.join(dir, 'model.qdq.onnx'), sim, data.batches(), { profile: s.profile });
+  if (!res) throw new MpqError('MPQ_BAD_INPUT', 'no samples to verify on');
+  if (f.json) process.stdout.write(JSON.stringify(res, null, 2) + '\n');
+  else process.stdout.write(describeVerification(res).join('\n') + '\n');
+  const warning = verificationWarning(res, path.join(dir, 'model.qdq.onnx'));
+  if (warning) process.stderr.write(warning + '\n');
 }

@@ -12,12 +12,31 @@ export interface Candidate {
   w: number;
 }
 
+/** Quantization scheme options (DESIGN.md section 2 unless the profile says otherwise). */
+export interface Scheme {
+  per_channel?: boolean;
+  weights_symmetric?: boolean;
+  activations_symmetric?: boolean;
+  narrow_range?: boolean;
+  /** 8-bit weights limited to [-63, 63] inside int8 storage (runtimes whose int8 kernels saturate). */
+  reduce_range?: boolean;
+}
+
+/** Scheme values the quantizer implements; any other value is refused rather than ignored. */
+const SCHEME_SUPPORTED: Record<string, boolean[]> = {
+  per_channel: [true],
+  weights_symmetric: [true],
+  activations_symmetric: [false],
+  narrow_range: [true],
+  reduce_range: [true, false],
+};
+
 export interface Profile {
   name: string;
   description?: string;
   candidates: Candidate[];
   ops?: Record<string, { a?: number[]; w?: number[] }>;
-  scheme?: { per_channel?: boolean; weights_symmetric?: boolean; activations_symmetric?: boolean; narrow_range?: boolean };
+  scheme?: Scheme;
   ties?: { op: string; inputs?: 'all' }[];
   cost?: { metric?: 'bops' | 'latency'; latency?: Record<string, Record<string, number>>; conversion?: number };
 }
@@ -47,6 +66,11 @@ function validate(p: unknown, where: string): Profile {
     if (seen.has(k)) throw new MpqError('MPQ_BAD_INPUT', `invalid profile ${where}: candidates[${i}]: W${c.w}A${c.a} is listed twice`);
     seen.add(k);
   });
+  for (const [k, v] of Object.entries(prof.scheme ?? {})) {
+    if (!SCHEME_SUPPORTED[k].includes(v)) {
+      throw new MpqError('MPQ_BAD_INPUT', `invalid profile ${where}: scheme.${k} = ${v} is not implemented (only ${SCHEME_SUPPORTED[k].join(' or ')}); remove it to get the default`);
+    }
+  }
   return prof;
 }
 

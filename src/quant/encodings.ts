@@ -3,8 +3,10 @@
  * encodings format so vendor tools can read it: per tensor a list (one entry per channel for
  * per-channel weights) of {bitwidth, dtype, is_symmetric, scale, offset, min, max}, where
  * x = (q + offset) * scale (offset = -zero_point). Extra fields, under `mpq`: `axis`
- * (per-channel axis), `signed`, and `rounded`: for each weight whose integers were chosen by
- * data-aware rounding, `{ dtype: 'int8' | 'int16', q, bias_delta }` where `q` is the base64 of
+ * (per-channel axis), `signed`, `range_bits` (weights whose integers use a narrower signed
+ * range than their storage bitwidth: 7 for int8 weights in [-63, 63] under reduce_range),
+ * and `rounded`: for each weight whose integers were chosen by data-aware rounding,
+ * `{ dtype: 'int8' | 'int16', q, bias_delta }` where `q` is the base64 of
  * the integers (little-endian, in the weight tensor's own layout and element order) and
  * `bias_delta` the float per output channel added to the bias of the node that reads the
  * weight. Without it a weight is rounded to nearest with its scales, so a tool that only
@@ -28,6 +30,11 @@ export interface TensorEncoding {
   axis?: number;
   signed: boolean;
   /**
+   * Weights only: the signed range in bits when narrower than the storage `bitwidth` (7 under
+   * a profile's reduce_range: int8 storage, integers in [-63, 63]). Stored under `mpq.range_bits`.
+   */
+  rangeBits?: number;
+  /**
    * Weights only: integers chosen by data-aware rounding, in the weight's layout (absent:
    * round to nearest), and the bias correction that goes with them (per output channel, added
    * to the bias of the node that reads the weight). Stored in the JSON under `mpq.rounded`.
@@ -46,7 +53,7 @@ export interface EncodingsJson {
   activation_encodings: Record<string, EncodingEntry[]>;
   param_encodings: Record<string, EncodingEntry[]>;
   /** Per-channel axes and signedness, by tensor; data-aware integers and bias shifts, by weight. */
-  mpq: { axis: Record<string, number>; signed: Record<string, boolean>; rounded?: Record<string, RoundedJson> };
+  mpq: { axis: Record<string, number>; signed: Record<string, boolean>; range_bits?: Record<string, number>; rounded?: Record<string, RoundedJson> };
 }
 
 export interface RoundedJson {
@@ -78,7 +85,9 @@ export function encodingsToJson(e: Encodings): EncodingsJson {
   const axis: Record<string, number> = {};
   const signed: Record<string, boolean> = {};
   const rounded: Record<string, RoundedJson> = {};
+  const rangeBits: Record<string, number> = {};
   for (const [k, v] of e.weights) {
+    if (v.rangeBits !== undefined) rangeBits[k] = v.rangeBits;
     if (!v.quantized) continue;
     rounded[k] = packInts(v.quantized, v.entries[0].bitwidth);
     if (v.biasDelta) rounded[k].bias_delta = Array.from(v.biasDelta);
@@ -96,7 +105,7 @@ export function encodingsToJson(e: Encodings): EncodingsJson {
     version: '1.0.0',
     activation_encodings: conv(e.activations),
     param_encodings: conv(e.weights),
-    mpq: { axis, signed, ...(Object.keys(rounded).length ? { rounded } : {}) },
+    mpq: { axis, signed, ...(Object.keys(rangeBits).length ? { range_bits: rangeBits } : {}), ...(Object.keys(rounded).length ? { rounded } : {}) },
   };
 }
 
@@ -104,6 +113,12 @@ export function encodingsFromJson(j: EncodingsJson): Encodings {
   const conv = (o: Record<string, EncodingEntry[]>) =>
     new Map(Object.entries(o ?? {}).map(([k, entries]) => [k, { entries, axis: j.mpq?.axis?.[k], signed: j.mpq?.signed?.[k] ?? entries[0]?.is_symmetric === 'True' }]));
   const weights: Map<string, TensorEncoding> = conv(j.param_encodings);
+  for (const [k, b] of Object.entries(j.mpq?.range_bits ?? {})) {
+    const e = weights.get(k);
+    if (!e) throw new MpqError('MPQ_BAD_INPUT', `encodings mpq.range_bits names '${k}', which has no param_encodings entry`);
+    if (!Number.isInteger(b) || b < 2 || b > e.entries[0].bitwidth) throw new MpqError('MPQ_BAD_INPUT', `encodings mpq.range_bits.${k} = ${b}: must be an integer from 2 to the weight's bitwidth (${e.entries[0].bitwidth})`);
+    e.rangeBits = b;
+  }
   for (const [k, r] of Object.entries(j.mpq?.rounded ?? {})) {
     const e = weights.get(k);
     if (!e) throw new MpqError('MPQ_BAD_INPUT', `encodings mpq.rounded names '${k}', which has no param_encodings entry`);

@@ -27,7 +27,7 @@ export function buildQdqGraph(g: Graph, enc: Encodings): Graph {
     const t = g.consts.get(w);
     if (!t) continue;
     const bits = e.entries[0].bitwidth;
-    const { qmin, qmax } = qrange(bits, true);
+    const { qmin, qmax } = qrange(e.rangeBits ?? bits, true);
     const axis = e.axis ?? 0;
     const ch = e.axis === undefined ? 1 : t.shape[axis];
     const inner = e.axis === undefined ? t.data.length : t.shape.slice(axis + 1).reduce((a, b) => a * b, 1);

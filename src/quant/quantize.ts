@@ -14,6 +14,7 @@ import { Placement, placeQuantizers } from './placement';
 import { buildQdqGraph } from './qdq';
 import { RangeMethod, weightScales } from './ranges';
 import { gatherRoundingStats, methodFor, RoundedWeight, Rounding, RoundingOptions, WeightRounder } from './rounding';
+import { Scheme } from '../profiles/profile';
 import { asymmetric } from './scheme';
 
 export interface QuantizeOptions extends RunOptions {
@@ -23,6 +24,8 @@ export interface QuantizeOptions extends RunOptions {
   /** Weight rounding (default: see DEFAULT_ROUNDING); 'nearest' skips gathering layer statistics. */
   rounding?: Rounding;
   roundingOptions?: RoundingOptions;
+  /** Scheme options of the hardware profile (`reduce_range`: 8-bit weights in [-63, 63]). */
+  scheme?: Pick<Scheme, 'reduce_range'>;
 }
 
 /** Data-aware rounding at 8 bits and below, round to nearest above (chosen by measurement, bench/rounding.ts: it also helps at W8A8). */
@@ -44,6 +47,8 @@ export interface Calibrated {
   rounder?: WeightRounder;
   /** The calibration data (sequential rounding runs it again per exported configuration). */
   batches?: Batches;
+  /** 8-bit weights use the 7-bit range inside int8 storage. */
+  reduceRange: boolean;
 }
 
 export interface Quantized {
@@ -72,9 +77,18 @@ export async function calibrate(model: Model, batches: Batches, opts: QuantizeOp
   const stats = await collectStats(model, batches, placement.activations.map((a) => a.tensor), actRange, opts);
   const rounding = opts.rounding ?? DEFAULT_ROUNDING;
   const rounder = rounding === 'nearest' ? undefined : await gatherRoundingStats(model, placement, batches, opts.roundingOptions, opts);
-  return { model, placement, stats, actRange, weightRange, shapes, rounding, rounder, batches };
+  return { model, placement, stats, actRange, weightRange, shapes, rounding, rounder, batches, reduceRange: !!opts.scheme?.reduce_range };
 }
 
+/**
+ * The signed range, in bits, of a weight stored at `bits`: 7 for 8-bit weights under
+ * reduce_range (integers in [-63, 63], still int8 and costed as 8-bit), else `bits`.
+ */
+export function weightRangeBits(cal: Pick<Calibrated, 'reduceRange'>, bits: number): number {
+  return cal.reduceRange && bits === 8 ? 7 : bits;
+}
+
+/** Per-channel scales of a weight at its range bits (cached). */
 function scalesOf(cal: Calibrated, tensor: string, axis: number, bits: number): Float32Array {
   let cache = weightScaleCache.get(cal);
   if (!cache) weightScaleCache.set(cal, (cache = new Map()));
@@ -97,7 +111,7 @@ export async function prepareWeights(cal: Calibrated, config: BitConfig): Promis
   if (!r) return;
   const jobs: Promise<unknown>[] = [];
   for (const w of cal.placement.weights) {
-    const bits = weightBits(config, w.tensor);
+    const bits = weightRangeBits(cal, weightBits(config, w.tensor));
     if (methodFor(cal.rounding, bits) !== 'gptq' || !r.has(w.tensor)) continue;
     const t = cal.model.graph.consts.get(w.tensor)!;
     jobs.push(r.round(w.tensor, t.data as Float32Array, t.shape, scalesOf(cal, w.tensor, w.axis, bits), bits));
@@ -129,7 +143,7 @@ export async function prepareSequential(cal: Calibrated, config: BitConfig, opts
     .sort((a, b) => (order.get(a.tensor) ?? 0) - (order.get(b.tensor) ?? 0))
     .map((w) => {
       const t = cal.model.graph.consts.get(w.tensor)!;
-      const bits = weightBits(config, w.tensor);
+      const bits = weightRangeBits(cal, weightBits(config, w.tensor));
       return { tensor: w.tensor, w: t.data as Float32Array, shape: t.shape, scales: scalesOf(cal, w.tensor, w.axis, bits), bits };
     });
   await r.roundSequential(configKey(cal, config), cal.model, cal.batches, jobs, (done, pending) => {
@@ -141,7 +155,7 @@ export async function prepareSequential(cal: Calibrated, config: BitConfig, opts
 }
 
 function withRounded(e: TensorEncoding, r: RoundedWeight): void {
-  const qmax = 2 ** (e.entries[0].bitwidth - 1) - 1;
+  const qmax = 2 ** ((e.rangeBits ?? e.entries[0].bitwidth) - 1) - 1;
   e.quantized = r.q;
   e.biasDelta = r.biasDelta;
   e.entries = Array.from(r.scales, (s) => ({ ...e.entries[0], scale: s, min: -s * qmax, max: s * qmax }));
@@ -167,12 +181,14 @@ export function encodingsFor(cal: Calibrated, config: BitConfig, sequential = tr
   const seq = sequential ? cal.rounder?.sequentialFor(configKey(cal, config)) : undefined;
   for (const w of cal.placement.weights) {
     const bits = weightBits(config, w.tensor);
-    const base = scalesOf(cal, w.tensor, w.axis, bits);
-    const qmax = 2 ** (bits - 1) - 1;
-    const rounded = methodFor(cal.rounding, bits) === 'gptq' ? cal.rounder?.cached(w.tensor, bits, base) : undefined;
+    const rb = weightRangeBits(cal, bits);
+    const base = scalesOf(cal, w.tensor, w.axis, rb);
+    const qmax = 2 ** (rb - 1) - 1;
+    const rounded = methodFor(cal.rounding, rb) === 'gptq' ? cal.rounder?.cached(w.tensor, rb, base) : undefined;
     const scales = rounded?.scales ?? base;
     weights.set(w.tensor, {
       ...(rounded ? { quantized: rounded.q, biasDelta: rounded.biasDelta } : {}),
+      ...(rb !== bits ? { rangeBits: rb } : {}),
       axis: w.axis,
       signed: true,
       entries: Array.from(scales, (s) => ({ bitwidth: bits, dtype: 'int' as const, is_symmetric: 'True' as const, scale: s, offset: 0, min: -s * qmax, max: s * qmax })),

@@ -1,4 +1,5 @@
 /** The search report: a self-contained HTML page (inline SVG, no network) and a Markdown summary. */
+import { describeVerification, verificationWarning } from '../eval/verify';
 import { candKey } from '../profiles/profile';
 import type { Group } from '../search/groups';
 import type { FrontOrder, FrontPoint } from '../search/pareto';
@@ -55,6 +56,7 @@ ${ticks}${yticks}
 export function renderReport(r: ReportInput): string {
   const res = r.result;
   const sel = r.selected;
+  const warning = verificationWarning(res.verification, 'the exported model')?.replace(/^mpq: WARNING: /, '');
   const rows = r.groups
     .map((g, i) => {
       const sens = Object.entries(r.sens[g.id] ?? {}).map(([k, v]) => `${k} ${fmt(v, 1)}`).join(', ');
@@ -70,6 +72,7 @@ export function renderReport(r: ReportInput): string {
 <h1>Mixed-precision search</h1>
 <p>Model <code>${esc(String(res.options.model))}</code>, profile <code>${esc(String(res.options.profile))}</code>, ${res.groups} quantizer groups, front order <b>${res.order}</b>, metric <b>${res.metric}</b> (float: ${fmt(res.float_metric, 4)}).</p>
 <p><b>Selected</b>: point ${sel.index}, BOPs ${fmt(sel.rel_bops)} of W8A8, weights ${(sel.size_bytes / 1e6).toFixed(3)} MB, measured ${res.metric} ${fmt(sel.measured, 4)}; target ${esc(JSON.stringify(res.options.target))} ${res.selected.meets_target ? 'met' : '<b>not met</b>'}.</p>
+${warning ? `<p style="border:2px solid #c00;background:#fee;padding:8px"><b>Not faithful in ONNX Runtime's default CPU session.</b> ${esc(warning)}</p>` : ''}
 <h2>Trade-off</h2>
 ${frontSvg(r)}
 <h2>Homogeneous configurations</h2>
@@ -80,7 +83,7 @@ ${frontSvg(r)}
 <table><tr><th>group</th><th>activation</th><th>ops</th><th>weights</th><th>sensitivity: output SQNR (dB) with only this group quantized</th><th>selected</th></tr>
 ${rows}</table>
 <h2>Verification in onnxruntime-node</h2>
-<p>${res.verification ? `On ${res.verification.samples} calibration samples, the exported model against the simulation: graph optimizations off (QDQ semantics) SQNR ${fmt(res.verification.qdq.sqnr_db, 1)} dB, argmax agreement ${fmt(100 * res.verification.qdq.agreement, 1)}%; default optimizations (what a default deployment runs) SQNR ${fmt(res.verification.optimized.sqnr_db, 1)} dB, agreement ${fmt(100 * res.verification.optimized.agreement, 1)}%.` : 'not run'}</p>
+${res.verification ? `<pre>${esc(describeVerification(res.verification).join('\n'))}</pre>` : '<p>not run</p>'}
 <h2>Run</h2>
 <p>Phase 1: ${res.phase1.computed} computed, ${res.phase1.reused} reused of ${res.phase1.total}. Seconds: ${esc(JSON.stringify(res.seconds))}.</p>
 </body></html>
@@ -97,9 +100,8 @@ export function renderSummary(r: ReportInput): string {
     `- metric: ${res.metric}; float: ${fmt(res.float_metric, 4)}`,
     `- selected: point ${res.selected.index}, rel_bops ${fmt(res.selected.rel_bops)}, ${(res.selected.size_bytes / 1e6).toFixed(3)} MB, ${res.metric} ${fmt(res.selected.metric, 4)} (target ${JSON.stringify(res.options.target)} ${res.selected.meets_target ? 'met' : 'NOT met'})`,
     `- phase 1: ${res.phase1.computed} computed, ${res.phase1.reused} reused, ${res.phase1.total} total`,
-    res.verification
-      ? `- onnxruntime vs simulation (${res.verification.samples} samples): optimizations off ${fmt(res.verification.qdq.sqnr_db, 1)} dB / agreement ${fmt(res.verification.qdq.agreement, 3)}; default optimizations ${fmt(res.verification.optimized.sqnr_db, 1)} dB / ${fmt(res.verification.optimized.agreement, 3)}`
-      : '- onnxruntime verification: not run',
+    ...(res.verification ? ['- ' + describeVerification(res.verification).join('\n  ').trimStart()] : ['- onnxruntime verification: not run']),
+    ...(res.verification?.advice ? [`- **WARNING**: ${res.verification.advice}`] : []),
     `- seconds: ${Object.entries(res.seconds).map(([k, v]) => `${k} ${v}`).join(', ')}`,
     '',
     '| config | rel BOPs | MB | metric |',

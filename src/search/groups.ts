@@ -8,6 +8,7 @@ import { MpqError } from '../errors';
 import { Graph, Node } from '../graph/ir';
 import { Placement, WEIGHTED } from '../quant/placement';
 import { allowedCandidates, Candidate, candKey, Profile } from '../profiles/profile';
+import { actBits, BitConfig, weightBits } from '../quant/config';
 
 export interface Group {
   id: number;
@@ -78,4 +79,25 @@ export function configOf(groups: Group[], choice: Candidate[]): { w: number; a: 
     for (const w of grp.weights) weights[w] = c.w;
   });
   return { w: 8, a: 8, weights, activations };
+}
+
+/**
+ * Checks that `config` gives every group a candidate it allows (quantize --profile): the
+ * activation bits of the group's quantizer paired with each of its weights' bits.
+ */
+export function checkConfigAllowed(groups: Group[], config: BitConfig, profile: Profile): void {
+  for (const grp of groups) {
+    const a = grp.act ? actBits(config, grp.act) : undefined;
+    const pairs = grp.weights.length ? grp.weights.map((w) => ({ a, w: weightBits(config, w) })) : [{ a, w: undefined }];
+    for (const p of pairs) {
+      const ok = grp.candidates.some((c) => (p.a === undefined || c.a === p.a) && (p.w === undefined || c.w === p.w));
+      if (!ok) {
+        const what = `${p.w !== undefined ? `W${p.w}` : ''}${p.a !== undefined ? `A${p.a}` : ''}`;
+        throw new MpqError(
+          'MPQ_BAD_INPUT',
+          `${what} is not allowed by profile '${profile.name}' for quantizer group ${grp.id} (${grp.act ?? grp.weights[0]}; ops ${grp.ops.join(', ')}): it allows ${grp.candidates.map(candKey).join(', ')}`,
+        );
+      }
+    }
+  }
 }

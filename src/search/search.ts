@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { MpqError } from '../errors';
 import { argmaxRows, SqnrMeter } from '../eval/metrics';
+import { Verification, verifyExport, VERIFY_SAMPLES } from '../eval/verify';
 import { OutputDir } from '../fsutil';
 import { Model, RunOptions } from '../model';
 import { loadProfile, Profile, candKey, Candidate } from '../profiles/profile';
@@ -75,36 +76,12 @@ export interface SearchResult {
   homogeneous: EvaluatedPoint[];
   files: Record<string, string>;
   /**
-   * The exported model run in onnxruntime-node on the first calibration batch, against the
-   * simulation: with graph optimizations off (QDQ semantics, should be exact) and with the
-   * default optimizations (what a default deployment runs).
+   * The exported model run in onnxruntime-node on the first {@link VERIFY_SAMPLES} calibration
+   * samples, against the simulation: with graph optimizations off (QDQ semantics, should be
+   * exact) and with the default session options (what a default deployment runs), and whether
+   * the latter is faithful.
    */
-  verification?: { samples: number; qdq: { sqnr_db: number; agreement: number }; optimized: { sqnr_db: number; agreement: number } };
-}
-
-async function verifyExport(bytes: Uint8Array, sim: Model, batches: Batches, outputs: string[]): Promise<SearchResult['verification']> {
-  const ort = await import('onnxruntime-node');
-  let batch: Record<string, { shape: number[]; data: Float32Array }> | undefined;
-  for await (const b of batches()) {
-    batch = b;
-    break;
-  }
-  if (!batch) return undefined;
-  const want = await sim.run(batch);
-  const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {};
-  for (const [k, v] of Object.entries(batch)) feeds[k] = new ort.Tensor('float32', v.data, v.shape);
-  const check = async (level: 'disabled' | 'all') => {
-    const s = await ort.InferenceSession.create(bytes, { graphOptimizationLevel: level, intraOpNumThreads: 2 });
-    const r = await s.run(feeds);
-    await s.release();
-    const meter = new SqnrMeter();
-    const got: Record<string, { shape: number[]; data: Float32Array }> = {};
-    for (const o of outputs) got[o] = { shape: [...r[o].dims], data: r[o].data as Float32Array };
-    meter.add(want, got);
-    const a = argmaxRows(want[outputs[0]]), b = argmaxRows(got[outputs[0]]);
-    return { sqnr_db: +Math.min(200, meter.db()).toFixed(2), agreement: a.filter((v, i) => v === b[i]).length / a.length };
-  };
-  return { samples: batch[Object.keys(batch)[0]].shape[0], qdq: await check('disabled'), optimized: await check('all') };
+  verification?: Verification;
 }
 
 function pkgVersion(): string {
@@ -147,7 +124,7 @@ async function searchInto(
   // for: sequential rounding depends on the whole configuration (a pass over the calibration
   // data per evaluated point), while phase 1, the evaluations and the export must all use the
   // weights that are exported, so that the measured metric is the exported model's.
-  const cal = await calibrate(model, o.calib.batches, { ...o, roundingOptions: { ...o.roundingOptions, sequential: o.roundingOptions?.sequential ?? false } });
+  const cal = await calibrate(model, o.calib.batches, { ...o, scheme: profile.scheme, roundingOptions: { ...o.roundingOptions, sequential: o.roundingOptions?.sequential ?? false } });
   o.onProgress?.('calibration', 1, 1);
   lap('calibration', t);
 
@@ -315,11 +292,11 @@ async function searchInto(
   out.write('config.json', JSON.stringify({ default: 'W8A8', weights: config.weights, activations: config.activations }, null, 2));
   out.write('pareto.json', JSON.stringify({ order, metric: metric.name, float_metric: floatMetric, points: front.map(pointJson), other_order: { order: order === 'sqnr' ? 'efficiency' : 'sqnr', points: fronts[order === 'sqnr' ? 'efficiency' : 'sqnr'].map(pointJson) } }, null, 1));
   out.write('sensitivity.json', JSON.stringify({ groups: sensitivity }, null, 1));
-  out.write('quantize.json', JSON.stringify({ tool: 'onnx-mpq', model: path.resolve(o.model), calib: o.record?.calib ?? {}, config: 'mixed', files }, null, 2));
+  out.write('quantize.json', JSON.stringify({ tool: 'onnx-mpq', model: path.resolve(o.model), profile: profile.name, calib: o.record?.calib ?? {}, config: 'mixed', files }, null, 2));
   out.write('model.qdq.onnx', bytes);
   lap('export', t);
   t = Date.now();
-  result.verification = await verifyExport(bytes, Model.fromGraph(q.graph), o.calib.batches, model.outputNames);
+  result.verification = await verifyExport(bytes, Model.fromGraph(q.graph), o.calib.batches(), { limit: VERIFY_SAMPLES, profile: profile.name });
   lap('verify', t);
   seconds.total = +((Date.now() - t0) / 1000).toFixed(2);
   const sens: Record<number, Record<string, number>> = {};
