@@ -81,7 +81,7 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
   out.write('config.json', JSON.stringify({ default: `W${config.w}A${config.a}`, weights: config.weights, activations: config.activations }, null, 2));
   const tExp = Date.now();
   // the export run in onnxruntime both ways, on the samples `mpq verify DIR` uses by default
-  const calib: CalibRecord = { spec: absoluteDataSpec(f.calib), samples: data.count, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit, offset: f.offset };
+  const calib: CalibRecord = { spec: absoluteDataSpec(f.calib), samples: data.count, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit, offset: f.offset, skipBadSamples: f.skipBadSamples || undefined };
   const vdata = await openData(calib.spec, model, calibFlags(calib));
   const verification = await verifyExport(bytes, Model.fromGraph(q.graph), vdata.batches(), { profile: profile?.name });
   const summary = {

@@ -70,7 +70,7 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
         else progress.update(phase, done, total);
       },
       record: {
-        calib: { spec: absoluteDataSpec(f.calib), samples: calib.count, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit, offset: f.offset } satisfies CalibRecord,
+        calib: { spec: absoluteDataSpec(f.calib), samples: calib.count, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit, offset: f.offset, skipBadSamples: f.skipBadSamples || undefined } satisfies CalibRecord,
         eval: f.eval && absoluteDataSpec(f.eval),
         labels: f.labels && path.resolve(f.labels),
       },

@@ -26,6 +26,8 @@ export interface CalibRecord {
   select?: 'all' | 'even' | 'odd';
   limit?: string;
   offset?: string;
+  /** The run skipped unusable samples (`--skip-bad-samples`): re-reading the data does too. */
+  skipBadSamples?: boolean;
 }
 
 interface Summary {
@@ -38,7 +40,7 @@ interface Summary {
 export function calibFlags(c: CalibRecord, limit?: string): DataFlags {
   const recorded = c.limit !== undefined ? Number(c.limit) : c.samples;
   const n = Math.min(recorded ?? VERIFY_SAMPLES, VERIFY_SAMPLES);
-  return { preset: c.preset, preprocess: c.preprocess, select: c.select, offset: c.offset, limit: limit ?? String(n) };
+  return { preset: c.preset, preprocess: c.preprocess, select: c.select, offset: c.offset, limit: limit ?? String(n), skipBadSamples: c.skipBadSamples };
 }
 
 /** Every path of a DATA spec (one path, or NAME=PATH pairs) made absolute. */
