@@ -266,4 +266,10 @@ test('mpq verify names the missing calibration data and the fix; quantize --prof
   const v = await mpq(['verify', path.join(dir, 'q')]);
   t.is(v.code, 1);
   t.regex(v.stderr, /calibration data .* is not found .*pass --data/);
+  fs.renameSync(calib + '.moved', calib);
+  fs.writeFileSync(path.join(dir, 'q', 'model.qdq.onnx'), 'not a model');
+  const g = await mpq(['verify', path.join(dir, 'q')]);
+  t.is(g.code, 1);
+  t.regex(g.stderr, /MPQ_BAD_MODEL.*onnxruntime cannot load the exported model/);
+  t.notRegex(g.stderr, /internal error/);
 });

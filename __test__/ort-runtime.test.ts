@@ -17,7 +17,9 @@
 import test from 'ava';
 import { Model } from '../index';
 import { cpuHasVnni, verifyExport } from '../src/eval/verify';
+import { encodingsToJson } from '../src/quant/encodings';
 import { calibrate, exportQdq, quantize } from '../src/quant/quantize';
+import { simulate } from '../src/quant/simulate';
 import { ortRun, randomData, tinyModel } from './helpers';
 
 const VNNI = cpuHasVnni();
@@ -91,12 +93,16 @@ test(`verify: a W8A8 export is ${VNNI ? 'faithful' : 'not faithful'} in the defa
     yield { x };
   };
   for (const reduce of [false, true]) {
-    const cal = await calibrate(model, batches, { rounding: 'nearest', weightRange: 'minmax', actRange: 'minmax', scheme: { reduce_range: reduce } });
+    const cal = await calibrate(model, batches, { rounding: 'nearest', weightRange: 'mse', actRange: 'minmax', scheme: { reduce_range: reduce } });
     const q = await quantize(cal, { w: 8, a: 8, weights: {}, activations: {} });
     const w1 = q.graph.consts.get('w1_quantized')!;
     const maxAbs = Math.max(...Array.from(w1.data, Math.abs));
     t.is(maxAbs, reduce ? 63 : 127, `reduce_range ${reduce}: largest weight integer`);
     t.is(q.encodings.weights.get('w1')!.entries[0].bitwidth, 8, 'stored and costed as 8-bit');
+    // the range travels in encodings.json: the simulation rebuilt from it (mpq run/verify --encodings) has the same integers
+    const json = encodingsToJson(q.encodings);
+    t.is(json.mpq.range_bits?.w1, reduce ? 7 : undefined);
+    t.deepEqual(Array.from(simulate(model, json).graph.consts.get('w1_quantized')!.data), Array.from(w1.data));
     const v = (await verifyExport(exportQdq(q, cal), Model.fromGraph(q.graph), batches()))!;
     t.log(`reduce_range ${reduce}: off ${v.qdq.sqnr_db} dB / ${v.qdq.agreement}, default ${v.optimized.sqnr_db} dB / ${v.optimized.agreement}`);
     t.true(v.qdq.within_limits, 'optimizations off reproduce the simulation');

@@ -75,15 +75,16 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
   const q = await quantize(cal, config);
   progress.stop();
   const bytes = exportQdq(q, cal);
+  const tExp = Date.now();
+  // the export run in onnxruntime both ways, on the samples `mpq verify DIR` uses by default
+  // (before any file is written: a model onnxruntime cannot load leaves no output)
+  const calib: CalibRecord = { spec: absoluteDataSpec(f.calib), samples: data.count, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit, offset: f.offset, skipBadSamples: f.skipBadSamples || undefined };
+  const vdata = await openData(calib.spec, model, calibFlags(calib));
+  const verification = await verifyExport(bytes, Model.fromGraph(q.graph), vdata.batches(), { profile: profile?.name });
   const outModel = path.join(f.out, 'model.qdq.onnx');
   const outEnc = path.join(f.out, 'encodings.json');
   out.write('encodings.json', JSON.stringify(encodingsToJson(q.encodings), null, 1));
   out.write('config.json', JSON.stringify({ default: `W${config.w}A${config.a}`, weights: config.weights, activations: config.activations }, null, 2));
-  const tExp = Date.now();
-  // the export run in onnxruntime both ways, on the samples `mpq verify DIR` uses by default
-  const calib: CalibRecord = { spec: absoluteDataSpec(f.calib), samples: data.count, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit, offset: f.offset, skipBadSamples: f.skipBadSamples || undefined };
-  const vdata = await openData(calib.spec, model, calibFlags(calib));
-  const verification = await verifyExport(bytes, Model.fromGraph(q.graph), vdata.batches(), { profile: profile?.name });
   const summary = {
     tool: 'onnx-mpq',
     version: require('../../../package.json').version,

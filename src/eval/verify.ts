@@ -6,6 +6,7 @@
  * `mpq quantize` and `mpq search`.
  */
 import * as fs from 'fs';
+import { MpqError } from '../errors';
 import { Model, Tensor } from '../model';
 import { argmaxRows, SqnrMeter, Top1Meter } from './metrics';
 
@@ -89,10 +90,14 @@ export async function verifyExport(
   o: VerifyOptions = {},
 ): Promise<Verification | undefined> {
   const ort = await import('onnxruntime-node');
-  const create = (level: 'disabled' | 'all') => {
+  const create = async (level: 'disabled' | 'all') => {
     // errors only: ORT's warnings about initializers it removes while optimizing are noise here
     const so = { graphOptimizationLevel: level, intraOpNumThreads: 2, logSeverityLevel: 3 } as const;
-    return typeof exported === 'string' ? ort.InferenceSession.create(exported, so) : ort.InferenceSession.create(exported, so);
+    try {
+      return typeof exported === 'string' ? await ort.InferenceSession.create(exported, so) : await ort.InferenceSession.create(exported, so);
+    } catch (e) {
+      throw new MpqError('MPQ_BAD_MODEL', `onnxruntime cannot load the exported model${typeof exported === 'string' ? ` ${exported}` : ''} (graph optimizations ${level === 'all' ? 'on' : 'off'}): ${(e as Error).message}`, { cause: e });
+    }
   };
   const sessions = { qdq: await create('disabled'), optimized: await create('all') };
   const meters = { qdq: { s: new SqnrMeter(), t: new Top1Meter() }, optimized: { s: new SqnrMeter(), t: new Top1Meter() }, cross: { s: new SqnrMeter(), t: new Top1Meter() } };

@@ -288,6 +288,11 @@ async function searchInto(
     homogeneous,
     files,
   };
+  // the export run in onnxruntime both ways (before any file is written: a model onnxruntime cannot load leaves no output)
+  const tv = Date.now();
+  const verification = await verifyExport(bytes, Model.fromGraph(q.graph), o.calib.batches(), { limit: VERIFY_SAMPLES, profile: profile.name });
+  lap('verify', tv);
+  t += Date.now() - tv;
   out.write('encodings.json', JSON.stringify(encodingsToJson(q.encodings), null, 1));
   out.write('config.json', JSON.stringify({ default: 'W8A8', weights: config.weights, activations: config.activations }, null, 2));
   out.write('pareto.json', JSON.stringify({ order, metric: metric.name, float_metric: floatMetric, points: front.map(pointJson), other_order: { order: order === 'sqnr' ? 'efficiency' : 'sqnr', points: fronts[order === 'sqnr' ? 'efficiency' : 'sqnr'].map(pointJson) } }, null, 1));
@@ -295,9 +300,7 @@ async function searchInto(
   out.write('quantize.json', JSON.stringify({ tool: 'onnx-mpq', model: path.resolve(o.model), profile: profile.name, calib: o.record?.calib ?? {}, config: 'mixed', files }, null, 2));
   out.write('model.qdq.onnx', bytes);
   lap('export', t);
-  t = Date.now();
-  result.verification = await verifyExport(bytes, Model.fromGraph(q.graph), o.calib.batches(), { limit: VERIFY_SAMPLES, profile: profile.name });
-  lap('verify', t);
+  result.verification = verification;
   seconds.total = +((Date.now() - t0) / 1000).toFixed(2);
   const sens: Record<number, Record<string, number>> = {};
   for (const e of entries) (sens[e.group] ??= {})[candKey(e.candidate)] = e.sqnr_db;
