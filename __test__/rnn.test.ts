@@ -1,26 +1,13 @@
 /** LSTM and GRU on small models built here, against onnxruntime-node; and their weights quantized. */
 import test from 'ava';
-import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { promisify } from 'util';
 import { encodeNpy } from '../src/npy';
 import { Model } from '../src/model';
 import { calibrate, exportQdq, quantize } from '../src/quant/quantize';
 import { loadBitConfig } from '../src/quant/config';
-import { ortRun, randomData, relMaxDiff, ROOT, tinyModel, TinyNode } from './helpers';
-
-const exec = promisify(execFile);
-async function mpq(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await exec(process.execPath, [path.join(ROOT, 'bin', 'mpq.js'), ...args], { maxBuffer: 64 << 20 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const x = e as { code: number; stdout: string; stderr: string };
-    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
-  }
-}
+import { mpq, ortRun, randomData, relMaxDiff, tinyModel, TinyNode } from './helpers';
 
 const f32 = (dims: number[], seed: number, scale = 1) => ({ dims, values: Array.from(randomData(dims.reduce((a, b) => a * b, 1), seed), (v) => v * scale) });
 
