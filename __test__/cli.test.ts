@@ -1,27 +1,12 @@
 /** The command line: exit codes, --json output, files written. */
 import test from 'ava';
-import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { promisify } from 'util';
 import { encodeNpy, parseNpy, VERIFY_SAMPLES } from '../index';
-import { OCR, randomData, ROOT, tinyModel } from './helpers';
+import { mpq, OCR, randomData, tinyModel } from './helpers';
 
-const run = promisify(execFile);
-const MPQ = path.join(ROOT, 'bin', 'mpq.js');
 const CLS = path.join(OCR, 'ch_ppocr_mobile_v2.0_cls_infer.onnx');
-
-async function mpq(args: string[], cwd?: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    // stdout and stderr are pipes here, not terminals: progress comes as plain lines
-    const r = await run(process.execPath, [MPQ, ...args], { maxBuffer: 64 << 20, cwd });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const x = e as { code: number; stdout: string; stderr: string };
-    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
-  }
-}
 
 test('mpq inspect --json prints one JSON document with ops, parameters and MACs', async (t) => {
   const r = await mpq(['inspect', CLS, '--shape', 'x=1,3,48,192', '--json']);

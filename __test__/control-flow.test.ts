@@ -10,12 +10,8 @@ import { Model } from '../src/model';
 import { calibrate, exportQdq, quantize } from '../src/quant/quantize';
 import { loadBitConfig } from '../src/quant/config';
 import { MpqError } from '../src/errors';
-import { execFile } from 'child_process';
-import { promisify } from 'util';
 import { encodeNpy } from '../src/npy';
-import { ortRun, randomData, relMaxDiff, ROOT, tinyModel, TinyGraph } from './helpers';
-
-const run = promisify(execFile);
+import { mpq, ortRun, randomData, relMaxDiff, tinyModel, TinyGraph } from './helpers';
 
 const f32 = (dims: number[], seed: number) => ({ dims, values: Array.from(randomData(dims.reduce((a, b) => a * b, 1), seed)) });
 const INT64 = 7, BOOL = 9;
@@ -246,7 +242,8 @@ test('a model with If is quantized W8A8: quantizers around the If, its branches 
   // the command line says that the branches stay float
   fs.writeFileSync(path.join(dir, 'calib.npy'), encodeNpy(batch.x.shape, batch.x.data));
   fs.writeFileSync(path.join(dir, 'float.onnx'), bytes);
-  const r = await run(process.execPath, [path.join(ROOT, 'bin', 'mpq.js'), 'quantize', path.join(dir, 'float.onnx'), '--calib', path.join(dir, 'calib.npy'), '--config', 'W8A8', '--out', path.join(dir, 'q')]);
+  const r = await mpq(['quantize', path.join(dir, 'float.onnx'), '--calib', path.join(dir, 'calib.npy'), '--config', 'W8A8', '--out', path.join(dir, 'q')]);
+  t.is(r.code, 0, r.stderr);
   t.regex(r.stderr, /note: the subgraphs of 'If_\d+' \(If\) stay float/);
   t.is(JSON.parse(fs.readFileSync(path.join(dir, 'q', 'quantize.json'), 'utf8')).notes.length, 1);
 });

@@ -1,6 +1,8 @@
 /** Shared test helpers: paths to ../shared, ONNX Runtime reference runs, comparisons, tiny model building. */
+import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import { promisify } from 'util';
 import { onnx } from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 
@@ -15,6 +17,18 @@ export function sharedFile(rel: string): string {
   const p = path.join(SHARED, rel);
   if (!fs.existsSync(p)) throw new Error(`../shared is present but ${rel} is missing`);
   return p;
+}
+
+/** Runs the `mpq` command (stdout and stderr are pipes, not terminals); never throws on a non-zero exit. */
+export async function mpq(args: string[], cwd?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    // stdout and stderr are pipes here, not terminals: progress comes as plain lines
+    const r = await promisify(execFile)(process.execPath, [path.join(ROOT, 'bin', 'mpq.js'), ...args], { maxBuffer: 64 << 20, cwd });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
+  }
 }
 
 export const SKIP_SHARED_MSG = '../shared/ is absent (fresh clone): skipping tests on the shared models and data';

@@ -1,26 +1,13 @@
 /** LSTM and GRU on small models built here, against onnxruntime-node; and their weights quantized. */
 import test from 'ava';
-import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { promisify } from 'util';
 import { encodeNpy } from '../src/npy';
 import { Model } from '../src/model';
 import { calibrate, exportQdq, quantize } from '../src/quant/quantize';
 import { loadBitConfig } from '../src/quant/config';
-import { ortRun, randomData, relMaxDiff, ROOT, tinyModel, TinyNode } from './helpers';
-
-const exec = promisify(execFile);
-async function mpq(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await exec(process.execPath, [path.join(ROOT, 'bin', 'mpq.js'), ...args], { maxBuffer: 64 << 20 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (e) {
-    const x = e as { code: number; stdout: string; stderr: string };
-    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
-  }
-}
+import { mpq, ortRun, randomData, relMaxDiff, tinyModel, TinyNode } from './helpers';
 
 const f32 = (dims: number[], seed: number, scale = 1) => ({ dims, values: Array.from(randomData(dims.reduce((a, b) => a * b, 1), seed), (v) => v * scale) });
 
@@ -103,7 +90,7 @@ test('LSTM with layout 1 (batch first; onnxruntime has no kernel for it) equals 
   t.true(relMaxDiff(ours.Y_c.data, ref.Y_c.data) < 1e-5);
 });
 
-test('an LSTM model quantized W8A8: its input weights get a weight quantizer, and the export runs in onnxruntime as simulated', async (t) => {
+test('an LSTM model quantized W8A8: its weights W and R get weight quantizers, and the export runs in onnxruntime as simulated', async (t) => {
   // Gemm front -> LSTM -> Gemm head on the last hidden state
   const bytes = tinyModel({
     inputs: { x: [SEQ, BATCH, IN] },
@@ -123,6 +110,7 @@ test('an LSTM model quantized W8A8: its input weights get a weight quantizer, an
   const batch = { x: { shape: [SEQ, BATCH, IN], data: randomData(SEQ * BATCH * IN, 12) } };
   const cal = await calibrate(m, async function* () { yield batch; }, { rounding: 'nearest' });
   t.true(cal.placement.weights.some((w) => w.tensor === 'W' && w.axis === 1), 'LSTM W is quantized per gate row');
+  t.true(cal.placement.weights.some((w) => w.tensor === 'R' && w.axis === 1), 'LSTM R is quantized per gate row');
   const q = await quantize(cal, loadBitConfig('W8A8'));
   const sim = await Model.fromGraph(q.graph).run(batch);
   const ref = await ortRun(exportQdq(q, cal), batch, { optimize: false });
@@ -175,5 +163,7 @@ test('a streaming-style model (batch 1, data-dependent Clip bound, LSTM with its
   t.is(s.code, 0, s.stderr);
   const r = JSON.parse(s.stdout);
   t.true(r.selected.rel_bops <= 0.75);
+  const enc = JSON.parse(fs.readFileSync(path.join(dir, 's', 'encodings.json'), 'utf8'));
+  t.truthy(enc.param_encodings.W && enc.param_encodings.R, 'both LSTM weights have encodings');
   t.true(r.verification.qdq.sqnr_db > 40);
 });

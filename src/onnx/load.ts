@@ -52,7 +52,7 @@ export function loadGraph(bytes: Uint8Array, opts: LoadOptions = {}): Graph {
   if (opset === 0) opset = 9;
   if (opset < 7 || opset > 22) throw bad(`opset ${opset} is not supported (supported: 7 to 22)`);
 
-  const ctx: TensorCtx = { baseDir: opts.baseDir, opset };
+  const ctx: TensorCtx = { baseDir: opts.baseDir, opset, anon: { n: 0 } };
   const body = readBody(g, ctx, new Set());
   if (body.outputs.length === 0) throw bad('the graph declares no outputs');
   return {
@@ -63,8 +63,6 @@ export function loadGraph(bytes: Uint8Array, opts: LoadOptions = {}): Graph {
     ...body,
   };
 }
-
-let anon = 0;
 
 /**
  * Nodes, constants, inputs and outputs of a graph or subgraph. `outer` holds the names a
@@ -89,7 +87,7 @@ function readBody(g: onnx.IGraphProto, ctx: TensorCtx, outer: ReadonlySet<string
 
   const nodes: Node[] = [];
   for (const n of g.node ?? []) {
-    const name = n.name || `${n.opType}_${anon++}`;
+    const name = n.name || `${n.opType}_${ctx.anon ? ctx.anon.n++ : 0}`;
     for (const o of n.output ?? []) define(o, `node '${name}' (${n.opType})`);
     const domain = n.domain ?? '';
     if (domain !== '' && domain !== 'ai.onnx') {
@@ -213,6 +211,8 @@ interface TensorCtx {
   opset?: number;
   /** Names defined around a subgraph being read. */
   outer?: ReadonlySet<string>;
+  /** Counter naming unnamed nodes (per model, subgraphs included). */
+  anon?: { n: number };
 }
 
 function readAttr(a: onnx.IAttributeProto, ctx: TensorCtx, node: string): AttrValue {

@@ -15,7 +15,7 @@ export const PASS_THROUGH = new Set([
 /** Ops that absorb a following activation into one kernel. */
 const FUSES_ACTIVATION = new Set(['Conv', 'ConvTranspose', 'Gemm', 'MatMul', 'Add', 'BatchNormalization']);
 const ACTIVATIONS = new Set(['Relu', 'Clip', 'LeakyRelu', 'HardSwish', 'HardSigmoid', 'Sigmoid', 'Tanh', 'PRelu']);
-/** Ops with weights (input 1; for LSTM and GRU the input weights W, their recurrent weights R stay float). */
+/** Ops with weights (input 1; LSTM and GRU also their recurrent weights R, input 2). */
 export const WEIGHTED = new Set(['Conv', 'ConvTranspose', 'Gemm', 'MatMul', 'LSTM', 'GRU']);
 /** Ops producing shape-like or index values, never quantized. */
 const NON_NUMERIC = new Set(['Shape', 'Size', 'Equal', 'Less', 'Greater', 'LessOrEqual', 'GreaterOrEqual', 'Not', 'And', 'Or', 'Xor', 'ConstantOfShape', 'Range', 'Cast', 'QuantizeLinear', 'DequantizeLinear']);
@@ -70,6 +70,8 @@ export function placeQuantizers(g: Graph, isFloat: (v: string) => boolean): Plac
     const w = g.consts.get(n.inputs[1]);
     if (!w || w.dtype !== 'float' || w.shape.length < 2) continue;
     weights.push({ tensor: n.inputs[1], node: n.name, op: n.op, axis: weightAxis(n, w.shape) });
+    const r = n.op === 'LSTM' || n.op === 'GRU' ? g.consts.get(n.inputs[2]) : undefined;
+    if (r && r.dtype === 'float' && r.shape.length === 3) weights.push({ tensor: n.inputs[2], node: n.name, op: n.op, axis: 1 });
   }
 
   const activations: ActQuantizer[] = [];

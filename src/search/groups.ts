@@ -39,7 +39,9 @@ export function buildGroups(g: Graph, placement: Placement, profile: Profile): G
     groups.push(grp);
     byAct.set(a.tensor, grp);
   }
-  const weightOf = new Map(placement.weights.map((w) => [w.node, w.tensor]));
+  // a node's weights (LSTM and GRU have two: W and R)
+  const weightsOf = new Map<string, string[]>();
+  for (const w of placement.weights) weightsOf.set(w.node, [...(weightsOf.get(w.node) ?? []), w.tensor]);
   for (const n of g.nodes) {
     const encs = n.inputs.filter(Boolean).map((i) => placement.encodingOf.get(i)).filter((e): e is string => !!e);
     for (const e of new Set(encs)) {
@@ -47,14 +49,14 @@ export function buildGroups(g: Graph, placement: Placement, profile: Profile): G
       grp.consumers.push(n.name);
       if (!grp.ops.includes(n.op)) grp.ops.push(n.op);
     }
-    const w = weightOf.get(n.name);
-    if (!w || !WEIGHTED.has(n.op)) continue;
+    const ws = weightsOf.get(n.name);
+    if (!ws || !WEIGHTED.has(n.op)) continue;
     const src = placement.encodingOf.get(n.inputs[0]);
     const grp = src ? byAct.get(src)! : undefined;
     if (grp) {
-      if (!grp.weights.includes(w)) grp.weights.push(w);
+      for (const w of ws) if (!grp.weights.includes(w)) grp.weights.push(w);
     } else {
-      groups.push({ id: groups.length, weights: [w], consumers: [n.name], ops: [n.op], candidates: [] });
+      groups.push({ id: groups.length, weights: [...ws], consumers: [n.name], ops: [n.op], candidates: [] });
     }
   }
   for (const grp of groups) {
