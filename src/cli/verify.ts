@@ -33,7 +33,12 @@ export interface VerifyResult {
 export async function verifyCommand(dir: string, f: VerifyFlags): Promise<void> {
   const sumFile = path.join(dir, 'quantize.json');
   if (!fs.existsSync(sumFile)) throw new MpqError('MPQ_BAD_INPUT', `${dir} has no quantize.json: is it the --out folder of mpq quantize or mpq search?`);
-  const s = JSON.parse(fs.readFileSync(sumFile, 'utf8')) as Summary;
+  let s: Summary;
+  try {
+    s = JSON.parse(fs.readFileSync(sumFile, 'utf8')) as Summary;
+  } catch (e) {
+    throw new MpqError('MPQ_BAD_INPUT', `cannot read ${sumFile}: ${(e as Error).message}`);
+  }
   const model = Model.fromFile(s.model);
   const sim = simulate(model, readEncodings(path.join(dir, 'encodings.json')));
   const flags: DataFlags = f.data ? f : { ...f, preset: s.calib.preset, preprocess: s.calib.preprocess, select: s.calib.select, limit: f.limit ?? '32' };
