@@ -164,6 +164,7 @@ class ImageFolder implements InputReader {
   }
   async check(indices: number[]) {
     const files = indices.map((i) => path.join(this.path, this.list[i]));
+    files.forEach(checkImageEnd);
     const sizes = await probeImages(files);
     if (this.sampleShape || this.pre.resize !== undefined) return;
     const [h, w] = sizes[0] ?? [0, 0];
@@ -178,6 +179,33 @@ class ImageFolder implements InputReader {
   async load(indices: number[]): Promise<Tensor> {
     const b = await loadImages(indices.map((i) => path.join(this.path, this.list[i])), this.nopts);
     return { shape: b.shape, data: b.data };
+  }
+}
+
+/**
+ * Refuses JPEG and PNG files cut short: decoders fill the missing part of a truncated JPEG
+ * with grey instead of failing. A JPEG ends with the end-of-image marker (FF D9; inside the
+ * compressed data an FF is always followed by 00 or a restart marker), a PNG with its IEND chunk.
+ */
+function checkImageEnd(file: string): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    throw bad(`cannot read image '${file}': ${(e as Error).message}`);
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const head = Buffer.alloc(8);
+    fs.readSync(fd, head, 0, 8, 0);
+    const tail = Buffer.alloc(Math.min(size, 4096));
+    fs.readSync(fd, tail, 0, tail.length, size - tail.length);
+    const jpeg = head[0] === 0xff && head[1] === 0xd8;
+    const png = head.toString('latin1', 1, 4) === 'PNG';
+    if (jpeg && tail.lastIndexOf(Buffer.from([0xff, 0xd9])) < 0) throw bad(`image '${file}' is a truncated JPEG (no end-of-image marker)`);
+    if (png && tail.lastIndexOf(Buffer.from('IEND', 'latin1')) < 0) throw bad(`image '${file}' is a truncated PNG (no IEND chunk)`);
+  } finally {
+    fs.closeSync(fd);
   }
 }
 
