@@ -128,6 +128,8 @@ test('a failed quantize writes nothing to --out; a second run on a locked --out 
   r = await mpq([...quantizeArgs(s, out, 'W8A8'), '--skip-bad-samples', '--json']);
   t.is(r.code, 0, r.stderr);
   t.regex(r.stderr, /warning: skipping sample 's3\.npy'/);
+  t.is(r.stderr.match(/skipping sample/g)!.length, 1, 'warned once, though calibration streams the data more than once');
+  t.like(JSON.parse(r.stdout).calib, { samples: 7, skipped: ['s3.npy'] });
   // a live process holds the lock (this test's own pid)
   fs.writeFileSync(path.join(out, '.mpq.lock'), JSON.stringify({ pid: process.pid, host: os.hostname(), started: 'now' }));
   const before = readSet(out);

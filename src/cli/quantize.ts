@@ -70,7 +70,7 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
     tool: 'onnx-mpq',
     version: require('../../../package.json').version,
     model: path.resolve(file),
-    calib: { spec: f.calib, samples: data.count, fingerprint: data.fingerprint(), preset: f.preset, preprocess: f.preprocess, select: f.select },
+    calib: { spec: f.calib, samples: data.count - data.skipped().length, skipped: data.skipped(), fingerprint: data.fingerprint(), preset: f.preset, preprocess: f.preprocess, select: f.select },
     config: `W${config.w}A${config.a}`,
     ranges: { weights: cal.weightRange, activations: cal.actRange },
     rounding: cal.rounding,

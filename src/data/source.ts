@@ -105,6 +105,8 @@ export interface DataSource {
   readonly indices: number[];
   /** Names of the selected samples (of the first input), in order. */
   readonly names: string[];
+  /** Samples left out while streaming so far (`skipBadSamples`); not counted in `count`'s use. */
+  skipped(): string[];
   /** A hash of the files (names, sizes, modification times), preprocessing and selection. */
   fingerprint(): string;
   /** The selected samples in batches of `batchSize` (the last one may be smaller). */
@@ -377,6 +379,8 @@ export async function openDataSource(spec: DataSpec, opts: DataSourceOptions = {
   const inputNames = entries.map(([n]) => n);
   let indices = selectIndices(count0, opts);
   const skip = !!opts.skipBadSamples;
+  /** Samples left out while streaming (each batch may be streamed several times: warned once). */
+  const skipped = new Set<string>();
   for (const r of readers) {
     try {
       await r.check(indices);
@@ -477,6 +481,7 @@ export async function openDataSource(spec: DataSpec, opts: DataSourceOptions = {
           parts.push(await loadRaw([i]));
         } catch (e1) {
           if (!(e1 instanceof MpqError) || e1.code !== 'MPQ_BAD_INPUT') throw e1;
+          skipped.add(readers[0].name(i));
           warn(opts, `skipping sample '${readers[0].name(i)}': ${e1.message}`);
         }
       }
@@ -488,7 +493,10 @@ export async function openDataSource(spec: DataSpec, opts: DataSourceOptions = {
     for (let j = 0; j < b.indices.length; j++) {
       const p = sampleProblem(b.inputs, j);
       if (p === undefined) keep.push(j);
-      else if (skip) warn(opts, `skipping sample '${b.names[j]}': ${p}`);
+      else if (skip) {
+        if (!skipped.has(b.names[j])) warn(opts, `skipping sample '${b.names[j]}': ${p}`);
+        skipped.add(b.names[j]);
+      }
       else throw bad(`sample '${b.names[j]}': ${p}${SKIP_HINT}`);
     }
     return keep.length === b.indices.length ? b : pick(b, keep);
@@ -518,6 +526,7 @@ export async function openDataSource(spec: DataSpec, opts: DataSourceOptions = {
     sampleShapes: Object.fromEntries(inputNames.map((n, i) => [n, readers[i].sampleShape])),
     indices,
     names: indices.map((i) => readers[0].name(i)),
+    skipped: () => [...skipped],
     fingerprint() {
       const h = crypto.createHash('sha256');
       h.update(JSON.stringify({ inputNames, indices }));
