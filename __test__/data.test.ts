@@ -402,13 +402,12 @@ test('errors: missing or empty folder, corrupt images named, mismatched shapes, 
   fs.writeFileSync(path.join(imgs, 'c.jpg'), 'not an image at all');
   await badInput(t, openDataSource(imgs, { preprocess: { resize: [3, 3] } }), /c\.jpg/);
   fs.unlinkSync(path.join(imgs, 'c.jpg'));
-  // a truncated PNG (header fine, data cut): named when decoded
+  // a truncated PNG (header fine, data cut): named at open (no IEND chunk), and by the decoder
   const full = png(40, 40, synth(40, 40));
   fs.writeFileSync(path.join(imgs, 'd.png'), full.subarray(0, 60));
-  const src = await openDataSource(imgs, { preprocess: { resize: [3, 3] } });
-  await badInput(t, (async () => {
-    for await (const _ of src.batches()) void _;
-  })(), /cannot decode image '.*d\.png'/);
+  await badInput(t, openDataSource(imgs, { preprocess: { resize: [3, 3] } }), /image '.*d\.png' is a truncated PNG/);
+  await badInput(t, loadImages([path.join(imgs, 'd.png')], { resize: [3, 3] }), /cannot decode image '.*d\.png'/);
+  fs.unlinkSync(path.join(imgs, 'd.png'));
 
   const npys = path.join(dir, 'npys');
   fs.mkdirSync(npys);

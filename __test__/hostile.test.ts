@@ -11,7 +11,7 @@ import { onnx } from 'onnx-proto';
 import { inspectModel, Model, MpqError, openDataSource, setLimits } from '../index';
 import { encodeNpy } from '../src/npy';
 import { OutputDir } from '../src/fsutil';
-import { tinyModel } from './helpers';
+import { HAS_SHARED, sharedFile, tinyModel } from './helpers';
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-hostile-'));
 const BIG = 2 ** 20;
@@ -224,6 +224,17 @@ test('truncated .npy files and junk images are refused, or skipped with --skip-b
   fs.writeFileSync(path.join(img, 'a.png'), Buffer.from('not a png at all'));
   const e2 = await t.throwsAsync(async () => drain(await openDataSource(img, { preset: 'imagenet-tf' })), { instanceOf: MpqError });
   t.regex(e2!.message, /a\.png/);
+  // a JPEG cut short decodes without complaint (the rest grey): refused by its missing end marker
+  if (!HAS_SHARED) return;
+  const jpg = sharedFile('data/imagenet-samples/images/0230_n02105855.jpg');
+  const dir2 = tmp();
+  fs.copyFileSync(jpg, path.join(dir2, 'a.jpg'));
+  fs.writeFileSync(path.join(dir2, 'b.jpg'), fs.readFileSync(jpg).subarray(0, 5000));
+  const e3 = await t.throwsAsync(openDataSource(dir2, { preset: 'imagenet-tf' }), { instanceOf: MpqError });
+  t.regex(e3!.message, /b\.jpg' is a truncated JPEG.*--skip-bad-samples/);
+  const w: string[] = [];
+  t.deepEqual(await drain(await openDataSource(dir2, { preset: 'imagenet-tf', skipBadSamples: true, onWarning: (m) => w.push(m) })), ['a.jpg']);
+  t.regex(w[0], /skipping sample 'b\.jpg'/);
 });
 
 test('--out that is an existing file is a clear error; a second run on a locked --out is refused; a stale lock is taken over', (t) => {

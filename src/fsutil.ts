@@ -93,14 +93,20 @@ export class OutputDir {
   /** Writes `name` into the staging folder. */
   write(name: string, data: string | Uint8Array): string {
     const f = this.file(name);
-    fs.mkdirSync(path.dirname(f), { recursive: true });
-    fs.writeFileSync(f, data);
+    ioError(this.dir, () => {
+      fs.mkdirSync(path.dirname(f), { recursive: true });
+      fs.writeFileSync(f, data);
+    });
     return path.join(this.dir, name);
   }
 
   /** Makes the staged files the folder's set, in one step; then releases the lock. */
   commit(): void {
     if (this.done) throw new MpqError('MPQ_INTERNAL', 'output set committed twice');
+    ioError(this.dir, () => this.swap());
+  }
+
+  private swap(): void {
     const names = fs.readdirSync(this.staging);
     for (const n of names) fsyncPath(path.join(this.staging, n));
     fsyncPath(this.staging);
@@ -240,6 +246,16 @@ export class OutputDir {
       const p = path.join(this.dir, n);
       if (isOurLink(p, n) && !fs.existsSync(p)) rmQuiet(p);
     }
+  }
+}
+
+/** File-system failures while writing the output (disk full, no symbolic links, permissions) as MpqErrors. */
+function ioError<T>(dir: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof MpqError) throw e;
+    throw new MpqError('MPQ_BAD_INPUT', `cannot write into the output folder '${dir}': ${(e as Error).message}`, { cause: e });
   }
 }
 

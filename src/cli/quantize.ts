@@ -90,7 +90,7 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
     version: require('../../../package.json').version,
     model: path.resolve(file),
     profile: profile?.name ?? 'default',
-    calib: { ...calib, fingerprint: data.fingerprint() },
+    calib: { ...calib, samples: data.count - data.skipped().length, skipped: data.skipped(), fingerprint: data.fingerprint() },
     config: `W${config.w}A${config.a}`,
     ranges: { weights: cal.weightRange, activations: cal.actRange },
     rounding: cal.rounding,

@@ -62,7 +62,12 @@ function dataPaths(spec: string): string[] {
 export async function verifyCommand(dir: string, f: VerifyFlags): Promise<void> {
   const sumFile = path.join(dir, 'quantize.json');
   if (!fs.existsSync(sumFile)) throw new MpqError('MPQ_BAD_INPUT', `${dir} has no quantize.json: is it the --out folder of mpq quantize or mpq search?`);
-  const s = JSON.parse(fs.readFileSync(sumFile, 'utf8')) as Summary;
+  let s: Summary;
+  try {
+    s = JSON.parse(fs.readFileSync(sumFile, 'utf8')) as Summary;
+  } catch (e) {
+    throw new MpqError('MPQ_BAD_INPUT', `cannot read ${sumFile}: ${(e as Error).message}`);
+  }
   if (!fs.existsSync(s.model)) throw new MpqError('MPQ_BAD_INPUT', `the float model ${s.model} recorded in ${sumFile} does not exist (moved?)`);
   const model = Model.fromFile(s.model);
   const sim = simulate(model, readEncodings(path.join(dir, 'encodings.json')));

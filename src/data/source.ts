@@ -105,6 +105,8 @@ export interface DataSource {
   readonly indices: number[];
   /** Names of the selected samples (of the first input), in order. */
   readonly names: string[];
+  /** Samples left out while streaming so far (`skipBadSamples`); not counted in `count`'s use. */
+  skipped(): string[];
   /** A hash of the files (names, sizes, modification times), preprocessing and selection. */
   fingerprint(): string;
   /** The selected samples in batches of `batchSize` (the last one may be smaller). */
@@ -164,6 +166,7 @@ class ImageFolder implements InputReader {
   }
   async check(indices: number[]) {
     const files = indices.map((i) => path.join(this.path, this.list[i]));
+    files.forEach(checkImageEnd);
     const sizes = await probeImages(files);
     if (this.sampleShape || this.pre.resize !== undefined) return;
     const [h, w] = sizes[0] ?? [0, 0];
@@ -178,6 +181,33 @@ class ImageFolder implements InputReader {
   async load(indices: number[]): Promise<Tensor> {
     const b = await loadImages(indices.map((i) => path.join(this.path, this.list[i])), this.nopts);
     return { shape: b.shape, data: b.data };
+  }
+}
+
+/**
+ * Refuses JPEG and PNG files cut short: decoders fill the missing part of a truncated JPEG
+ * with grey instead of failing. A JPEG ends with the end-of-image marker (FF D9; inside the
+ * compressed data an FF is always followed by 00 or a restart marker), a PNG with its IEND chunk.
+ */
+function checkImageEnd(file: string): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    throw bad(`cannot read image '${file}': ${(e as Error).message}`);
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const head = Buffer.alloc(8);
+    fs.readSync(fd, head, 0, 8, 0);
+    const tail = Buffer.alloc(Math.min(size, 4096));
+    fs.readSync(fd, tail, 0, tail.length, size - tail.length);
+    const jpeg = head[0] === 0xff && head[1] === 0xd8;
+    const png = head.toString('latin1', 1, 4) === 'PNG';
+    if (jpeg && tail.lastIndexOf(Buffer.from([0xff, 0xd9])) < 0) throw bad(`image '${file}' is a truncated JPEG (no end-of-image marker)`);
+    if (png && tail.lastIndexOf(Buffer.from('IEND', 'latin1')) < 0) throw bad(`image '${file}' is a truncated PNG (no IEND chunk)`);
+  } finally {
+    fs.closeSync(fd);
   }
 }
 
@@ -349,6 +379,8 @@ export async function openDataSource(spec: DataSpec, opts: DataSourceOptions = {
   const inputNames = entries.map(([n]) => n);
   let indices = selectIndices(count0, opts);
   const skip = !!opts.skipBadSamples;
+  /** Samples left out while streaming (each batch may be streamed several times: warned once). */
+  const skipped = new Set<string>();
   for (const r of readers) {
     try {
       await r.check(indices);
@@ -449,6 +481,7 @@ export async function openDataSource(spec: DataSpec, opts: DataSourceOptions = {
           parts.push(await loadRaw([i]));
         } catch (e1) {
           if (!(e1 instanceof MpqError) || e1.code !== 'MPQ_BAD_INPUT') throw e1;
+          skipped.add(readers[0].name(i));
           warn(opts, `skipping sample '${readers[0].name(i)}': ${e1.message}`);
         }
       }
@@ -460,7 +493,10 @@ export async function openDataSource(spec: DataSpec, opts: DataSourceOptions = {
     for (let j = 0; j < b.indices.length; j++) {
       const p = sampleProblem(b.inputs, j);
       if (p === undefined) keep.push(j);
-      else if (skip) warn(opts, `skipping sample '${b.names[j]}': ${p}`);
+      else if (skip) {
+        if (!skipped.has(b.names[j])) warn(opts, `skipping sample '${b.names[j]}': ${p}`);
+        skipped.add(b.names[j]);
+      }
       else throw bad(`sample '${b.names[j]}': ${p}${SKIP_HINT}`);
     }
     return keep.length === b.indices.length ? b : pick(b, keep);
@@ -490,6 +526,7 @@ export async function openDataSource(spec: DataSpec, opts: DataSourceOptions = {
     sampleShapes: Object.fromEntries(inputNames.map((n, i) => [n, readers[i].sampleShape])),
     indices,
     names: indices.map((i) => readers[0].name(i)),
+    skipped: () => [...skipped],
     fingerprint() {
       const h = crypto.createHash('sha256');
       h.update(JSON.stringify({ inputNames, indices }));

@@ -29,6 +29,9 @@ function isClassifier(model: Model, shapes: Record<string, number[]>): boolean {
   return !!s && s.length === 2 && s[1] > 1;
 }
 
+/** Float reference outputs kept in memory for the SQNR metric at most (bytes). */
+const REF_BUDGET_BYTES = 256 * 2 ** 20;
+
 export async function makeMetric(
   float: Model,
   data: EvalData,
@@ -59,11 +62,23 @@ export async function makeMetric(
       },
     };
   }
-  // reference outputs of the float model, computed once
-  const ref: Record<string, Tensor>[] = [];
-  for await (const b of data.batches()) ref.push(await float.run(b.inputs));
-  if (isClassifier(float, shapes)) {
-    const refTop = ref.map((r) => argmaxRows(r[out0]));
+  // reference outputs of the float model, computed once: top-1 classes of a classifier, or
+  // the outputs while they fit REF_BUDGET_BYTES (else recomputed per batch, so that memory
+  // stays bounded by the batch size, not the number of samples)
+  const classifier = isClassifier(float, shapes);
+  const refTop: number[][] = [];
+  let ref: Record<string, Tensor>[] | null = [];
+  let refBytes = 0;
+  for await (const b of data.batches()) {
+    const r = await float.run(b.inputs);
+    if (classifier) refTop.push(argmaxRows(r[out0]));
+    else if (ref) {
+      refBytes += Object.values(r).reduce((a, t) => a + t.data.byteLength, 0);
+      if (refBytes > REF_BUDGET_BYTES) ref = null;
+      else ref.push(r);
+    }
+  }
+  if (classifier) {
     return {
       name: 'agreement',
       async measure(m, o) {
@@ -87,7 +102,7 @@ export async function makeMetric(
       if (m === float) return 200;
       const meter = new SqnrMeter();
       let k = 0;
-      for await (const b of data.batches()) meter.add(ref[k++], await m.run(b.inputs, o));
+      for await (const b of data.batches()) meter.add(ref ? ref[k++] : await float.run(b.inputs, o), await m.run(b.inputs, o));
       return Math.min(200, meter.db());
     },
   };
