@@ -119,7 +119,14 @@ const bad = (msg: string) => new MpqError('MPQ_BAD_INPUT', msg);
 const SKIP_HINT = ' (pass --skip-bad-samples to skip such samples with a warning)';
 /** A bad-sample error, with the hint that such samples can be skipped. */
 const hint = (e: unknown) => (e instanceof MpqError && e.code === 'MPQ_BAD_INPUT' && !e.message.endsWith(SKIP_HINT) ? new MpqError(e.code, e.message + SKIP_HINT, { cause: e }) : e);
-const warn = (opts: DataSourceOptions, msg: string) => (opts.onWarning ?? ((m: string) => process.stderr.write(`mpq: warning: ${m}\n`)))(msg);
+/** Warnings printed so far: a sample skipped in one pass is not announced again when the same data is re-opened (the end-of-run verification reads the calibration data again). */
+const printed = new Set<string>();
+const warn = (opts: DataSourceOptions, msg: string) => {
+  if (opts.onWarning) return opts.onWarning(msg);
+  if (printed.has(msg)) return;
+  printed.add(msg);
+  process.stderr.write(`mpq: warning: ${msg}\n`);
+};
 
 const IMAGE_EXT = /\.(jpe?g|png)$/i;
 const NPY_EXT = /\.npy$/i;
