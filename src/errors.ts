@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'MPQ_BAD_INPUT' // a bad argument or input file (npy, data folder, ...)
   | 'MPQ_BAD_PLAN' // internal plan inconsistency
   | 'MPQ_ABORTED' // cancelled through an AbortSignal
+  | 'MPQ_MISSING_PEER' // an optional peer dependency (onnxruntime-node) is needed but not installed
   | 'MPQ_INTERNAL'; // a bug: please report it
 
 export class MpqError extends Error {
@@ -25,7 +26,7 @@ export class MpqError extends Error {
 
 const CODES: ReadonlySet<string> = new Set([
   'MPQ_BAD_MODEL', 'MPQ_UNSUPPORTED_OP', 'MPQ_BAD_NODE', 'MPQ_INPUT_SHAPE', 'MPQ_BAD_INPUT', 'MPQ_BAD_PLAN',
-  'MPQ_ABORTED', 'MPQ_INTERNAL',
+  'MPQ_ABORTED', 'MPQ_MISSING_PEER', 'MPQ_INTERNAL',
 ]);
 
 /** Converts an error thrown by the native binding ("CODE: message") into an {@link MpqError}. */

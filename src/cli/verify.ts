@@ -9,6 +9,7 @@ import * as path from 'path';
 import { MpqError } from '../errors';
 import { argmaxRows, SqnrMeter, Top1Meter } from '../eval/metrics';
 import { Model, Tensor } from '../model';
+import { loadOrt } from '../ort';
 import { readEncodings, simulate } from '../quant/simulate';
 import { DataFlags, openData } from './data-options';
 
@@ -38,7 +39,7 @@ export async function verifyCommand(dir: string, f: VerifyFlags): Promise<void> 
   const sim = simulate(model, readEncodings(path.join(dir, 'encodings.json')));
   const flags: DataFlags = f.data ? f : { ...f, preset: s.calib.preset, preprocess: s.calib.preprocess, select: s.calib.select, limit: f.limit ?? '32' };
   const data = await openData(f.data ?? s.calib.spec, model, flags);
-  const ort = await import('onnxruntime-node');
+  const ort = loadOrt();
   const qdqFile = path.join(dir, 'model.qdq.onnx');
   const sessions = {
     qdq: await ort.InferenceSession.create(qdqFile, { graphOptimizationLevel: 'disabled', intraOpNumThreads: 2 }),

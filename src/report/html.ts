@@ -80,7 +80,7 @@ ${frontSvg(r)}
 <table><tr><th>group</th><th>activation</th><th>ops</th><th>weights</th><th>sensitivity: output SQNR (dB) with only this group quantized</th><th>selected</th></tr>
 ${rows}</table>
 <h2>Verification in onnxruntime-node</h2>
-<p>${res.verification ? `On ${res.verification.samples} calibration samples, the exported model against the simulation: graph optimizations off (QDQ semantics) SQNR ${fmt(res.verification.qdq.sqnr_db, 1)} dB, argmax agreement ${fmt(100 * res.verification.qdq.agreement, 1)}%; default optimizations (what a default deployment runs) SQNR ${fmt(res.verification.optimized.sqnr_db, 1)} dB, agreement ${fmt(100 * res.verification.optimized.agreement, 1)}%.` : 'not run'}</p>
+<p>${res.verification ? `On ${res.verification.samples} calibration samples, the exported model against the simulation: graph optimizations off (QDQ semantics) SQNR ${fmt(res.verification.qdq.sqnr_db, 1)} dB, argmax agreement ${fmt(100 * res.verification.qdq.agreement, 1)}%; default optimizations (what a default deployment runs) SQNR ${fmt(res.verification.optimized.sqnr_db, 1)} dB, agreement ${fmt(100 * res.verification.optimized.agreement, 1)}%.` : esc(res.verification_skipped ?? 'not run')}</p>
 <h2>Run</h2>
 <p>Phase 1: ${res.phase1.computed} computed, ${res.phase1.reused} reused of ${res.phase1.total}. Seconds: ${esc(JSON.stringify(res.seconds))}.</p>
 </body></html>
@@ -99,7 +99,7 @@ export function renderSummary(r: ReportInput): string {
     `- phase 1: ${res.phase1.computed} computed, ${res.phase1.reused} reused, ${res.phase1.total} total`,
     res.verification
       ? `- onnxruntime vs simulation (${res.verification.samples} samples): optimizations off ${fmt(res.verification.qdq.sqnr_db, 1)} dB / agreement ${fmt(res.verification.qdq.agreement, 3)}; default optimizations ${fmt(res.verification.optimized.sqnr_db, 1)} dB / ${fmt(res.verification.optimized.agreement, 3)}`
-      : '- onnxruntime verification: not run',
+      : `- onnxruntime verification: ${res.verification_skipped ?? 'not run'}`,
     `- seconds: ${Object.entries(res.seconds).map(([k, v]) => `${k} ${v}`).join(', ')}`,
     '',
     '| config | rel BOPs | MB | metric |',

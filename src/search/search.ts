@@ -8,6 +8,7 @@ import { MpqError } from '../errors';
 import { argmaxRows, SqnrMeter } from '../eval/metrics';
 import { writeFileAtomic } from '../fsutil';
 import { Model, RunOptions } from '../model';
+import { hasOrt, loadOrt, ORT_INSTALL } from '../ort';
 import { loadProfile, Profile, candKey, Candidate } from '../profiles/profile';
 import { Batches } from '../quant/calibrate';
 import { encodingsToJson } from '../quant/encodings';
@@ -80,10 +81,12 @@ export interface SearchResult {
    * default optimizations (what a default deployment runs).
    */
   verification?: { samples: number; qdq: { sqnr_db: number; agreement: number }; optimized: { sqnr_db: number; agreement: number } };
+  /** Why {@link SearchResult.verification} is absent (onnxruntime-node is not installed). */
+  verification_skipped?: string;
 }
 
 async function verifyExport(bytes: Uint8Array, sim: Model, batches: Batches, outputs: string[]): Promise<SearchResult['verification']> {
-  const ort = await import('onnxruntime-node');
+  const ort = loadOrt();
   let batch: Record<string, { shape: number[]; data: Float32Array }> | undefined;
   for await (const b of batches()) {
     batch = b;
@@ -293,7 +296,8 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
   writeFileAtomic(files.model, bytes);
   lap('export', t);
   t = Date.now();
-  result.verification = await verifyExport(bytes, Model.fromGraph(q.graph), o.calib.batches, model.outputNames);
+  if (hasOrt()) result.verification = await verifyExport(bytes, Model.fromGraph(q.graph), o.calib.batches, model.outputNames);
+  else result.verification_skipped = `onnxruntime-node is not installed: ${ORT_INSTALL}`;
   lap('verify', t);
   seconds.total = +((Date.now() - t0) / 1000).toFixed(2);
   const sens: Record<number, Record<string, number>> = {};
