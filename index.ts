@@ -18,7 +18,7 @@
  */
 export { Model } from './src/model';
 export type { Tensor, RunOptions, Compiled } from './src/model';
-export { MpqError } from './src/errors';
+export { MpqError, AbortError } from './src/errors';
 export type { ErrorCode } from './src/errors';
 export { inspectModel, formatInspect } from './src/inspect';
 export type { InspectReport } from './src/inspect';
@@ -41,7 +41,8 @@ export { simulate, readEncodings } from './src/quant/simulate';
 
 // the search
 export { search } from './src/search/search';
-export type { SearchOptions, SearchResult, SearchTarget, EvaluatedPoint, Phase } from './src/search/search';
+export type { SearchOptions, SearchResult, SearchTarget, EvaluatedPoint, Phase, Progress } from './src/search/search';
+export type { CalibrationInput, CalibrationBatches, ModelInput } from './src/search/inputs';
 export type { EvaluateFn, EvalData } from './src/search/metric';
 export { loadProfile, builtinProfiles } from './src/profiles/profile';
 export type { Profile, Candidate } from './src/profiles/profile';

@@ -24,6 +24,27 @@ export class MpqError extends Error {
   }
 }
 
+/**
+ * The rejection of a call cancelled through its `signal` (an AbortSignal): `name` is
+ * 'AbortError', as for Node's and the DOM's own cancellable calls, and `code` 'MPQ_ABORTED'.
+ */
+export class AbortError extends MpqError {
+  constructor(message = 'the operation was aborted', options?: { cause?: unknown }) {
+    super('MPQ_ABORTED', message, options);
+    this.name = 'AbortError';
+  }
+}
+
+/** An {@link AbortError} with this message. */
+export function abortError(message: string): AbortError {
+  return new AbortError(message);
+}
+
+/** Throws an {@link AbortError} if `signal` is aborted (checked between steps of long calls). */
+export function throwIfAborted(signal: AbortSignal | undefined, what = 'the operation'): void {
+  if (signal?.aborted) throw new AbortError(`${what} was aborted`);
+}
+
 const CODES: ReadonlySet<string> = new Set([
   'MPQ_BAD_MODEL', 'MPQ_UNSUPPORTED_OP', 'MPQ_BAD_NODE', 'MPQ_INPUT_SHAPE', 'MPQ_BAD_INPUT', 'MPQ_BAD_PLAN',
   'MPQ_ABORTED', 'MPQ_MISSING_PEER', 'MPQ_INTERNAL',
@@ -34,6 +55,7 @@ export function fromNative(e: unknown): MpqError {
   if (e instanceof MpqError) return e;
   const msg = e instanceof Error ? e.message : String(e);
   const m = /^(MPQ_[A-Z_]+): ([\s\S]*)$/.exec(msg);
+  if (m && m[1] === 'MPQ_ABORTED') return new AbortError(m[2], { cause: e });
   if (m && CODES.has(m[1])) return new MpqError(m[1] as ErrorCode, m[2], { cause: e });
   return new MpqError('MPQ_INTERNAL', `internal error: ${msg}`, { cause: e });
 }

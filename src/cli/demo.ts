@@ -39,7 +39,7 @@ export async function demoCommand(opts: { out?: string; json?: boolean }): Promi
       profile: path.join(DEMO_DIR, 'profile.json'),
       target: { maxBops: 0.75 },
       out,
-      onProgress: (p, d, t) => progress.update(p, d, t),
+      onProgress: (p) => progress.update(p.phase, p.done, p.total),
       record: { calib: { spec: 'demo' } },
     });
   } finally {

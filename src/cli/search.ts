@@ -56,7 +56,7 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
       rounding: f.rounding as Rounding | undefined,
       roundingOptions: { sequential: !!f.sequential },
       out: f.out,
-      onProgress: (phase, done, total) => progress.update(phase, done, total),
+      onProgress: (p) => progress.update(p.phase, p.done, p.total),
       record: { calib: { spec: f.calib, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit }, eval: f.eval, labels: f.labels },
     });
     progress.stop();

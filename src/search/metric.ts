@@ -33,7 +33,7 @@ export async function makeMetric(
   float: Model,
   data: EvalData,
   shapes: Record<string, number[]>,
-  opts: { custom?: EvaluateFn; task?: string },
+  opts: { custom?: EvaluateFn; task?: string; signal?: AbortSignal },
 ): Promise<Metric> {
   if (opts.custom) {
     const f = opts.custom;
@@ -61,7 +61,7 @@ export async function makeMetric(
   }
   // reference outputs of the float model, computed once
   const ref: Record<string, Tensor>[] = [];
-  for await (const b of data.batches()) ref.push(await float.run(b.inputs));
+  for await (const b of data.batches()) ref.push(await float.run(b.inputs, { signal: opts.signal }));
   if (isClassifier(float, shapes)) {
     const refTop = ref.map((r) => argmaxRows(r[out0]));
     return {

@@ -6,7 +6,7 @@
  * chunks so that memory holds one batch of float activations at a time, and each finished
  * result goes to the cache at once.
  */
-import { MpqError } from '../errors';
+import { MpqError, throwIfAborted } from '../errors';
 import { Model, RunOptions, Tensor } from '../model';
 import { Batches } from '../quant/calibrate';
 import { Encodings } from '../quant/encodings';
@@ -36,6 +36,9 @@ function groupEncodings(all: Encodings, grp: Group): Encodings {
   const activations = new Map([...all.activations].filter(([k]) => k === grp.act));
   return { weights, activations };
 }
+
+/** Lets timers and I/O callbacks run between synchronous pieces of work. */
+export const yieldToLoop = () => new Promise<void>((r) => setImmediate(r));
 
 export async function runPhase1(
   cal: Calibrated,
@@ -75,8 +78,15 @@ export async function runPhase1(
       return configOf(groups, choice);
     });
     // score each candidate with the weights it would really export (data-aware rounding)
-    for (const cfg of configs) await prepareWeights(cal, cfg);
-    const chunk = slice.map((w, wi) => {
+    for (const cfg of configs) await prepareWeights(cal, cfg, opts);
+    // each entry's graphs are built in JS: give the event loop a turn between entries
+    const chunk: Awaited<ReturnType<typeof prepare>>[] = [];
+    for (let wi = 0; wi < slice.length; wi++) {
+      await yieldToLoop();
+      throwIfAborted(opts.signal, 'the search');
+      chunk.push(prepare(slice[wi], wi));
+    }
+    function prepare(w: (typeof slice)[number], wi: number) {
       const enc = groupEncodings(encodingsFor(cal, configs[wi]), w.group);
       const gq = buildQdqGraph(model.graph, enc);
       const seeds = new Set(gq.nodes.filter((n) => /_(Quantize|Dequantize)Linear$/.test(n.name) && !model.graph.nodes.some((m) => m.name === n.name)).map((n) => n.name));
@@ -96,10 +106,10 @@ export async function runPhase1(
       const first = subFor(cal.shapes);
       const powers: Record<string, [number, number]> = Object.fromEntries(outputs.map((o) => [o, [0, 0] as [number, number]]));
       return { ...w, ds: first.ds, subFor, powers };
-    });
+    }
     const want = [...new Set([...chunk.flatMap((w) => w.ds.frontier), ...outputs])];
     for await (const b of batches()) {
-      if (opts.signal?.aborted) throw new MpqError('MPQ_ABORTED', 'the search was aborted');
+      throwIfAborted(opts.signal, 'the search');
       const shapes = Object.fromEntries(model.inputNames.map((n) => [n, b[n].shape]));
       const c = model.compile(shapes, want);
       const ids = want.map((v) => {

@@ -4,7 +4,8 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { MpqError } from '../errors';
+import { DataSourceOptions } from '../data/source';
+import { abortError, MpqError, throwIfAborted } from '../errors';
 import { argmaxRows, SqnrMeter } from '../eval/metrics';
 import { writeFileAtomic } from '../fsutil';
 import { Model, RunOptions } from '../model';
@@ -12,7 +13,7 @@ import { hasOrt, loadOrt, ORT_INSTALL } from '../ort';
 import { loadProfile, Profile, candKey, Candidate } from '../profiles/profile';
 import { Batches } from '../quant/calibrate';
 import { encodingsToJson } from '../quant/encodings';
-import { calibrate, exportQdq, quantize, QuantizeOptions } from '../quant/quantize';
+import { calibrate, DEFAULT_RANGES, DEFAULT_ROUNDING, exportQdq, quantize, QuantizeOptions } from '../quant/quantize';
 import { renderReport, renderSummary } from '../report/html';
 import { hashOf, SensitivityCache } from './cache';
 import { CostModel } from './cost';
@@ -20,6 +21,8 @@ import { buildGroups, configOf, Group } from './groups';
 import { EvalData, EvaluateFn, makeMetric, MetricName } from './metric';
 import { buildFront, FrontOrder, FrontPoint, frontQuality } from './pareto';
 import { runPhase1 } from './phase1';
+import { CalibrationInput, ModelInput, resolveCalibration, resolveModel } from './inputs';
+import { OnProgress, progressReporter } from './progress';
 
 export interface SearchTarget {
   /** Largest allowed drop of the metric from float (top-1 fraction, or dB for SQNR). */
@@ -30,13 +33,20 @@ export interface SearchTarget {
   maxSizeMb?: number;
 }
 
-export type Phase = 'calibration' | 'phase1' | 'phase3' | 'export';
+export type { Phase, Progress } from './progress';
 
 export interface SearchOptions extends QuantizeOptions {
-  /** ONNX model file. */
-  model: string;
-  /** Calibration batches (re-iterable) and a fingerprint of the data for the cache key. */
-  calib: { batches: Batches; fingerprint: string; count: number };
+  /** The model: an ONNX file path, ONNX bytes, or a loaded {@link Model}. */
+  model: ModelInput;
+  /**
+   * Calibration data: a data path (`.npy`, folder, `NAME=PATH,...`; images with `data.preset`
+   * or `data.preprocess`), one batch or an array of batches, or `{ batches, fingerprint?, count? }`.
+   */
+  calibration?: CalibrationInput;
+  /** The same as `calibration` in its `{ batches, fingerprint, count }` form (the older name). */
+  calib?: { batches: Batches; fingerprint: string; count: number };
+  /** How a calibration path is read (preset, preprocessing, selection, batch size). */
+  data?: DataSourceOptions;
   /** Built-in profile name or profile file (default 'default'), or a profile object. */
   profile?: string | Profile;
   target: SearchTarget;
@@ -49,7 +59,8 @@ export interface SearchOptions extends QuantizeOptions {
   order?: FrontOrder | 'auto';
   /** Output folder. */
   out: string;
-  onProgress?: (phase: Phase, done: number, total: number) => void;
+  /** Progress, in every phase: `{ phase, done, total, etaSeconds }`. */
+  onProgress?: OnProgress;
   /** Extra fields recorded in run.json (for example the command line). */
   record?: Record<string, unknown>;
 }
@@ -85,7 +96,7 @@ export interface SearchResult {
   verification_skipped?: string;
 }
 
-async function verifyExport(bytes: Uint8Array, sim: Model, batches: Batches, outputs: string[]): Promise<SearchResult['verification']> {
+async function verifyExport(bytes: Uint8Array, sim: Model, batches: Batches, outputs: string[], opts: RunOptions): Promise<SearchResult['verification']> {
   const ort = loadOrt();
   let batch: Record<string, { shape: number[]; data: Float32Array }> | undefined;
   for await (const b of batches()) {
@@ -93,12 +104,12 @@ async function verifyExport(bytes: Uint8Array, sim: Model, batches: Batches, out
     break;
   }
   if (!batch) return undefined;
-  const want = await sim.run(batch);
+  const want = await sim.run(batch, opts);
   const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {};
   for (const [k, v] of Object.entries(batch)) feeds[k] = new ort.Tensor('float32', v.data, v.shape);
   const check = async (level: 'disabled' | 'all') => {
-    const s = await ort.InferenceSession.create(bytes, { graphOptimizationLevel: level, intraOpNumThreads: 2 });
-    const r = await s.run(feeds);
+    const s = await untilAborted(ort.InferenceSession.create(bytes, { graphOptimizationLevel: level, intraOpNumThreads: 2 }), opts.signal);
+    const r = await untilAborted(s.run(feeds), opts.signal);
     await s.release();
     const meter = new SqnrMeter();
     const got: Record<string, { shape: number[]; data: Float32Array }> = {};
@@ -114,8 +125,41 @@ function pkgVersion(): string {
   return require('../../../package.json').version;
 }
 
+/**
+ * `p`, or an AbortError as soon as `signal` aborts (for work that cannot itself be cancelled,
+ * such as an onnxruntime session or a user's evaluation function: its result is then ignored).
+ */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError('the search was aborted'));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+/** Calibration batches that report the samples that went through them. */
+function counted(batches: Batches, tick: (samples: number) => void): Batches {
+  return async function* () {
+    for await (const b of batches()) {
+      yield b;
+      tick(Object.values(b)[0]?.shape[0] ?? 0);
+    }
+  };
+}
+
+/**
+ * The mixed-precision search: calibrate, measure each quantizer group's sensitivity (phase 1,
+ * cached in `out/cache`), build the Pareto front (phase 2), select the configuration that
+ * meets `target` with real evaluations (phase 3), export it and write the report. Every
+ * phase reports progress through `onProgress`; `signal` aborts at any point: the promise
+ * rejects with an AbortError (code MPQ_ABORTED) and nothing more is written to `out`.
+ */
 export async function search(o: SearchOptions): Promise<SearchResult> {
   const t0 = Date.now();
+  const progress = progressReporter(o.onProgress);
+  const check = () => throwIfAborted(o.signal, 'the search');
   const seconds: Record<string, number> = {};
   const lap = (k: string, since: number) => (seconds[k] = +((Date.now() - since) / 1000).toFixed(2));
   const { target } = o;
@@ -123,19 +167,36 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
   if (nTargets !== 1) throw new MpqError('MPQ_BAD_INPUT', 'give exactly one target: --max-drop, --max-bops or --max-size');
   const profile = typeof o.profile === 'object' ? o.profile : loadProfile(o.profile ?? 'default');
   const opt: RunOptions = { signal: o.signal };
+  check();
+
+  // the model, decoded off the JS thread
+  let t = Date.now();
+  progress('load', 0, 1);
+  const { model, hash: modelHash, file: modelFile } = await resolveModel(o.model, opt);
+  if (!o.calibration && !o.calib) throw new MpqError('MPQ_BAD_INPUT', 'give the calibration data (calibration: a data path, batches, or { batches })');
+  const calibData = await resolveCalibration(o.calibration ?? o.calib!, model, o.data);
+  progress('load', 1, 1);
+  lap('load', t);
+  check();
   fs.mkdirSync(o.out, { recursive: true });
 
-  // calibration
-  let t = Date.now();
-  o.onProgress?.('calibration', 0, 1);
-  const model = Model.fromFile(o.model);
+  // calibration: passes over the data (first batch, min/max, histograms for MSE ranges, layer
+  // statistics for data-aware rounding), reported in samples
+  t = Date.now();
+  const passes = 1 + ((o.actRange ?? DEFAULT_RANGES.act) === 'mse' ? 1 : 0) + ((o.rounding ?? DEFAULT_ROUNDING) === 'nearest' ? 0 : 1);
+  const calTotal = calibData.count * passes + Math.min(calibData.count, 1);
+  let calDone = 0;
+  progress('calibration', 0, calTotal);
+  const calBatches = counted(calibData.batches, (n) => progress('calibration', Math.min((calDone += n), calTotal), calTotal));
   // Data-aware rounding per layer and bit-width (cached) unless sequential rounding is asked
   // for: sequential rounding depends on the whole configuration (a pass over the calibration
   // data per evaluated point), while phase 1, the evaluations and the export must all use the
   // weights that are exported, so that the measured metric is the exported model's.
-  const cal = await calibrate(model, o.calib.batches, { ...o, roundingOptions: { ...o.roundingOptions, sequential: o.roundingOptions?.sequential ?? false } });
-  o.onProgress?.('calibration', 1, 1);
+  const cal = await calibrate(model, calBatches, { ...o, roundingOptions: { ...o.roundingOptions, sequential: o.roundingOptions?.sequential ?? false } });
+  cal.batches = calibData.batches;
+  progress('calibration', calTotal, calTotal);
   lap('calibration', t);
+  check();
 
   const spec = model.specialize(cal.shapes);
   const groups = buildGroups(model.graph, cal.placement, profile);
@@ -143,21 +204,21 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
 
   // phase 1
   t = Date.now();
-  const modelHash = hashOf(fs.readFileSync(o.model));
-  const options = { weightRange: cal.weightRange, actRange: cal.actRange, samples: o.calib.count };
-  const key = hashOf(modelHash, JSON.stringify(profile), o.calib.fingerprint, JSON.stringify(options));
+  const options = { weightRange: cal.weightRange, actRange: cal.actRange, samples: calibData.count };
+  const key = hashOf(modelHash, JSON.stringify(profile), calibData.fingerprint, JSON.stringify(options));
   const cache = new SensitivityCache(path.join(o.out, 'cache', 'sensitivity.jsonl'), key);
   let entries;
   try {
-    entries = await runPhase1(cal, groups, o.calib.batches, cache, {
+    entries = await runPhase1(cal, groups, calibData.batches, cache, {
       signal: o.signal,
-      onProgress: (p) => o.onProgress?.('phase1', p.done, p.total),
+      onProgress: (p) => progress('phase1', p.done, p.total),
     });
   } finally {
     cache.close();
   }
   const reused = entries.filter((e) => e.cached).length;
   lap('phase1', t);
+  check();
 
   // phase 2
   t = Date.now();
@@ -171,33 +232,36 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
   const evalData: EvalData = o.eval ?? {
     batches: async function* () {
       let i = 0;
-      for await (const b of o.calib.batches()) {
+      for await (const b of calibData.batches()) {
         const n = b[model.inputNames[0]].shape[0];
         yield { inputs: b, names: Array.from({ length: n }, (_, k) => String(i + k)), indices: Array.from({ length: n }, (_, k) => i + k) };
         i += n;
       }
     },
   };
-  const metric = await makeMetric(model, evalData, cal.shapes, { custom: o.evaluate, task: o.task });
-  const floatMetric = await metric.measure(model, opt);
+  const metric = await makeMetric(model, evalData, cal.shapes, { custom: o.evaluate, task: o.task, signal: o.signal });
+  // evaluations so far of the number phase 3 will make (the selection's, then the homogeneous ones)
+  let evals = 0;
+  const homogeneousCands = profile.candidates.filter((c) => groups.every((g) => g.candidates.some((x) => candKey(x) === candKey(c))));
+  const plannedEvals = () => evals + 1 + homogeneousCands.length;
+  progress('phase3', 0, plannedEvals());
+  const floatMetric = await untilAborted(metric.measure(model, opt), o.signal);
   const simCache = new Map<string, number>();
   const evaluate = async (choice: Candidate[]): Promise<number> => {
     const k = choice.map(candKey).join(',');
     let v = simCache.get(k);
     if (v === undefined) {
-      const q = await quantize(cal, configOf(groups, choice));
-      v = await metric.measure(Model.fromGraph(q.graph), opt);
+      check();
+      const q = await quantize(cal, configOf(groups, choice), opt);
+      v = await untilAborted(metric.measure(Model.fromGraph(q.graph), opt), o.signal);
       simCache.set(k, v);
+      evals++;
+      progress('phase3', evals, plannedEvals());
     }
     return v;
   };
-  let evals = 0;
   const evalPoint = async (p: FrontPoint) => {
-    if (p.measured === null) {
-      p.measured = await evaluate(p.choice);
-      evals++;
-      o.onProgress?.('phase3', evals, evals + 1);
-    }
+    if (p.measured === null) p.measured = await evaluate(p.choice);
     return p.measured;
   };
 
@@ -231,17 +295,32 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
 
   // homogeneous configurations, evaluated beside the mixed ones
   const homogeneous: EvaluatedPoint[] = [];
-  for (const c of profile.candidates) {
-    if (!groups.every((g) => g.candidates.some((x) => candKey(x) === candKey(c)))) continue;
+  for (const c of homogeneousCands) {
     const choice = groups.map(() => c);
     homogeneous.push({ name: candKey(c), rel_bops: cost.relBops(choice), size_bytes: cost.sizeBytes(choice), metric: await evaluate(choice) });
   }
+  progress('phase3', evals, evals);
   lap('phase3', t);
+  check();
 
-  // export
+  // export, then the export run in onnxruntime against the simulation (before anything is
+  // written, so that an abort during either leaves nothing behind)
   t = Date.now();
-  const q = await quantize(cal, configOf(groups, selected.choice));
+  progress('export', 0, 1);
+  const q = await quantize(cal, configOf(groups, selected.choice), opt);
   const bytes = exportQdq(q, cal);
+  progress('export', 1, 1);
+  lap('export', t);
+  t = Date.now();
+  let verification: SearchResult['verification'];
+  if (hasOrt()) {
+    progress('verify', 0, 1);
+    verification = await verifyExport(bytes, Model.fromGraph(q.graph), calibData.batches, model.outputNames, opt);
+    progress('verify', 1, 1);
+  }
+  lap('verify', t);
+  check();
+  t = Date.now();
   const files = {
     model: path.join(o.out, 'model.qdq.onnx'),
     encodings: path.join(o.out, 'encodings.json'),
@@ -277,7 +356,7 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
     tool: 'onnx-mpq',
     version: pkgVersion(),
     versions: { node: process.version, 'onnx-mpq': pkgVersion() },
-    options: { model: path.resolve(o.model), profile: profile.name, target, order, weightRange: cal.weightRange, actRange: cal.actRange, calib_samples: o.calib.count, ...(o.record ?? {}) },
+    options: { model: modelFile ?? null, profile: profile.name, target, order, weightRange: cal.weightRange, actRange: cal.actRange, calib_samples: calibData.count, ...(o.record ?? {}) },
     seconds,
     phase1: { computed: entries.length - reused, reused, total: entries.length },
     groups: groups.length,
@@ -287,18 +366,14 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
     selected: { index: selected.index, rel_bops: +selected.rel_bops.toFixed(6), size_bytes: selected.size_bytes, metric: selected.measured!, meets_target: meets },
     homogeneous,
     files,
+    ...(verification ? { verification } : { verification_skipped: `onnxruntime-node is not installed: ${ORT_INSTALL}` }),
   };
   writeFileAtomic(files.encodings, JSON.stringify(encodingsToJson(q.encodings), null, 1));
   writeFileAtomic(files.config, JSON.stringify({ default: 'W8A8', weights: config.weights, activations: config.activations }, null, 2));
   writeFileAtomic(files.pareto, JSON.stringify({ order, metric: metric.name, float_metric: floatMetric, points: front.map(pointJson), other_order: { order: order === 'sqnr' ? 'efficiency' : 'sqnr', points: fronts[order === 'sqnr' ? 'efficiency' : 'sqnr'].map(pointJson) } }, null, 1));
   writeFileAtomic(files.sensitivity, JSON.stringify({ groups: sensitivity }, null, 1));
-  writeFileAtomic(path.join(o.out, 'quantize.json'), JSON.stringify({ tool: 'onnx-mpq', model: path.resolve(o.model), calib: o.record?.calib ?? {}, config: 'mixed', files }, null, 2));
+  writeFileAtomic(path.join(o.out, 'quantize.json'), JSON.stringify({ tool: 'onnx-mpq', model: modelFile ?? null, calib: o.record?.calib ?? {}, config: 'mixed', files }, null, 2));
   writeFileAtomic(files.model, bytes);
-  lap('export', t);
-  t = Date.now();
-  if (hasOrt()) result.verification = await verifyExport(bytes, Model.fromGraph(q.graph), o.calib.batches, model.outputNames);
-  else result.verification_skipped = `onnxruntime-node is not installed: ${ORT_INSTALL}`;
-  lap('verify', t);
   seconds.total = +((Date.now() - t0) / 1000).toFixed(2);
   const sens: Record<number, Record<string, number>> = {};
   for (const e of entries) (sens[e.group] ??= {})[candKey(e.candidate)] = e.sqnr_db;

@@ -13,6 +13,7 @@ pub mod hessian;
 pub mod kernels;
 pub mod ops;
 pub mod plan;
+pub mod ranges;
 pub mod stats;
 pub mod tensor;
 #[cfg(test)]
