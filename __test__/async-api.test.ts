@@ -68,6 +68,8 @@ test.serial('search() takes bytes and in-memory batches, or a path and a .npy, a
   t.true(fs.existsSync(r.files.report));
   t.is(r.options.model, null, 'a model given as bytes has no path');
   t.is(r.options.calib_samples, 16);
+  t.is(r.verification?.samples, 8, 'the export ran in onnxruntime (in a worker) on the first batch');
+  t.true(r.verification!.qdq.sqnr_db > 20, `onnxruntime, optimizations off, vs simulation: ${r.verification!.qdq.sqnr_db} dB`);
   const phases = [...new Set(events.map((e) => e.phase))];
   for (const p of ['load', 'calibration', 'phase1', 'phase3', 'export']) t.true(phases.includes(p as Progress['phase']), `progress in ${p}`);
   for (const e of events) {
@@ -93,7 +95,7 @@ test.serial('search() takes bytes and in-memory batches, or a path and a .npy, a
 });
 
 test.serial('an aborted search rejects with AbortError (MPQ_ABORTED) and writes nothing more', async (t) => {
-  for (const at of ['load', 'calibration', 'phase1', 'phase3', 'export'] as const) {
+  for (const at of ['load', 'calibration', 'phase1', 'phase3', 'export', 'verify'] as const) {
     const out = tmp();
     const ac = new AbortController();
     let snap: string[] = [];

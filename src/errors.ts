@@ -45,6 +45,20 @@ export function throwIfAborted(signal: AbortSignal | undefined, what = 'the oper
   if (signal?.aborted) throw new AbortError(`${what} was aborted`);
 }
 
+/**
+ * `p`, or an AbortError as soon as `signal` aborts (for work that cannot itself be cancelled,
+ * such as an onnxruntime session or a user's evaluation function: its result is then ignored).
+ */
+export function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new AbortError('the operation was aborted'));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
 const CODES: ReadonlySet<string> = new Set([
   'MPQ_BAD_MODEL', 'MPQ_UNSUPPORTED_OP', 'MPQ_BAD_NODE', 'MPQ_INPUT_SHAPE', 'MPQ_BAD_INPUT', 'MPQ_BAD_PLAN',
   'MPQ_ABORTED', 'MPQ_MISSING_PEER', 'MPQ_INTERNAL',

@@ -5,11 +5,11 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { DataSourceOptions } from '../data/source';
-import { abortError, MpqError, throwIfAborted } from '../errors';
-import { argmaxRows, SqnrMeter } from '../eval/metrics';
+import { MpqError, throwIfAborted, untilAborted } from '../errors';
 import { writeFileAtomic } from '../fsutil';
 import { Model, RunOptions } from '../model';
-import { hasOrt, loadOrt, ORT_INSTALL } from '../ort';
+import { hasOrt, ORT_INSTALL } from '../ort';
+import { verifyQdq } from '../verify';
 import { loadProfile, Profile, candKey, Candidate } from '../profiles/profile';
 import { Batches } from '../quant/calibrate';
 import { encodingsToJson } from '../quant/encodings';
@@ -96,47 +96,8 @@ export interface SearchResult {
   verification_skipped?: string;
 }
 
-async function verifyExport(bytes: Uint8Array, sim: Model, batches: Batches, outputs: string[], opts: RunOptions): Promise<SearchResult['verification']> {
-  const ort = loadOrt();
-  let batch: Record<string, { shape: number[]; data: Float32Array }> | undefined;
-  for await (const b of batches()) {
-    batch = b;
-    break;
-  }
-  if (!batch) return undefined;
-  const want = await sim.run(batch, opts);
-  const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {};
-  for (const [k, v] of Object.entries(batch)) feeds[k] = new ort.Tensor('float32', v.data, v.shape);
-  const check = async (level: 'disabled' | 'all') => {
-    const s = await untilAborted(ort.InferenceSession.create(bytes, { graphOptimizationLevel: level, intraOpNumThreads: 2 }), opts.signal);
-    const r = await untilAborted(s.run(feeds), opts.signal);
-    await s.release();
-    const meter = new SqnrMeter();
-    const got: Record<string, { shape: number[]; data: Float32Array }> = {};
-    for (const o of outputs) got[o] = { shape: [...r[o].dims], data: r[o].data as Float32Array };
-    meter.add(want, got);
-    const a = argmaxRows(want[outputs[0]]), b = argmaxRows(got[outputs[0]]);
-    return { sqnr_db: +Math.min(200, meter.db()).toFixed(2), agreement: a.filter((v, i) => v === b[i]).length / a.length };
-  };
-  return { samples: batch[Object.keys(batch)[0]].shape[0], qdq: await check('disabled'), optimized: await check('all') };
-}
-
 function pkgVersion(): string {
   return require('../../../package.json').version;
-}
-
-/**
- * `p`, or an AbortError as soon as `signal` aborts (for work that cannot itself be cancelled,
- * such as an onnxruntime session or a user's evaluation function: its result is then ignored).
- */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortError('the search was aborted'));
-    if (signal.aborted) return onAbort();
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
 }
 
 /** Calibration batches that report the samples that went through them. */
@@ -315,7 +276,7 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
   let verification: SearchResult['verification'];
   if (hasOrt()) {
     progress('verify', 0, 1);
-    verification = await verifyExport(bytes, Model.fromGraph(q.graph), calibData.batches, model.outputNames, opt);
+    verification = await verifyQdq(bytes, Model.fromGraph(q.graph), calibData.batches, model.outputNames, { ...opt, maxBatches: 1 });
     progress('verify', 1, 1);
   }
   lap('verify', t);

@@ -1,0 +1,46 @@
+/** Evaluation of a float model, and of its simulated quantized version, over labelled or unlabelled data. */
+import { BatchInfo } from '../data/source';
+import { Model, RunOptions } from '../model';
+import { argmaxRows, SqnrMeter, Top1Meter } from './metrics';
+import { SampleLabels } from './labels';
+
+export interface EvalResult {
+  samples: number;
+  task: string;
+  /** Top-1 of the (float) model against labels. */
+  top1: number | null;
+  /** With a quantized model: its top-1, agreement and output SQNR against float. */
+  quantized?: { top1: number | null; agreement: number | null; sqnr_db: number };
+}
+
+/** Runs `model` (and `quantized`, when given) over `batches`: top-1 against `labels`, agreement and SQNR against float. */
+export async function evaluateModels(
+  model: Model,
+  quantized: Model | undefined,
+  batches: AsyncIterable<BatchInfo>,
+  labels: SampleLabels | undefined,
+  opts: RunOptions & { task?: string } = {},
+): Promise<EvalResult> {
+  const fl = new Top1Meter();
+  const qm = new Top1Meter();
+  const sq = new SqnrMeter();
+  const out0 = model.outputNames[0];
+  let samples = 0;
+  for await (const b of batches) {
+    const ref = await model.run(b.inputs, opts);
+    const pred = argmaxRows(ref[out0]);
+    samples += pred.length;
+    const lab = labels ? b.names.map((n, i) => labels(n, b.indices[i])).map((v) => (typeof v === 'number' ? v : undefined)) : [];
+    if (labels) fl.addLabels(pred, lab);
+    if (quantized) {
+      const got = await quantized.run(b.inputs, opts);
+      const qp = argmaxRows(got[out0]);
+      if (labels) qm.addLabels(qp, lab);
+      qm.addAgreement(qp, pred);
+      sq.add(ref, got);
+    }
+  }
+  const r: EvalResult = { samples, task: opts.task ?? 'classification', top1: fl.top1 };
+  if (quantized) r.quantized = { top1: qm.top1, agreement: qm.agreement, sqnr_db: sq.db() };
+  return r;
+}
