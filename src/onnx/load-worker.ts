@@ -5,6 +5,7 @@
 import { parentPort, workerData } from 'worker_threads';
 import { MpqError } from '../errors';
 import { Graph } from '../graph/ir';
+import { foldBatchNorm } from '../graph/passes/fold-bn';
 import { loadGraph, loadGraphFromFile } from './load';
 
 function buffersOf(g: Graph): ArrayBuffer[] {
@@ -17,7 +18,8 @@ function buffersOf(g: Graph): ArrayBuffer[] {
 
 const job = workerData as { file?: string; bytes?: Uint8Array; baseDir?: string };
 try {
-  const g = job.file !== undefined ? loadGraphFromFile(job.file) : loadGraph(job.bytes!, { baseDir: job.baseDir });
+  // BatchNormalization is folded here too (Model's constructor then finds none left)
+  const g = foldBatchNorm(job.file !== undefined ? loadGraphFromFile(job.file) : loadGraph(job.bytes!, { baseDir: job.baseDir }));
   parentPort!.postMessage({ graph: g }, buffersOf(g));
 } catch (e) {
   const err = e as Error;
