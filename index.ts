@@ -47,6 +47,16 @@ export type { Graph, Node, ConstTensor, ValueInfo, DType } from './src/graph/ir'
 // data
 export { openDataSource, loadImages, readLabels, PRESETS, PRESET_NAMES } from './src/data';
 export type { DataSource, DataSourceOptions, DataSpec, ImagePreprocess, Labels } from './src/data';
+export type { BatchInfo, Tensor as DataTensor } from './src/data/source';
+export type { PresetName } from './src/data/presets';
+export type { ImageBatch, ResizeMode } from './src/data/images';
+export type { SampleLabels } from './src/eval/labels';
+export type { Batches } from './src/quant/calibrate';
+export type { RangeMethod } from './src/quant/ranges';
+export type { Rounding, RoundingOptions } from './src/quant/rounding';
+export type { FrontOrder } from './src/search/pareto';
+export type { MetricName } from './src/search/metric';
+export type { AttrValue } from './src/graph/ir';
 
 // quantization at one configuration
 export { calibrate, quantize as quantizeCalibrated, quantizeWith, exportQdq, encodingsFor, DEFAULT_RANGES } from './src/quant/quantize';

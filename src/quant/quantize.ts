@@ -177,7 +177,7 @@ function withRounded(e: TensorEncoding, r: RoundedWeight): void {
   e.entries = Array.from(r.scales, (s) => ({ ...e.entries[0], scale: s, min: -s * qmax, max: s * qmax }));
 }
 
-/** Rounds the weights `config` needs ({@link prepareSequential} or {@link prepareWeights}), then {@link quantizeWith}. */
+/** Rounds the weights `config` needs (`prepareSequential` or `prepareWeights`), then {@link quantizeWith}. */
 export async function quantize(cal: Calibrated, config: BitConfig, opts: RunOptions = {}): Promise<Quantized> {
   if (isSequential(cal)) await prepareSequential(cal, config, opts);
   else await prepareWeights(cal, config, opts);

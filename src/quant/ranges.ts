@@ -1,7 +1,7 @@
 /**
  * Range setting. Weights: per-channel max-abs, or a per-channel search of the clipping
  * ratio that minimises the squared quantization error (MSE), in the engine off the JS thread
- * (`mpq_core::ranges`, through {@link weightScales} in quantize.ts). Activations: min-max over
+ * (`mpq_core::ranges`, through the binding's `weightScales`). Activations: min-max over
  * the calibration data, or an MSE search of the clipping range over a histogram (here: it is
  * cheap, O(bins log bins) per candidate range).
  */

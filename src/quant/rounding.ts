@@ -28,7 +28,7 @@ export function methodFor(mode: Rounding, bits: number): 'nearest' | 'gptq' {
 }
 
 export interface RoundingOptions {
-  /** Diagonal dampening as a fraction of the mean diagonal of H (default 0.01; sequential: {@link SEQUENTIAL_DAMP}). */
+  /** Diagonal dampening as a fraction of the mean diagonal of H (default 0.01; sequential: 0.001, `SEQUENTIAL_DAMP`). */
   damp?: number;
   /** Quantize columns by decreasing H diagonal (default true). */
   actOrder?: boolean;
