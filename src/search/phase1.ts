@@ -45,7 +45,7 @@ export async function runPhase1(
   groups: Group[],
   batches: Batches,
   cache: SensitivityCache,
-  opts: RunOptions & { chunk?: number; onProgress?: (p: Phase1Progress) => void } = {},
+  opts: RunOptions & { chunk?: number; onProgress?: (p: Phase1Progress) => void; samples?: number } = {},
 ): Promise<Phase1Entry[]> {
   const model = cal.model;
   const spec = model.specialize(cal.shapes);
@@ -108,6 +108,14 @@ export async function runPhase1(
       return { ...w, ds: first.ds, subFor, powers };
     }
     const want = [...new Set([...chunk.flatMap((w) => w.ds.frontier), ...outputs])];
+    // progress within a chunk (with `samples`): done grows by the chunk's share of samples seen,
+    // so that it moves after every entry and batch, not only when a chunk of entries completes
+    let seen = 0;
+    const partial = (n: number, entries: number) => {
+      if (!opts.samples) return;
+      const f = Math.min(1, (seen + (n * entries) / chunk.length) / opts.samples);
+      opts.onProgress?.({ done: +(results.length + f * chunk.length).toFixed(2), total, reused });
+    };
     for await (const b of batches()) {
       throwIfAborted(opts.signal, 'the search');
       const shapes = Object.fromEntries(model.inputNames.map((n) => [n, b[n].shape]));
@@ -120,7 +128,9 @@ export async function runPhase1(
       const isInput = (v: string) => model.inputNames.includes(v);
       const vals = await model.exec(c, model.inputNames.map((n) => b[n]), opts, ids);
       const float = new Map<string, Tensor>(want.map((v, i) => [v, isInput(v) ? b[v] : vals[i]]));
-      for (const w of chunk) {
+      const bn = b[model.inputNames[0]].shape[0] ?? 1;
+      for (const [ei, w] of chunk.entries()) {
+        if (ei > 0) partial(bn, ei);
         for (const o of outputs) {
           const y = float.get(o)!.data;
           let s = 0;
@@ -138,6 +148,7 @@ export async function runPhase1(
           w.powers[o][1] += n;
         }
       }
+      seen += bn;
     }
     for (const w of chunk) {
       const sqnr = Math.min(200, sqnrOf(w.powers));

@@ -5,7 +5,7 @@ export type Phase = 'load' | 'calibration' | 'phase1' | 'phase3' | 'export' | 'v
 
 export interface Progress {
   phase: Phase;
-  /** Units of work done in this phase (samples, sensitivity entries, evaluations, files). */
+  /** Units of work done in this phase (samples, sensitivity entries, evaluations); phase 1 moves in fractions of an entry. */
   done: number;
   /** Units of work of this phase (an estimate while it is not known exactly). */
   total: number;

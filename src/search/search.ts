@@ -172,6 +172,7 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
   try {
     entries = await runPhase1(cal, groups, calibData.batches, cache, {
       signal: o.signal,
+      samples: calibData.count,
       onProgress: (p) => progress('phase1', p.done, p.total),
     });
   } finally {
