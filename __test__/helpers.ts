@@ -1,7 +1,7 @@
 /** Shared test helpers: paths to ../shared, ONNX Runtime reference runs, comparisons, tiny model building. */
 import * as fs from 'fs';
 import * as path from 'path';
-import { onnx } from 'onnx-proto';
+import { onnx } from '../src/onnx/proto/onnx';
 import * as ort from 'onnxruntime-node';
 
 export const ROOT = path.resolve(__dirname, '..', '..');

@@ -5,7 +5,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { onnx } from 'onnx-proto';
+import { onnx } from './proto/onnx';
 import { Worker } from 'worker_threads';
 import { abortError, ErrorCode, MpqError } from '../errors';
 import { AttrValue, ConstTensor, Graph, Node, ValueInfo } from '../graph/ir';
