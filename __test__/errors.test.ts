@@ -3,7 +3,7 @@ import test from 'ava';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { onnx } from 'onnx-proto';
+import { onnx } from '../src/onnx/proto/onnx';
 import { Model, MpqError } from '../index';
 import { OCR, tinyModel } from './helpers';
 

@@ -3,7 +3,7 @@ import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { promisify } from 'util';
-import { onnx } from 'onnx-proto';
+import { onnx } from '../src/onnx/proto/onnx';
 import * as ort from 'onnxruntime-node';
 
 export const ROOT = path.resolve(__dirname, '..', '..');

@@ -39,7 +39,7 @@ async function main(argv: string[]): Promise<void> {
     target: maxBops ? { maxBops: Number(maxBops) } : { maxDrop: Number(arg('--max-drop') ?? 0.02) },
     evaluate,
     out: arg('--out') ?? 'rec-search',
-    onProgress: (phase, done, total) => process.stderr.write(`\r${phase} ${done}/${total}   `),
+    onProgress: ({ phase, done, total }) => process.stderr.write(`\r${phase} ${done}/${total}   `),
   });
   process.stderr.write('\n');
   process.stdout.write(JSON.stringify(r, null, 2) + '\n');

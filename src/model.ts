@@ -1,11 +1,11 @@
 /** A loaded model: the graph IR, its weights uploaded once to the engine, and plans per input shape. */
 import * as crypto from 'crypto';
-import { MpqError, fromNative } from './errors';
+import { abortError, MpqError, fromNative } from './errors';
 import { ConstTensor, Graph } from './graph/ir';
 import { lower, Lowered } from './graph/lower';
 import { checkSupported, resolveInputShapes, specialize, Specialized } from './graph/specialize';
 import { native, syncLimits } from './native';
-import { loadGraph, loadGraphFromFile } from './onnx/load';
+import { loadGraph, loadGraphFromFile, loadGraphOffThread } from './onnx/load';
 import { foldBatchNorm } from './graph/passes/fold-bn';
 
 /** A float32 tensor: row-major data and its shape. */
@@ -15,7 +15,7 @@ export interface Tensor {
 }
 
 export interface RunOptions {
-  /** Cancels the run; the promise rejects with an MpqError of code MPQ_ABORTED. */
+  /** Cancels the run; the promise rejects with an {@link AbortError} (code MPQ_ABORTED). */
   signal?: AbortSignal;
 }
 
@@ -43,8 +43,9 @@ export class Model {
   /** Compiled plans kept per model (least recently used ones are dropped). */
   static MAX_PLANS = 8;
 
-  private constructor(graph: Graph) {
-    this.graph = foldBatchNorm(graph);
+  /** `folded`: `graph` with BatchNormalization folded, when the caller folded it already. */
+  private constructor(graph: Graph, folded?: Graph) {
+    this.graph = folded ?? foldBatchNorm(graph);
     this.asWritten = graph;
     const n = native();
     checkSupported(this.graph, new Set(n.supportedOps()));
@@ -54,6 +55,16 @@ export class Model {
   /** Loads an ONNX model from a file (external data is read from its folder). */
   static fromFile(file: string): Model {
     return new Model(loadGraphFromFile(file));
+  }
+
+  /**
+   * Loads an ONNX model from a file or from bytes without holding up the event loop: the
+   * model is decoded in a worker thread. `signal` aborts the load (AbortError).
+   */
+  static async load(source: string | Uint8Array, opts: RunOptions = {}): Promise<Model> {
+    const { graph, folded } = await loadGraphOffThread(typeof source === 'string' ? { file: source } : { bytes: source }, opts.signal);
+    if (opts.signal?.aborted) throw abortError('the model load was aborted');
+    return new Model(graph, folded);
   }
 
   /** Wraps a graph IR (for example a QDQ graph built by the quantizer). */
@@ -171,7 +182,7 @@ type CancelToken = InstanceType<ReturnType<typeof native>['CancelToken']>;
 
 /** Runs a native task with a cancel token wired to `opts.signal`; native errors become MpqErrors. */
 async function cancellable<T>(opts: RunOptions, f: (token: CancelToken) => Promise<T>): Promise<T> {
-  if (opts.signal?.aborted) throw new MpqError('MPQ_ABORTED', 'the run was aborted before it started');
+  if (opts.signal?.aborted) throw abortError('the run was aborted before it started');
   const token = new (native().CancelToken)();
   const onAbort = () => token.cancel();
   opts.signal?.addEventListener('abort', onAbort, { once: true });

@@ -13,9 +13,11 @@ export function native(): Binding {
     // binding.js sits at the package root: ../../binding.js from dist/src/
     cached = require(path.join(__dirname, '..', '..', 'binding.js')) as Binding;
   } catch (e) {
+    // the prebuilt addon comes as an optional dependency per platform (npm/<triple>/)
+    const triple = `${process.platform}-${process.arch}${process.platform === 'linux' ? '-gnu' : ''}`;
     throw new MpqError(
       'MPQ_INTERNAL',
-      `cannot load the native addon (${(e as Error).message}); run 'npm run build' in the package folder, or reinstall onnx-mpq`,
+      `cannot load the native addon (${(e as Error).message}). The prebuilt one for ${triple} is the package onnx-mpq-${triple}, an optional dependency of onnx-mpq: reinstall without --omit=optional / --no-optional (an Electron app must unpack *.node files from its asar archive); from a source checkout, run 'npm run build'`,
       { cause: e },
     );
   }

@@ -65,9 +65,9 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
       rounding: f.rounding as Rounding | undefined,
       roundingOptions: { sequential: !!f.sequential },
       out: f.out,
-      onProgress: (phase, done, total) => {
-        if (phase === 'calibration') calibrating = done < total;
-        else progress.update(phase, done, total);
+      onProgress: (p) => {
+        if (p.phase === 'calibration') calibrating = p.done < p.total;
+        else progress.update(p.phase, p.done, p.total);
       },
       record: {
         calib: { spec: absoluteDataSpec(f.calib), samples: calib.count, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit, offset: f.offset, skipBadSamples: f.skipBadSamples || undefined } satisfies CalibRecord,

@@ -8,6 +8,8 @@
 import * as fs from 'fs';
 import { MpqError } from '../errors';
 import { Model, Tensor } from '../model';
+import { loadOrt } from '../ort';
+import { OrtWorker } from '../verify';
 import { argmaxRows, SqnrMeter, Top1Meter } from './metrics';
 
 /**
@@ -77,6 +79,8 @@ export interface VerifyOptions {
   limit?: number;
   /** The profile the export was made with (the advice differs when it already is ort-cpu). */
   profile?: string;
+  /** Aborts the verification (the onnxruntime worker is stopped). */
+  signal?: AbortSignal;
 }
 
 /**
@@ -89,17 +93,17 @@ export async function verifyExport(
   batches: AsyncIterable<Record<string, Tensor>>,
   o: VerifyOptions = {},
 ): Promise<Verification | undefined> {
-  const ort = await import('onnxruntime-node');
-  const create = async (level: 'disabled' | 'all') => {
-    // errors only: ORT's warnings about initializers it removes while optimizing are noise here
-    const so = { graphOptimizationLevel: level, intraOpNumThreads: 2, logSeverityLevel: 3 } as const;
-    try {
-      return typeof exported === 'string' ? await ort.InferenceSession.create(exported, so) : await ort.InferenceSession.create(exported, so);
-    } catch (e) {
-      throw new MpqError('MPQ_BAD_MODEL', `onnxruntime cannot load the exported model${typeof exported === 'string' ? ` ${exported}` : ''} (graph optimizations ${level === 'all' ? 'on' : 'off'}): ${(e as Error).message}`, { cause: e });
-    }
-  };
-  const sessions = { qdq: await create('disabled'), optimized: await create('all') };
+  // onnxruntime-node is an optional peer: a clear error saying how to install it when absent
+  const ortModule = loadOrt();
+  // the sessions run in a worker thread: loading onnxruntime's native library and its runs
+  // would otherwise hold up the caller's event loop for seconds
+  let ort: OrtWorker;
+  try {
+    ort = await OrtWorker.start(exported, ['disabled', 'all'], o.signal);
+  } catch (e) {
+    if ((e as MpqError).code === 'MPQ_ABORTED') throw e;
+    throw new MpqError('MPQ_BAD_MODEL', `onnxruntime cannot load the exported model${typeof exported === 'string' ? ` ${exported}` : ''}: ${(e as Error).message}`, { cause: e });
+  }
   const meters = { qdq: { s: new SqnrMeter(), t: new Top1Meter() }, optimized: { s: new SqnrMeter(), t: new Top1Meter() }, cross: { s: new SqnrMeter(), t: new Top1Meter() } };
   const outputs = sim.outputNames;
   let samples = 0;
@@ -109,14 +113,11 @@ export async function verifyExport(
       const n = o.limit === undefined ? n0 : Math.min(n0, o.limit - samples);
       if (n <= 0) break;
       const b = n === n0 ? full : headRows(full, n);
-      const want = await sim.run(b);
+      const want = await sim.run(b, { signal: o.signal });
       const wantTop = argmaxRows(want[outputs[0]]);
-      const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {};
-      for (const [k, t] of Object.entries(b)) feeds[k] = new ort.Tensor('float32', t.data, t.shape);
-      const got: Record<'qdq' | 'optimized', Record<string, Tensor>> = { qdq: {}, optimized: {} };
+      const [qdq, optimized] = await ort.run(b, outputs);
+      const got: Record<'qdq' | 'optimized', Record<string, Tensor>> = { qdq, optimized };
       for (const k of ['qdq', 'optimized'] as const) {
-        const r = await sessions[k].run(feeds);
-        for (const name of outputs) got[k][name] = { shape: [...r[name].dims], data: r[name].data as Float32Array };
         meters[k].s.add(want, got[k]);
         meters[k].t.addAgreement(argmaxRows(got[k][outputs[0]]), wantTop);
       }
@@ -125,8 +126,7 @@ export async function verifyExport(
       samples += n;
     }
   } finally {
-    await sessions.qdq.release();
-    await sessions.optimized.release();
+    ort.close();
   }
   if (samples === 0) return undefined;
   const check = (k: keyof typeof meters): RuntimeCheck => {
@@ -136,7 +136,7 @@ export async function verifyExport(
   };
   const qdq = check('qdq'), optimized = check('optimized');
   const cross = check('cross');
-  const v: Verification = { samples, qdq, optimized, optimized_vs_qdq: { sqnr_db: cross.sqnr_db, agreement: cross.agreement }, faithful: optimized.within_limits, limits: FAITHFUL_LIMITS, runtime: { onnxruntime: ort.env.versions?.common ?? 'unknown', vnni: cpuHasVnni() } };
+  const v: Verification = { samples, qdq, optimized, optimized_vs_qdq: { sqnr_db: cross.sqnr_db, agreement: cross.agreement }, faithful: optimized.within_limits, limits: FAITHFUL_LIMITS, runtime: { onnxruntime: ortModule.env.versions?.common ?? 'unknown', vnni: cpuHasVnni() } };
   if (!v.faithful) {
     v.advice =
       o.profile === 'ort-cpu'

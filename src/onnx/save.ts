@@ -1,5 +1,5 @@
 /** Writes a graph IR as an ONNX model (used for the QDQ export). */
-import { onnx } from 'onnx-proto';
+import { onnx } from './proto/onnx';
 import { AttrValue, ConstTensor, Graph, isGraph, ValueInfo } from '../graph/ir';
 
 const FLOAT_ATTRS = new Set([

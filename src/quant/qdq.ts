@@ -39,9 +39,10 @@ export function buildQdqGraph(g: Graph, enc: Encodings): Graph {
     if (e.quantized) {
       for (let i = 0; i < q.length; i++) q[i] = Math.min(qmax, Math.max(qmin, e.quantized[i]));
     } else {
-      for (let i = 0; i < q.length; i++) {
-        const c = ch === 1 ? 0 : Math.floor(i / inner) % ch;
-        q[i] = quantize(t.data[i], scales[c], 0, qmin, qmax);
+      // channel by channel run (no index arithmetic per value: this runs over every weight)
+      for (let start = 0, c = 0; start < q.length; start += inner, c = ch === 1 ? 0 : (c + 1) % ch) {
+        const sc = scales[c], end = Math.min(q.length, start + inner);
+        for (let i = start; i < end; i++) q[i] = quantize(t.data[i], sc, 0, qmin, qmax);
       }
     }
     if (e.biasDelta) biasFix.set(w, e.biasDelta);

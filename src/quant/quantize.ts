@@ -2,7 +2,9 @@
  * Homogeneous and per-tensor quantization: calibrate, set ranges, build the QDQ graph that
  * the engine simulates and that is exported.
  */
-import { MpqError } from '../errors';
+import { abortError, fromNative, MpqError } from '../errors';
+import { ConstTensor } from '../graph/ir';
+import { native } from '../native';
 import { Graph } from '../graph/ir';
 import { Model, RunOptions, Tensor } from '../model';
 import { saveGraph } from '../onnx/save';
@@ -12,7 +14,7 @@ import { actBits, BitConfig, weightBits } from './config';
 import { Encodings, TensorEncoding } from './encodings';
 import { Placement, placeQuantizers } from './placement';
 import { buildQdqGraph } from './qdq';
-import { RangeMethod, weightScales } from './ranges';
+import { RangeMethod } from './ranges';
 import { gatherRoundingStats, methodFor, RoundedWeight, Rounding, RoundingOptions, WeightRounder } from './rounding';
 import { Scheme } from '../profiles/profile';
 import { asymmetric } from './scheme';
@@ -88,17 +90,42 @@ export function weightRangeBits(cal: Pick<Calibrated, 'reduceRange'>, bits: numb
   return cal.reduceRange && bits === 8 ? 7 : bits;
 }
 
-/** Per-channel scales of a weight at its range bits (cached). */
-function scalesOf(cal: Calibrated, tensor: string, axis: number, bits: number): Float32Array {
+function scaleCache(cal: Calibrated): Map<string, Float32Array> {
   let cache = weightScaleCache.get(cal);
   if (!cache) weightScaleCache.set(cal, (cache = new Map()));
+  return cache;
+}
+
+/**
+ * Per-channel scales of a weight at `bits` (cached per calibration). Computed on the calling
+ * thread when {@link prepareScales} has not computed them already.
+ */
+function scalesOf(cal: Calibrated, tensor: string, axis: number, bits: number): Float32Array {
+  const cache = scaleCache(cal);
   const key = `${tensor}@${bits}`;
   let scales = cache.get(key);
   if (!scales) {
     const t = cal.model.graph.consts.get(tensor)!;
-    cache.set(key, (scales = weightScales(t.data as Float32Array, t.shape, axis, bits, cal.weightRange)));
+    cache.set(key, (scales = native().weightScalesSync(weightData(t), t.shape, axis, bits, cal.weightRange)));
   }
   return scales;
+}
+
+const weightData = (t: ConstTensor) => (t.data instanceof Float32Array ? t.data : Float32Array.from(t.data));
+
+/** Computes, off the JS thread, the weight scales that `config` needs and that are not cached yet. */
+export async function prepareScales(cal: Calibrated, config: BitConfig, opts: RunOptions = {}): Promise<void> {
+  const cache = scaleCache(cal);
+  const jobs: Promise<void>[] = [];
+  for (const w of cal.placement.weights) {
+    const bits = weightRangeBits(cal, weightBits(config, w.tensor));
+    const key = `${w.tensor}@${bits}`;
+    if (cache.has(key)) continue;
+    const t = cal.model.graph.consts.get(w.tensor)!;
+    jobs.push(native().weightScales(weightData(t), t.shape, w.axis, bits, cal.weightRange).then((s) => void cache.set(key, s), (e) => Promise.reject(fromNative(e))));
+  }
+  await Promise.all(jobs);
+  if (opts.signal?.aborted) throw abortError('the quantization was aborted');
 }
 
 /**
@@ -106,7 +133,8 @@ function scalesOf(cal: Calibrated, tensor: string, axis: number, bits: number): 
  * `config` needs, so that {@link encodingsFor} and {@link quantizeWith} use them. Call before
  * scoring or exporting a configuration; a no-op under 'nearest' rounding.
  */
-export async function prepareWeights(cal: Calibrated, config: BitConfig): Promise<void> {
+export async function prepareWeights(cal: Calibrated, config: BitConfig, opts: RunOptions = {}): Promise<void> {
+  await prepareScales(cal, config, opts);
   const r = cal.rounder;
   if (!r) return;
   const jobs: Promise<unknown>[] = [];
@@ -134,6 +162,7 @@ export function isSequential(cal: Calibrated): boolean {
  * computed once per configuration, then used by {@link encodingsFor}.
  */
 export async function prepareSequential(cal: Calibrated, config: BitConfig, opts: RunOptions = {}): Promise<void> {
+  await prepareScales(cal, config, opts);
   const r = cal.rounder;
   if (!r || !cal.batches) return;
   const order = new Map<string, number>();
@@ -161,10 +190,10 @@ function withRounded(e: TensorEncoding, r: RoundedWeight): void {
   e.entries = Array.from(r.scales, (s) => ({ ...e.entries[0], scale: s, min: -s * qmax, max: s * qmax }));
 }
 
-/** Rounds the weights `config` needs ({@link prepareSequential} or {@link prepareWeights}), then {@link quantizeWith}. */
+/** Rounds the weights `config` needs (`prepareSequential` or `prepareWeights`), then {@link quantizeWith}. */
 export async function quantize(cal: Calibrated, config: BitConfig, opts: RunOptions = {}): Promise<Quantized> {
   if (isSequential(cal)) await prepareSequential(cal, config, opts);
-  else await prepareWeights(cal, config);
+  else await prepareWeights(cal, config, opts);
   return quantizeWith(cal, config);
 }
 

@@ -1,49 +1,11 @@
 /**
  * Range setting. Weights: per-channel max-abs, or a per-channel search of the clipping
- * ratio that minimises the squared quantization error (MSE). Activations: min-max over the
- * calibration data, or an MSE search of the clipping range over a histogram.
+ * ratio that minimises the squared quantization error (MSE), in the engine off the JS thread
+ * (`mpq_core::ranges`, through the binding's `weightScales`). Activations: min-max over
+ * the calibration data, or an MSE search of the clipping range over a histogram (here: it is
+ * cheap, O(bins log bins) per candidate range).
  */
-import { fakeQuant, qrange, symmetricScale } from './scheme';
-
 export type RangeMethod = 'minmax' | 'mse';
-
-/** Per-channel symmetric scales of a weight tensor with output-channel axis `axis`. */
-export function weightScales(data: Float32Array, shape: number[], axis: number, bits: number, method: RangeMethod): Float32Array {
-  const ch = shape[axis];
-  const inner = shape.slice(axis + 1).reduce((a, b) => a * b, 1);
-  const outer = shape.slice(0, axis).reduce((a, b) => a * b, 1);
-  const scales = new Float32Array(ch);
-  const { qmin, qmax } = qrange(bits, true);
-  const vals: number[] = [];
-  for (let c = 0; c < ch; c++) {
-    vals.length = 0;
-    for (let o = 0; o < outer; o++) {
-      const base = (o * ch + c) * inner;
-      for (let i = 0; i < inner; i++) vals.push(data[base + i]);
-    }
-    let maxAbs = 0;
-    for (const v of vals) maxAbs = Math.max(maxAbs, Math.abs(v));
-    let best = symmetricScale(maxAbs, bits);
-    if (method === 'mse' && maxAbs > 0) {
-      let bestErr = Infinity;
-      for (let k = 0; k <= 40; k++) {
-        const ratio = 1 - k * 0.0125; // 1.0 .. 0.5
-        const s = symmetricScale(maxAbs * ratio, bits);
-        let err = 0;
-        for (const v of vals) {
-          const d = v - fakeQuant(v, s, 0, qmin, qmax);
-          err += d * d;
-        }
-        if (err < bestErr) {
-          bestErr = err;
-          best = s;
-        }
-      }
-    }
-    scales[c] = best;
-  }
-  return scales;
-}
 
 /**
  * The clipping range [lo, hi] (within the observed [min, max], always containing 0) that

@@ -8,7 +8,7 @@
  * weight at a bit-width is done once per run and cached: the integers that are simulated are
  * the integers that are exported.
  */
-import { fromNative, MpqError } from '../errors';
+import { fromNative, MpqError, throwIfAborted } from '../errors';
 import { Graph, Node } from '../graph/ir';
 import { Model, RunOptions, Tensor } from '../model';
 import { syncLimits } from '../native';
@@ -28,7 +28,7 @@ export function methodFor(mode: Rounding, bits: number): 'nearest' | 'gptq' {
 }
 
 export interface RoundingOptions {
-  /** Diagonal dampening as a fraction of the mean diagonal of H (default 0.01; sequential: {@link SEQUENTIAL_DAMP}). */
+  /** Diagonal dampening as a fraction of the mean diagonal of H (default 0.01; sequential: 0.001, `SEQUENTIAL_DAMP`). */
   damp?: number;
   /** Quantize columns by decreasing H diagonal (default true). */
   actOrder?: boolean;
@@ -184,7 +184,7 @@ export class WeightRounder {
     // near W (measured on MobileNetV1 W4A8, 200 images: damp 0.01 0.81, 0.001 0.845, 0.0001 0.825)
     const options = JSON.stringify({ damp: SEQUENTIAL_DAMP, ...this.options });
     for (const job of jobs) {
-      if (opts.signal?.aborted) throw new MpqError('MPQ_ABORTED', 'aborted');
+      throwIfAborted(opts.signal, 'the rounding');
       const li = this.index.get(job.tensor)!;
       const input = this.layers[li].input;
       const qg = buildQdqGraph(g, encodingsWith(done, pending));
@@ -362,7 +362,7 @@ export async function gatherRoundingStats(model: Model, placement: Placement, ba
       p = { c, values: layers.map((l) => c.lowered.index.get(l.input)!) };
       plans.set(key, p);
     }
-    if (opts.signal?.aborted) throw new MpqError('MPQ_ABORTED', 'aborted');
+    throwIfAborted(opts.signal, 'the rounding');
     const token = new n.CancelToken();
     const onAbort = () => token.cancel();
     opts.signal?.addEventListener('abort', onAbort, { once: true });

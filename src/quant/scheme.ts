@@ -6,8 +6,9 @@
 export const f32 = Math.fround;
 
 export function roundHalfEven(x: number): number {
+  // Math.round sends ties up (towards +inf): a tie is exactly when it moved x up by 0.5
   const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 /** Integer range of a quantizer. Weights: signed narrow range; activations: unsigned. */

@@ -83,7 +83,7 @@ ${frontSvg(r)}
 <table><tr><th>group</th><th>activation</th><th>ops</th><th>weights</th><th>sensitivity: output SQNR (dB) with only this group quantized</th><th>selected</th></tr>
 ${rows}</table>
 <h2>Verification in onnxruntime-node</h2>
-${res.verification ? `<pre>${esc(describeVerification(res.verification).join('\n'))}</pre>` : '<p>not run</p>'}
+${res.verification ? `<pre>${esc(describeVerification(res.verification).join('\n'))}</pre>` : `<p>${esc(res.verification_skipped ?? 'not run')}</p>`}
 <h2>Run</h2>
 <p>Phase 1: ${res.phase1.computed} computed, ${res.phase1.reused} reused of ${res.phase1.total}. Seconds: ${esc(JSON.stringify(res.seconds))}.</p>
 </body></html>
@@ -100,7 +100,7 @@ export function renderSummary(r: ReportInput): string {
     `- metric: ${res.metric}; float: ${fmt(res.float_metric, 4)}`,
     `- selected: point ${res.selected.index}, rel_bops ${fmt(res.selected.rel_bops)}, ${(res.selected.size_bytes / 1e6).toFixed(3)} MB, ${res.metric} ${fmt(res.selected.metric, 4)} (target ${JSON.stringify(res.options.target)} ${res.selected.meets_target ? 'met' : 'NOT met'})`,
     `- phase 1: ${res.phase1.computed} computed, ${res.phase1.reused} reused, ${res.phase1.total} total`,
-    ...(res.verification ? ['- ' + describeVerification(res.verification).join('\n  ').trimStart()] : ['- onnxruntime verification: not run']),
+    ...(res.verification ? ['- ' + describeVerification(res.verification).join('\n  ').trimStart()] : [`- onnxruntime verification: ${res.verification_skipped ?? 'not run'}`]),
     ...(res.verification?.advice ? [`- **WARNING**: ${res.verification.advice}`] : []),
     `- seconds: ${Object.entries(res.seconds).map(([k, v]) => `${k} ${v}`).join(', ')}`,
     '',

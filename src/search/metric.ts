@@ -36,7 +36,7 @@ export async function makeMetric(
   float: Model,
   data: EvalData,
   shapes: Record<string, number[]>,
-  opts: { custom?: EvaluateFn; task?: string },
+  opts: { custom?: EvaluateFn; task?: string; signal?: AbortSignal },
 ): Promise<Metric> {
   if (opts.custom) {
     const f = opts.custom;
@@ -70,7 +70,7 @@ export async function makeMetric(
   let ref: Record<string, Tensor>[] | null = [];
   let refBytes = 0;
   for await (const b of data.batches()) {
-    const r = await float.run(b.inputs);
+    const r = await float.run(b.inputs, { signal: opts.signal });
     if (classifier) refTop.push(argmaxRows(r[out0]));
     else if (ref) {
       refBytes += Object.values(r).reduce((a, t) => a + t.data.byteLength, 0);

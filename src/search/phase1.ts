@@ -6,7 +6,7 @@
  * chunks so that memory holds one batch of float activations at a time, and each finished
  * result goes to the cache at once.
  */
-import { MpqError } from '../errors';
+import { MpqError, throwIfAborted } from '../errors';
 import { Model, RunOptions, Tensor } from '../model';
 import { Batches } from '../quant/calibrate';
 import { Encodings } from '../quant/encodings';
@@ -37,12 +37,15 @@ function groupEncodings(all: Encodings, grp: Group): Encodings {
   return { weights, activations };
 }
 
+/** Lets timers and I/O callbacks run between synchronous pieces of work. */
+export const yieldToLoop = () => new Promise<void>((r) => setImmediate(r));
+
 export async function runPhase1(
   cal: Calibrated,
   groups: Group[],
   batches: Batches,
   cache: SensitivityCache,
-  opts: RunOptions & { chunk?: number; onProgress?: (p: Phase1Progress) => void } = {},
+  opts: RunOptions & { chunk?: number; onProgress?: (p: Phase1Progress) => void; samples?: number } = {},
 ): Promise<Phase1Entry[]> {
   const model = cal.model;
   const spec = model.specialize(cal.shapes);
@@ -76,8 +79,15 @@ export async function runPhase1(
       return configOf(groups, choice);
     });
     // score each candidate with the weights it would really export (data-aware rounding)
-    for (const cfg of configs) await prepareWeights(cal, cfg);
-    const chunk = slice.map((w, wi) => {
+    for (const cfg of configs) await prepareWeights(cal, cfg, opts);
+    // each entry's graphs are built in JS: give the event loop a turn between entries
+    const chunk: Awaited<ReturnType<typeof prepare>>[] = [];
+    for (let wi = 0; wi < slice.length; wi++) {
+      await yieldToLoop();
+      throwIfAborted(opts.signal, 'the search');
+      chunk.push(prepare(slice[wi], wi));
+    }
+    function prepare(w: (typeof slice)[number], wi: number) {
       const enc = groupEncodings(encodingsFor(cal, configs[wi]), w.group);
       const gq = buildQdqGraph(model.graph, enc);
       const seeds = new Set(gq.nodes.filter((n) => /_(Quantize|Dequantize)Linear$/.test(n.name) && !model.graph.nodes.some((m) => m.name === n.name)).map((n) => n.name));
@@ -97,10 +107,18 @@ export async function runPhase1(
       const first = subFor(cal.shapes);
       const powers: Record<string, [number, number]> = Object.fromEntries(outputs.map((o) => [o, [0, 0] as [number, number]]));
       return { ...w, ds: first.ds, subFor, powers };
-    });
+    }
     const want = [...new Set([...chunk.flatMap((w) => w.ds.frontier), ...outputs])];
+    // progress within a chunk (with `samples`): done grows by the chunk's share of samples seen,
+    // so that it moves after every entry and batch, not only when a chunk of entries completes
+    let seen = 0;
+    const partial = (n: number, entries: number) => {
+      if (!opts.samples) return;
+      const f = Math.min(1, (seen + (n * entries) / chunk.length) / opts.samples);
+      opts.onProgress?.({ done: +(results.length + f * chunk.length).toFixed(2), total, reused });
+    };
     for await (const b of batches()) {
-      if (opts.signal?.aborted) throw new MpqError('MPQ_ABORTED', 'the search was aborted');
+      throwIfAborted(opts.signal, 'the search');
       const shapes = Object.fromEntries(model.inputNames.map((n) => [n, b[n].shape]));
       const c = model.compile(shapes, want);
       const ids = want.map((v) => {
@@ -111,7 +129,9 @@ export async function runPhase1(
       const isInput = (v: string) => model.inputNames.includes(v);
       const vals = await model.exec(c, model.inputNames.map((n) => b[n]), opts, ids);
       const float = new Map<string, Tensor>(want.map((v, i) => [v, isInput(v) ? b[v] : vals[i]]));
-      for (const w of chunk) {
+      const bn = b[model.inputNames[0]].shape[0] ?? 1;
+      for (const [ei, w] of chunk.entries()) {
+        if (ei > 0) partial(bn, ei);
         for (const o of outputs) {
           const y = float.get(o)!.data;
           let s = 0;
@@ -129,6 +149,7 @@ export async function runPhase1(
           w.powers[o][1] += n;
         }
       }
+      seen += bn;
     }
     for (const w of chunk) {
       const sqnr = Math.min(200, sqnrOf(w.powers));

@@ -4,15 +4,16 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { MpqError } from '../errors';
-import { argmaxRows, SqnrMeter } from '../eval/metrics';
+import { DataSourceOptions } from '../data/source';
+import { MpqError, throwIfAborted, untilAborted } from '../errors';
 import { Verification, verifyExport, VERIFY_SAMPLES } from '../eval/verify';
 import { OutputDir } from '../fsutil';
 import { Model, RunOptions } from '../model';
+import { hasOrt, ORT_INSTALL } from '../ort';
 import { loadProfile, Profile, candKey, Candidate } from '../profiles/profile';
 import { Batches } from '../quant/calibrate';
 import { encodingsToJson } from '../quant/encodings';
-import { calibrate, exportQdq, quantize, QuantizeOptions } from '../quant/quantize';
+import { calibrate, DEFAULT_RANGES, DEFAULT_ROUNDING, exportQdq, quantize, QuantizeOptions } from '../quant/quantize';
 import { renderReport, renderSummary } from '../report/html';
 import { hashOf, SensitivityCache } from './cache';
 import { CostModel } from './cost';
@@ -20,6 +21,8 @@ import { buildGroups, configOf, Group } from './groups';
 import { EvalData, EvaluateFn, makeMetric, MetricName } from './metric';
 import { buildFront, FrontOrder, FrontPoint, frontQuality } from './pareto';
 import { runPhase1 } from './phase1';
+import { CalibrationInput, ModelInput, resolveCalibration, resolveModel } from './inputs';
+import { OnProgress, progressReporter } from './progress';
 
 export interface SearchTarget {
   /** Largest allowed drop of the metric from float (top-1 fraction, or dB for SQNR). */
@@ -30,13 +33,20 @@ export interface SearchTarget {
   maxSizeMb?: number;
 }
 
-export type Phase = 'calibration' | 'phase1' | 'phase3' | 'export';
+export type { Phase, Progress } from './progress';
 
 export interface SearchOptions extends QuantizeOptions {
-  /** ONNX model file. */
-  model: string;
-  /** Calibration batches (re-iterable) and a fingerprint of the data for the cache key. */
-  calib: { batches: Batches; fingerprint: string; count: number };
+  /** The model: an ONNX file path, ONNX bytes, or a loaded {@link Model}. */
+  model: ModelInput;
+  /**
+   * Calibration data: a data path (`.npy`, folder, `NAME=PATH,...`; images with `data.preset`
+   * or `data.preprocess`), one batch or an array of batches, or `{ batches, fingerprint?, count? }`.
+   */
+  calibration?: CalibrationInput;
+  /** The same as `calibration` in its `{ batches, fingerprint, count }` form (the older name). */
+  calib?: { batches: Batches; fingerprint: string; count: number };
+  /** How a calibration path is read (preset, preprocessing, selection, batch size). */
+  data?: DataSourceOptions;
   /** Built-in profile name or profile file (default 'default'), or a profile object. */
   profile?: string | Profile;
   target: SearchTarget;
@@ -49,7 +59,8 @@ export interface SearchOptions extends QuantizeOptions {
   order?: FrontOrder | 'auto';
   /** Output folder. */
   out: string;
-  onProgress?: (phase: Phase, done: number, total: number) => void;
+  /** Progress, in every phase: `{ phase, done, total, etaSeconds }`. */
+  onProgress?: OnProgress;
   /** Extra fields recorded in run.json (for example the command line). */
   record?: Record<string, unknown>;
 }
@@ -82,14 +93,34 @@ export interface SearchResult {
    * the latter is faithful.
    */
   verification?: Verification;
+  /** Why {@link SearchResult.verification} is absent (onnxruntime-node is not installed). */
+  verification_skipped?: string;
 }
 
 function pkgVersion(): string {
   return require('../../../package.json').version;
 }
 
+/** Calibration batches that report the samples that went through them. */
+function counted(batches: Batches, tick: (samples: number) => void): Batches {
+  return async function* () {
+    for await (const b of batches()) {
+      yield b;
+      tick(Object.values(b)[0]?.shape[0] ?? 0);
+    }
+  };
+}
+
+/**
+ * The mixed-precision search: calibrate, measure each quantizer group's sensitivity (phase 1,
+ * cached in `out/cache`), build the Pareto front (phase 2), select the configuration that
+ * meets `target` with real evaluations (phase 3), export it and write the report. Every
+ * phase reports progress through `onProgress`; `signal` aborts at any point: the promise
+ * rejects with an AbortError (code MPQ_ABORTED) and nothing more is written to `out`.
+ */
 export async function search(o: SearchOptions): Promise<SearchResult> {
   const t0 = Date.now();
+  const check = () => throwIfAborted(o.signal, 'the search');
   const seconds: Record<string, number> = {};
   const lap = (k: string, since: number) => (seconds[k] = +((Date.now() - since) / 1000).toFixed(2));
   const { target } = o;
@@ -97,6 +128,7 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
   if (nTargets !== 1) throw new MpqError('MPQ_BAD_INPUT', 'give exactly one target: --max-drop, --max-bops or --max-size');
   const profile = typeof o.profile === 'object' ? o.profile : loadProfile(o.profile ?? 'default');
   const opt: RunOptions = { signal: o.signal };
+  check();
   // all files or none: written into a staging folder, put in place at once at the end
   // (cache/ is written in place, line by line, so that a killed run resumes)
   const out = OutputDir.open(o.out);
@@ -115,18 +147,36 @@ async function searchInto(
   { t0, seconds, lap, opt, profile }: { t0: number; seconds: Record<string, number>; lap: (k: string, since: number) => void; opt: RunOptions; profile: Profile },
 ): Promise<SearchResult> {
   const { target } = o;
+  const progress = progressReporter(o.onProgress);
+  const check = () => throwIfAborted(o.signal, 'the search');
 
-  // calibration
+  // the model, decoded off the JS thread
   let t = Date.now();
-  o.onProgress?.('calibration', 0, 1);
-  const model = Model.fromFile(o.model);
+  progress('load', 0, 1);
+  const { model, hash: modelHash, file: modelFile } = await resolveModel(o.model, opt);
+  if (!o.calibration && !o.calib) throw new MpqError('MPQ_BAD_INPUT', 'give the calibration data (calibration: a data path, batches, or { batches })');
+  const calibData = await resolveCalibration(o.calibration ?? o.calib!, model, o.data);
+  progress('load', 1, 1);
+  lap('load', t);
+  check();
+
+  // calibration: passes over the data (first batch, min/max, histograms for MSE ranges, layer
+  // statistics for data-aware rounding), reported in samples
+  t = Date.now();
+  const passes = 1 + ((o.actRange ?? DEFAULT_RANGES.act) === 'mse' ? 1 : 0) + ((o.rounding ?? DEFAULT_ROUNDING) === 'nearest' ? 0 : 1);
+  const calTotal = calibData.count * passes + Math.min(calibData.count, 1);
+  let calDone = 0;
+  progress('calibration', 0, calTotal);
+  const calBatches = counted(calibData.batches, (n) => progress('calibration', Math.min((calDone += n), calTotal), calTotal));
   // Data-aware rounding per layer and bit-width (cached) unless sequential rounding is asked
   // for: sequential rounding depends on the whole configuration (a pass over the calibration
   // data per evaluated point), while phase 1, the evaluations and the export must all use the
   // weights that are exported, so that the measured metric is the exported model's.
-  const cal = await calibrate(model, o.calib.batches, { ...o, scheme: profile.scheme, roundingOptions: { ...o.roundingOptions, sequential: o.roundingOptions?.sequential ?? false } });
-  o.onProgress?.('calibration', 1, 1);
+  const cal = await calibrate(model, calBatches, { ...o, scheme: profile.scheme, roundingOptions: { ...o.roundingOptions, sequential: o.roundingOptions?.sequential ?? false } });
+  cal.batches = calibData.batches;
+  progress('calibration', calTotal, calTotal);
   lap('calibration', t);
+  check();
 
   const spec = model.specialize(cal.shapes);
   const groups = buildGroups(model.graph, cal.placement, profile);
@@ -134,7 +184,6 @@ async function searchInto(
 
   // phase 1
   t = Date.now();
-  const modelHash = hashOf(fs.readFileSync(o.model));
   // everything that determines the encodings phase 1 measures: ranges, rounding (method and
   // options, with the sequential default of the search), the profile (scheme, candidates) and
   // the data; a rerun with other settings into the same --out recomputes instead of reusing
@@ -143,21 +192,23 @@ async function searchInto(
     actRange: cal.actRange,
     rounding: cal.rounding,
     roundingOptions: { ...o.roundingOptions, sequential: o.roundingOptions?.sequential ?? false },
-    samples: o.calib.count,
+    samples: calibData.count,
   };
-  const key = hashOf(modelHash, JSON.stringify(profile), o.calib.fingerprint, JSON.stringify(options));
+  const key = hashOf(modelHash, JSON.stringify(profile), calibData.fingerprint, JSON.stringify(options));
   const cache = new SensitivityCache(path.join(o.out, 'cache', 'sensitivity.jsonl'), key);
   let entries;
   try {
-    entries = await runPhase1(cal, groups, o.calib.batches, cache, {
+    entries = await runPhase1(cal, groups, calibData.batches, cache, {
       signal: o.signal,
-      onProgress: (p) => o.onProgress?.('phase1', p.done, p.total),
+      samples: calibData.count,
+      onProgress: (p) => progress('phase1', p.done, p.total),
     });
   } finally {
     cache.close();
   }
   const reused = entries.filter((e) => e.cached).length;
   lap('phase1', t);
+  check();
 
   // phase 2
   t = Date.now();
@@ -171,33 +222,36 @@ async function searchInto(
   const evalData: EvalData = o.eval ?? {
     batches: async function* () {
       let i = 0;
-      for await (const b of o.calib.batches()) {
+      for await (const b of calibData.batches()) {
         const n = b[model.inputNames[0]].shape[0];
         yield { inputs: b, names: Array.from({ length: n }, (_, k) => String(i + k)), indices: Array.from({ length: n }, (_, k) => i + k) };
         i += n;
       }
     },
   };
-  const metric = await makeMetric(model, evalData, cal.shapes, { custom: o.evaluate, task: o.task });
-  const floatMetric = await metric.measure(model, opt);
+  const metric = await makeMetric(model, evalData, cal.shapes, { custom: o.evaluate, task: o.task, signal: o.signal });
+  // evaluations so far of the number phase 3 will make (the selection's, then the homogeneous ones)
+  let evals = 0;
+  const homogeneousCands = profile.candidates.filter((c) => groups.every((g) => g.candidates.some((x) => candKey(x) === candKey(c))));
+  const plannedEvals = () => evals + 1 + homogeneousCands.length;
+  progress('phase3', 0, plannedEvals());
+  const floatMetric = await untilAborted(metric.measure(model, opt), o.signal);
   const simCache = new Map<string, number>();
   const evaluate = async (choice: Candidate[]): Promise<number> => {
     const k = choice.map(candKey).join(',');
     let v = simCache.get(k);
     if (v === undefined) {
-      const q = await quantize(cal, configOf(groups, choice));
-      v = await metric.measure(Model.fromGraph(q.graph), opt);
+      check();
+      const q = await quantize(cal, configOf(groups, choice), opt);
+      v = await untilAborted(metric.measure(Model.fromGraph(q.graph), opt), o.signal);
       simCache.set(k, v);
+      evals++;
+      progress('phase3', evals, plannedEvals());
     }
     return v;
   };
-  let evals = 0;
   const evalPoint = async (p: FrontPoint) => {
-    if (p.measured === null) {
-      p.measured = await evaluate(p.choice);
-      evals++;
-      o.onProgress?.('phase3', evals, evals + 1);
-    }
+    if (p.measured === null) p.measured = await evaluate(p.choice);
     return p.measured;
   };
 
@@ -231,17 +285,34 @@ async function searchInto(
 
   // homogeneous configurations, evaluated beside the mixed ones
   const homogeneous: EvaluatedPoint[] = [];
-  for (const c of profile.candidates) {
-    if (!groups.every((g) => g.candidates.some((x) => candKey(x) === candKey(c)))) continue;
+  for (const c of homogeneousCands) {
     const choice = groups.map(() => c);
     homogeneous.push({ name: candKey(c), rel_bops: cost.relBops(choice), size_bytes: cost.sizeBytes(choice), metric: await evaluate(choice) });
   }
+  progress('phase3', evals, evals);
   lap('phase3', t);
+  check();
 
-  // export
+  // export, then the export run in onnxruntime against the simulation (before anything is
+  // written, so that an abort during either leaves nothing behind)
   t = Date.now();
-  const q = await quantize(cal, configOf(groups, selected.choice));
+  progress('export', 0, 1);
+  const q = await quantize(cal, configOf(groups, selected.choice), opt);
   const bytes = exportQdq(q, cal);
+  progress('export', 1, 1);
+  lap('export', t);
+  t = Date.now();
+  let verification: SearchResult['verification'];
+  if (hasOrt()) {
+    // the export run in onnxruntime both ways (before any file is written: a model
+    // onnxruntime cannot load leaves no output)
+    progress('verify', 0, 1);
+    verification = await verifyExport(bytes, Model.fromGraph(q.graph), calibData.batches(), { limit: VERIFY_SAMPLES, profile: profile.name, signal: o.signal });
+    progress('verify', 1, 1);
+  }
+  lap('verify', t);
+  check();
+  t = Date.now();
   const files = {
     model: path.join(o.out, 'model.qdq.onnx'),
     encodings: path.join(o.out, 'encodings.json'),
@@ -277,7 +348,7 @@ async function searchInto(
     tool: 'onnx-mpq',
     version: pkgVersion(),
     versions: { node: process.version, 'onnx-mpq': pkgVersion() },
-    options: { model: path.resolve(o.model), profile: profile.name, target, order, weightRange: cal.weightRange, actRange: cal.actRange, calib_samples: o.calib.count, ...(o.record ?? {}) },
+    options: { model: modelFile ?? null, profile: profile.name, target, order, weightRange: cal.weightRange, actRange: cal.actRange, calib_samples: calibData.count, ...(o.record ?? {}) },
     seconds,
     phase1: { computed: entries.length - reused, reused, total: entries.length },
     groups: groups.length,
@@ -287,20 +358,15 @@ async function searchInto(
     selected: { index: selected.index, rel_bops: +selected.rel_bops.toFixed(6), size_bytes: selected.size_bytes, metric: selected.measured!, meets_target: meets },
     homogeneous,
     files,
+    ...(verification ? { verification } : { verification_skipped: `onnxruntime-node is not installed: ${ORT_INSTALL}` }),
   };
-  // the export run in onnxruntime both ways (before any file is written: a model onnxruntime cannot load leaves no output)
-  const tv = Date.now();
-  const verification = await verifyExport(bytes, Model.fromGraph(q.graph), o.calib.batches(), { limit: VERIFY_SAMPLES, profile: profile.name });
-  lap('verify', tv);
-  t += Date.now() - tv;
   out.write('encodings.json', JSON.stringify(encodingsToJson(q.encodings), null, 1));
   out.write('config.json', JSON.stringify({ default: 'W8A8', weights: config.weights, activations: config.activations }, null, 2));
   out.write('pareto.json', JSON.stringify({ order, metric: metric.name, float_metric: floatMetric, points: front.map(pointJson), other_order: { order: order === 'sqnr' ? 'efficiency' : 'sqnr', points: fronts[order === 'sqnr' ? 'efficiency' : 'sqnr'].map(pointJson) } }, null, 1));
   out.write('sensitivity.json', JSON.stringify({ groups: sensitivity }, null, 1));
-  out.write('quantize.json', JSON.stringify({ tool: 'onnx-mpq', model: path.resolve(o.model), profile: profile.name, calib: o.record?.calib ?? {}, config: 'mixed', files }, null, 2));
+  out.write('quantize.json', JSON.stringify({ tool: 'onnx-mpq', model: modelFile ?? null, profile: profile.name, calib: o.record?.calib ?? {}, config: 'mixed', files }, null, 2));
   out.write('model.qdq.onnx', bytes);
   lap('export', t);
-  result.verification = verification;
   seconds.total = +((Date.now() - t0) / 1000).toFixed(2);
   const sens: Record<number, Record<string, number>> = {};
   for (const e of entries) (sens[e.group] ??= {})[candKey(e.candidate)] = e.sqnr_db;

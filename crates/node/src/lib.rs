@@ -341,3 +341,63 @@ pub fn set_threads(n: u32) -> bool {
 pub fn num_threads() -> u32 {
     rayon::current_num_threads() as u32
 }
+
+/// Checks a weight-scale request; the core asserts the same (a panic would become MPQ_INTERNAL).
+fn scales_args(len: usize, shape: &[u32], axis: u32, bits: u32, method: &str) -> Result<(Vec<usize>, bool)> {
+    let shape = shape_usize(shape);
+    let n: usize = shape.iter().product();
+    let bad = |m: String| Error::new(Status::InvalidArg, format!("MPQ_BAD_INPUT: {m}"));
+    if n != len {
+        return Err(bad(format!("weight of shape {shape:?} needs {n} values, got {len}")));
+    }
+    if axis as usize >= shape.len() {
+        return Err(bad(format!("channel axis {axis} out of range for a weight of rank {}", shape.len())));
+    }
+    if !(2..=16).contains(&bits) {
+        return Err(bad(format!("weight bit-width must be 2..16, got {bits}")));
+    }
+    match method {
+        "mse" => Ok((shape, true)),
+        "minmax" => Ok((shape, false)),
+        m => Err(bad(format!("weight range method must be 'minmax' or 'mse', got '{m}'"))),
+    }
+}
+
+pub struct WeightScalesTask {
+    data: Vec<f32>,
+    shape: Vec<usize>,
+    axis: usize,
+    bits: u32,
+    mse: bool,
+}
+
+#[napi]
+impl Task for WeightScalesTask {
+    type Output = Vec<f32>;
+    type JsValue = Float32Array;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let data = std::mem::take(&mut self.data);
+        let (shape, axis, bits, mse) = (self.shape.clone(), self.axis, self.bits, self.mse);
+        catch_panics(move || Ok(mpq_core::ranges::weight_scales(&data, &shape, axis, bits, mse)))
+    }
+
+    fn resolve(&mut self, _env: Env, v: Self::Output) -> Result<Self::JsValue> {
+        Ok(Float32Array::new(v))
+    }
+}
+
+/// Per-output-channel symmetric scales of a weight (`method`: "minmax" or "mse", see
+/// `mpq_core::ranges`), computed off the JS thread.
+#[napi]
+pub fn weight_scales(data: Float32Array, shape: Vec<u32>, axis: u32, bits: u32, method: String) -> Result<AsyncTask<WeightScalesTask>> {
+    let (shape, mse) = scales_args(data.len(), &shape, axis, bits, &method)?;
+    Ok(AsyncTask::new(WeightScalesTask { data: data.to_vec(), shape, axis: axis as usize, bits, mse }))
+}
+
+/// The same as `weightScales`, on the calling thread (for callers that cannot wait).
+#[napi]
+pub fn weight_scales_sync(data: Float32Array, shape: Vec<u32>, axis: u32, bits: u32, method: String) -> Result<Float32Array> {
+    let (shape, mse) = scales_args(data.len(), &shape, axis, bits, &method)?;
+    catch_panics(|| Ok(Float32Array::new(mpq_core::ranges::weight_scales(&data, &shape, axis as usize, bits, mse))))
+}

@@ -350,11 +350,16 @@ export const NN: Record<string, OpDef> = {
       const axis = qdqAxis(c);
       const inner = x.shape.slice(axis + 1).reduce((a, b) => a * b, 1);
       const ch = s.data.length > 1 ? x.shape[axis] : 1;
-      const vals = Array.from(x.data, (q, i) => {
-        const k = ch > 1 ? Math.floor(i / inner) % ch : 0;
-        return (Number(q) - Number(z ? z.data[k] : 0)) * s.data[k];
-      });
-      return [makeConst('float', outs[0].shape, vals)];
+      // typed arrays and a loop per channel run: this folds every weight of a QDQ graph (millions
+      // of values) on the JS thread, so it must stay cheap
+      const vals = new Float32Array(x.data.length);
+      const q = x.data, sd = s.data, zd = z?.data;
+      for (let start = 0, k = 0; start < q.length; start += inner, k = ch > 1 ? (k + 1) % ch : 0) {
+        const sk = sd[k], zk = zd ? zd[k] : 0;
+        const end = Math.min(q.length, start + inner);
+        for (let i = start; i < end; i++) vals[i] = (q[i] - zk) * sk;
+      }
+      return [{ dtype: 'float', shape: outs[0].shape, data: vals, onnxType: 1 }];
     },
     lower: (c) => ({ inputs: c.has(2) ? [0, 1, 2] : [0, 1], attrs: { axis: qdqAxis(c) } }),
   },

@@ -42,7 +42,10 @@ export function foldBatchNorm(g: Graph): Graph {
     for (let i = 0; i < m; i++) s[i] = f(gamma.data[i] / f(Math.sqrt(f(vr.data[i] + eps))));
     const wd = new Float32Array(w.data.length);
     const inner = w.shape.slice(axis + 1).reduce((a, c) => a * c, 1);
-    for (let i = 0; i < wd.length; i++) wd[i] = w.data[i] * s[Math.floor(i / inner) % m];
+    for (let start = 0, k = 0; start < wd.length; start += inner, k = (k + 1) % m) {
+      const sk = s[k], end = Math.min(wd.length, start + inner);
+      for (let i = start; i < end; i++) wd[i] = w.data[i] * sk;
+    }
     const bd = new Float32Array(m);
     for (let i = 0; i < m; i++) bd[i] = f(f(f((b ? b.data[i] : 0) - mean.data[i]) * s[i]) + beta.data[i]);
     const wName = `${p.inputs[1]}::bnfold`;
