@@ -7,7 +7,7 @@ import test from 'ava';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { onnx } from 'onnx-proto';
+import { onnx } from '../src/onnx/proto/onnx';
 import { inspectModel, Model, MpqError, openDataSource, setLimits } from '../index';
 import { encodeNpy } from '../src/npy';
 import { OutputDir } from '../src/fsutil';

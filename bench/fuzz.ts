@@ -13,7 +13,7 @@ import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { onnx } from 'onnx-proto';
+import { onnx } from '../src/onnx/proto/onnx';
 import { encodeNpy } from '../src/npy';
 import { hostileModels, mutate, Rng, seedModels } from './mutate';
 

@@ -5,7 +5,7 @@
  * and op types, plus raw byte flips and truncation. Used by the CI fuzz test
  * (__test__/fuzz.test.ts) and the longer run in bench/fuzz.ts.
  */
-import { onnx } from 'onnx-proto';
+import { onnx } from '../src/onnx/proto/onnx';
 
 /** xorshift32: the same seed gives the same mutations on every machine. */
 export class Rng {
