@@ -20,22 +20,25 @@ const rnd = (dims: number[], seed: number) => ({ dims, values: Array.from(random
 
 /** x -> Conv(w1) -> Relu -> r1 -> Conv(w2) -> c2 ; r1 also -> Conv(w3) -> c3 ; Add(c2, c3) -> Softmax -> y */
 function twoBranchModel(): Model {
-  return Model.fromBytes(
-    tinyModel({
-      inputs: { x: [1, 3, 8, 8] },
-      outputs: { y: null },
-      inits: { w1: rnd([4, 3, 3, 3], 1), w2: rnd([4, 4, 1, 1], 2), w3: rnd([4, 4, 1, 1], 3) },
-      nodes: [
-        { op: 'Conv', inputs: ['x', 'w1'], outputs: ['c1'], attrs: { pads: [1, 1, 1, 1] } },
-        { op: 'Relu', inputs: ['c1'], outputs: ['r1'] },
-        { op: 'Conv', inputs: ['r1', 'w2'], outputs: ['c2'] },
-        { op: 'Conv', inputs: ['r1', 'w3'], outputs: ['c3'] },
-        { op: 'Add', inputs: ['c2', 'c3'], outputs: ['s'] },
-        { op: 'Flatten', inputs: ['s'], outputs: ['f'] },
-        { op: 'Softmax', inputs: ['f'], outputs: ['y'] },
-      ],
-    }),
-  );
+  return Model.fromBytes(twoBranchBytes());
+}
+
+/** The ONNX bytes of {@link twoBranchModel}, with batch dimension `batch`. */
+function twoBranchBytes(batch: number | string = 1): Uint8Array {
+  return tinyModel({
+    inputs: { x: [batch, 3, 8, 8] },
+    outputs: { y: null },
+    inits: { w1: rnd([4, 3, 3, 3], 1), w2: rnd([4, 4, 1, 1], 2), w3: rnd([4, 4, 1, 1], 3) },
+    nodes: [
+      { op: 'Conv', inputs: ['x', 'w1'], outputs: ['c1'], attrs: { pads: [1, 1, 1, 1] } },
+      { op: 'Relu', inputs: ['c1'], outputs: ['r1'] },
+      { op: 'Conv', inputs: ['r1', 'w2'], outputs: ['c2'] },
+      { op: 'Conv', inputs: ['r1', 'w3'], outputs: ['c3'] },
+      { op: 'Add', inputs: ['c2', 'c3'], outputs: ['s'] },
+      { op: 'Flatten', inputs: ['s'], outputs: ['f'] },
+      { op: 'Softmax', inputs: ['f'], outputs: ['y'] },
+    ],
+  });
 }
 
 function setup(profile: Profile = loadProfile('default')) {
@@ -201,22 +204,7 @@ test('cost: a latency table and conversion costs from the profile change the ran
 test('phase-1 cache key covers the rounding: changing --rounding recomputes, the same options reuse', async (t) => {
   const dir = tmp();
   const file = path.join(dir, 'm.onnx');
-  fs.writeFileSync(
-    file,
-    tinyModel({
-      inputs: { x: ['N', 3, 8, 8] },
-      outputs: { y: null },
-      inits: { w1: rnd([4, 3, 3, 3], 1), w2: rnd([4, 4, 1, 1], 2), w3: rnd([4, 4, 1, 1], 3) },
-      nodes: [
-        { op: 'Conv', inputs: ['x', 'w1'], outputs: ['c1'], attrs: { pads: [1, 1, 1, 1] } },
-        { op: 'Relu', inputs: ['c1'], outputs: ['r1'] },
-        { op: 'Conv', inputs: ['r1', 'w2'], outputs: ['c2'] },
-        { op: 'Conv', inputs: ['r1', 'w3'], outputs: ['c3'] },
-        { op: 'Add', inputs: ['c2', 'c3'], outputs: ['s'] },
-        { op: 'Flatten', inputs: ['s'], outputs: ['y'] },
-      ],
-    }),
-  );
+  fs.writeFileSync(file, twoBranchBytes('N'));
   const x = { x: { shape: [16, 3, 8, 8], data: randomData(16 * 3 * 64, 9) } };
   const calib = { batches: async function* () { yield x; }, fingerprint: 'fixed-16', count: 16 };
   const out = path.join(dir, 'out');
