@@ -142,16 +142,23 @@ impl Executor {
             let mut fused = None;
             let mut outputs = node.outputs.clone();
             let mut name = node.name.clone();
+            // the one node that reads value `o`, as its first input, when `o` may be fused away
+            let sole_reader = |o: usize| -> Option<usize> {
+                if opts.no_fusion || protected.contains(&o) || consumers[o].len() != 1 {
+                    return None;
+                }
+                let j = consumers[o][0];
+                (plan.nodes[j].inputs.first().copied().flatten() == Some(o)).then_some(j)
+            };
             let mut post = None;
-            if node.op == "Conv" && !opts.no_fusion && node.outputs.len() == 1 {
+            if node.op == "Conv" && node.outputs.len() == 1 {
                 // Conv + BatchNormalization with constant parameters: the BN's affine in the
                 // Conv's epilogue, in the unfused op's arithmetic (onnxruntime with graph
                 // optimizations off runs them apart; its optimizer folds them, see CONV.md)
                 let o = node.outputs[0];
-                if !protected.contains(&o) && consumers[o].len() == 1 {
-                    let j = consumers[o][0];
+                if let Some(j) = sole_reader(o) {
                     let next = &plan.nodes[j];
-                    if next.op == "BatchNormalization" && next.outputs.len() == 1 && next.inputs.first().copied().flatten() == Some(o) {
+                    if next.op == "BatchNormalization" && next.outputs.len() == 1 {
                         if let Some(ab) = bn_affine(next, &consts, plan.values[o].shape.get(1).copied()) {
                             post = Some(Arc::new(ab));
                             fused_away[j] = true;
@@ -161,18 +168,14 @@ impl Executor {
                     }
                 }
             }
-            if r.fuses_activation && !opts.no_fusion && outputs.len() == 1 {
-                let o = outputs[0];
-                if !protected.contains(&o) && consumers[o].len() == 1 {
-                    let j = consumers[o][0];
+            if r.fuses_activation && outputs.len() == 1 {
+                if let Some(j) = sole_reader(outputs[0]) {
                     let next = &plan.nodes[j];
-                    if next.inputs.first().copied().flatten() == Some(o) {
-                        if let Some(act) = as_activation(next, &consts) {
-                            fused = Some(act);
-                            fused_away[j] = true;
-                            outputs = next.outputs.clone();
-                            name = format!("{}+{}", name, next.name);
-                        }
+                    if let Some(act) = as_activation(next, &consts) {
+                        fused = Some(act);
+                        fused_away[j] = true;
+                        outputs = next.outputs.clone();
+                        name = format!("{}+{}", name, next.name);
                     }
                 }
             }
