@@ -62,7 +62,7 @@ function runMpq(args: string[]): Promise<Outcome> {
       killed = 'hang';
       child.kill('SIGKILL');
     }, TIMEOUT_S * 1000);
-    child.on('exit', (code, signal) => {
+    child.on('close', (code, signal) => {
       clearInterval(poll);
       clearTimeout(timer);
       const last = stderr.trim().split('\n').pop() ?? '';

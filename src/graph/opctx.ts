@@ -69,12 +69,16 @@ export class OpCtx {
   }
   /** The integer values of constant input `i` (shape-like inputs), or a clear error. */
   ints(i: number, what: string): number[] {
+    const vals = this.floats(i, what);
+    const bad = vals.findIndex((x) => !Number.isInteger(x));
+    if (bad >= 0) this.fail(`${what} (input ${i}) must hold integers, but element ${bad} is ${vals[bad]} (of ${vals.length} values${vals.length > 8 ? `: ${vals.slice(0, 8).join(',')},...` : ''})`);
+    return vals;
+  }
+  /** The values of constant input `i`, or a clear error. */
+  floats(i: number, what: string): number[] {
     const v = this.constOf(i);
     if (!v) this.fail(`${what} (input ${i}) must be a constant or computable from shapes; data-dependent ${what} is not supported`);
     return Array.from(v.data, (x) => Number(x));
-  }
-  floats(i: number, what: string): number[] {
-    return this.ints(i, what);
   }
   attr(name: string): AttrValue {
     return this.node.attrs[name];
