@@ -14,7 +14,7 @@ import { loadProfile, Profile } from '../profiles/profile';
 import { buildGroups, checkConfigAllowed } from '../search/groups';
 import { DataFlags, openData } from './data-options';
 import { countedPasses, phaseProgress } from './progress';
-import { absoluteDataSpec, calibFlags, CalibRecord } from './verify';
+import { calibFlags, calibRecord } from './verify';
 
 export interface QuantizeFlags extends DataFlags {
   calib: string;
@@ -78,7 +78,7 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
   const tExp = Date.now();
   // the export run in onnxruntime both ways, on the samples `mpq verify DIR` uses by default
   // (before any file is written: a model onnxruntime cannot load leaves no output)
-  const calib: CalibRecord = { spec: absoluteDataSpec(f.calib), samples: data.count, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit, offset: f.offset, skipBadSamples: f.skipBadSamples || undefined };
+  const calib = calibRecord(f.calib, f, data.count);
   const vdata = await openData(calib.spec, model, calibFlags(calib));
   const verification = await verifyExport(bytes, Model.fromGraph(q.graph), vdata.batches(), { profile: profile?.name });
   const outModel = path.join(f.out, 'model.qdq.onnx');

@@ -10,7 +10,7 @@ import { describeVerification, verificationWarning } from '../eval/verify';
 import { search } from '../search/search';
 import { DataFlags, openData } from './data-options';
 import { countedPasses, phaseProgress } from './progress';
-import { absoluteDataSpec, CalibRecord } from './verify';
+import { absoluteDataSpec, calibRecord } from './verify';
 
 export interface SearchFlags extends DataFlags {
   calib: string;
@@ -70,7 +70,7 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
         else progress.update(p.phase, p.done, p.total);
       },
       record: {
-        calib: { spec: absoluteDataSpec(f.calib), samples: calib.count, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit, offset: f.offset, skipBadSamples: f.skipBadSamples || undefined } satisfies CalibRecord,
+        calib: calibRecord(f.calib, f, calib.count),
         eval: f.eval && absoluteDataSpec(f.eval),
         labels: f.labels && path.resolve(f.labels),
       },

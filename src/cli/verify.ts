@@ -43,6 +43,11 @@ export function calibFlags(c: CalibRecord, limit?: string): DataFlags {
   return { preset: c.preset, preprocess: c.preprocess, select: c.select, offset: c.offset, limit: limit ?? String(n), skipBadSamples: c.skipBadSamples };
 }
 
+/** What a run records about its calibration data `spec` (read with `f`, `samples` of them), for `mpq verify` to re-open it from anywhere. */
+export function calibRecord(spec: string, f: DataFlags, samples: number): CalibRecord {
+  return { spec: absoluteDataSpec(spec), samples, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit, offset: f.offset, skipBadSamples: f.skipBadSamples || undefined };
+}
+
 /** Every path of a DATA spec (one path, or NAME=PATH pairs) made absolute. */
 export function absoluteDataSpec(spec: string): string {
   if (!spec.includes('=')) return path.resolve(spec);

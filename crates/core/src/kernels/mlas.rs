@@ -13,7 +13,7 @@
 //!   depends on whether the row is in a group of 4, 2 or 1 rows ([`n1_rows`]).
 //! - otherwise the SGEMM kernels: `k` cut into blocks of [`stride_k`]`(n, k)`, one FMA chain
 //!   per output element and block starting from 0, later blocks added (`c = acc + c`). This
-//!   is [`super::pgemm::gemm_packed`] with that block size.
+//!   is [`super::pgemm::gemm_packed_acc`] with that block size.
 //!
 //! Bias (and a Gemm's `beta * C`) come in after (Conv) or before (Gemm) the whole sum, as
 //! the callers document.

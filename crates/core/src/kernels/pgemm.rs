@@ -42,42 +42,27 @@ impl PackedA {
 }
 
 /// `out[i * ldo + j] = clamp(sum_p a[i, p] * x[p * ldx + j] + bias[i], lo, hi)` for
-/// `i < a.m`, `j < n`. `simd`: use the SIMD build of the level in force ([`simd_level`]);
-/// `false` runs the plain loops (same bits, for tests).
+/// `i < a.m`, `j < n`, in the build of the level in force ([`simd_level`]); with
+/// `accumulate` the first K block is added to what `out` holds (MLAS with beta = 1: a Gemm's
+/// `C` goes in before the sum).
 ///
 /// Summation order (the same as onnxruntime's MLAS SGEMM kernels): `k` is cut into blocks
 /// of `kc`; within a block every output element is one fused multiply-add chain over `p`
 /// starting from zero; each later block's sum is added to the running output (`c = acc + c`,
 /// one rounding); the bias is added after the whole sum, then the clamp.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_packed(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize) {
-    gemm_packed_acc(simd, a, x, ldx, n, out, ldo, bias, lo, hi, kc, false)
+pub fn gemm_packed_acc(a: &PackedA, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize, accumulate: bool) {
+    gemm_core(simd_level(), &a.data, a.m, a.k, x, ldx, n, out, ldo, bias, lo, hi, kc, accumulate)
 }
 
-/// [`gemm_packed`]; with `accumulate` the first K block is added to what `out` holds (MLAS
-/// with beta = 1: a Gemm's `C` goes in before the sum).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_packed_acc(simd: bool, a: &PackedA, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize, accumulate: bool) {
-    gemm_core(level_of(simd), &a.data, a.m, a.k, x, ldx, n, out, ldo, bias, lo, hi, kc, accumulate)
-}
-
-/// The level a `simd` flag stands for: the one in force, or the plain loops.
-fn level_of(simd: bool) -> SimdLevel {
-    if simd {
-        simd_level()
-    } else {
-        SimdLevel::Scalar
-    }
-}
-
-/// [`gemm_packed`] for rows `r0..r1` of `a` only (`r0` a multiple of [`ROW_BLOCK`]): `out`
+/// [`gemm_packed_acc`] (no accumulation) for rows `r0..r1` of `a` only (`r0` a multiple of [`ROW_BLOCK`]): `out`
 /// starts at row `r0`, `bias` is the whole bias. Each element has the order of the full
 /// call, so the rows of one GEMM can be split across threads.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_packed_rows(simd: bool, a: &PackedA, r0: usize, r1: usize, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize) {
+pub fn gemm_packed_rows(a: &PackedA, r0: usize, r1: usize, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize) {
     assert!(r0 % MR == 0 && r0 <= r1 && r1 <= a.m, "row range {r0}..{r1} of {}", a.m);
     let data = &a.data[r0 / MR * a.k * MR..];
-    gemm_core(level_of(simd), data, r1 - r0, a.k, x, ldx, n, out, ldo, bias.map(|b| &b[r0.min(b.len())..]), lo, hi, kc, false)
+    gemm_core(simd_level(), data, r1 - r0, a.k, x, ldx, n, out, ldo, bias.map(|b| &b[r0.min(b.len())..]), lo, hi, kc, false)
 }
 
 /// Rows per packed row block: row splits of [`gemm_packed_rows`] start at multiples of it.

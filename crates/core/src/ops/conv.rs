@@ -385,7 +385,7 @@ impl Conv {
                 Some(Activation::Clip(lo, hi)) => (lo, hi, None),
                 other => (f32::NEG_INFINITY, f32::INFINITY, other),
             };
-            pgemm::gemm_packed_rows(true, &packed[b.gi], r0, r1, src, ldx, nbk, dst, ldo, bg, lo, hi, b.kc);
+            pgemm::gemm_packed_rows(&packed[b.gi], r0, r1, src, ldx, nbk, dst, ldo, bg, lo, hi, b.kc);
             if rest.is_some() || self.post.is_some() {
                 for co in 0..r1 - r0 {
                     self.after_bias(&mut dst[co * ldo..co * ldo + nbk], b.gi * mg + r0 + co, rest.as_ref());

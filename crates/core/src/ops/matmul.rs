@@ -122,7 +122,7 @@ impl PackedB {
         }
         let (lo, hi) = (f32::NEG_INFINITY, f32::INFINITY);
         ot.par_chunks_mut(CHUNK_ROWS * m).zip(self.chunks.par_iter()).for_each(|(o, pa)| {
-            gemm_packed_acc(true, pa, xt, m, m, o, m, None, lo, hi, PACKED_STRIDE_K, init.is_some());
+            gemm_packed_acc(pa, xt, m, m, o, m, None, lo, hi, PACKED_STRIDE_K, init.is_some());
         });
         for i in 0..m {
             for j in 0..n {
