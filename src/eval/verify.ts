@@ -7,7 +7,7 @@
  */
 import * as fs from 'fs';
 import { MpqError } from '../errors';
-import { Model, Tensor } from '../model';
+import { Runnable, Tensor } from '../model';
 import { loadOrt } from '../ort';
 import { OrtWorker } from '../verify';
 import { argmaxRows, SqnrMeter, Top1Meter } from './metrics';
@@ -89,7 +89,7 @@ export interface VerifyOptions {
  */
 export async function verifyExport(
   exported: string | Uint8Array,
-  sim: Model,
+  sim: Runnable,
   batches: AsyncIterable<Record<string, Tensor>>,
   o: VerifyOptions = {},
 ): Promise<Verification | undefined> {

@@ -8,12 +8,13 @@ import { DataSourceOptions } from '../data/source';
 import { MpqError, throwIfAborted, untilAborted } from '../errors';
 import { Verification, verifyExport, VERIFY_SAMPLES } from '../eval/verify';
 import { OutputDir } from '../fsutil';
-import { Model, RunOptions } from '../model';
+import { Model, RunOptions, Runnable } from '../model';
 import { hasOrt, ORT_INSTALL } from '../ort';
 import { loadProfile, Profile, candKey, Candidate } from '../profiles/profile';
 import { Batches } from '../quant/calibrate';
 import { encodingsToJson } from '../quant/encodings';
-import { calibrate, DEFAULT_RANGES, DEFAULT_ROUNDING, exportQdq, quantize, QuantizeOptions } from '../quant/quantize';
+import { calibrate, DEFAULT_RANGES, DEFAULT_ROUNDING, encodingsOf, exportQdq, quantizeWith, QuantizeOptions } from '../quant/quantize';
+import { Simulator } from '../sim';
 import { renderReport, renderSummary } from '../report/html';
 import { hashOf, SensitivityCache } from './cache';
 import { CostModel } from './cost';
@@ -237,13 +238,19 @@ async function searchInto(
   progress('phase3', 0, plannedEvals());
   const floatMetric = await untilAborted(metric.measure(model, opt), o.signal);
   const simCache = new Map<string, number>();
+  // every evaluated configuration and the export check run on one simulation plan (the QDQ
+  // graph of a configuration as a model of its own where the plan cannot take the weights)
+  const sim = new Simulator(model, cal.placement.activations.map((a) => a.tensor), cal.placement.weights.map((w) => w.tensor), cal.shapes);
+  const simulated = async (config: ReturnType<typeof configOf>): Promise<Runnable> => {
+    const enc = await encodingsOf(cal, config, opt);
+    return sim.unsupported ? Model.fromGraph(quantizeWith(cal, config).graph) : sim.runnable(enc);
+  };
   const evaluate = async (choice: Candidate[]): Promise<number> => {
     const k = choice.map(candKey).join(',');
     let v = simCache.get(k);
     if (v === undefined) {
       check();
-      const q = await quantize(cal, configOf(groups, choice), opt);
-      v = await untilAborted(metric.measure(Model.fromGraph(q.graph), opt), o.signal);
+      v = await untilAborted(metric.measure(await simulated(configOf(groups, choice)), opt), o.signal);
       simCache.set(k, v);
       evals++;
       progress('phase3', evals, plannedEvals());
@@ -297,7 +304,9 @@ async function searchInto(
   // written, so that an abort during either leaves nothing behind)
   t = Date.now();
   progress('export', 0, 1);
-  const q = await quantize(cal, configOf(groups, selected.choice), opt);
+  const selectedConfig = configOf(groups, selected.choice);
+  const selectedSim = await simulated(selectedConfig);
+  const q = quantizeWith(cal, selectedConfig);
   const bytes = exportQdq(q, cal);
   progress('export', 1, 1);
   lap('export', t);
@@ -307,7 +316,7 @@ async function searchInto(
     // the export run in onnxruntime both ways (before any file is written: a model
     // onnxruntime cannot load leaves no output)
     progress('verify', 0, 1);
-    verification = await verifyExport(bytes, Model.fromGraph(q.graph), calibData.batches(), { limit: VERIFY_SAMPLES, profile: profile.name, signal: o.signal });
+    verification = await verifyExport(bytes, selectedSim, calibData.batches(), { limit: VERIFY_SAMPLES, profile: profile.name, signal: o.signal });
     progress('verify', 1, 1);
   }
   lap('verify', t);
