@@ -13,15 +13,15 @@ import { hasOrt, ORT_INSTALL } from '../ort';
 import { loadProfile, Profile, candKey, Candidate } from '../profiles/profile';
 import { Batches } from '../quant/calibrate';
 import { encodingsToJson } from '../quant/encodings';
-import { calibrate, DEFAULT_RANGES, DEFAULT_ROUNDING, encodingsOf, exportQdq, quantizeWith, QuantizeOptions } from '../quant/quantize';
+import { encodingsOf, exportQdq, quantizeWith, QuantizeOptions } from '../quant/quantize';
 import { Simulator } from '../sim';
 import { renderReport, renderSummary } from '../report/html';
-import { hashOf, SensitivityCache } from './cache';
-import { CostModel } from './cost';
-import { buildGroups, configOf, Group } from './groups';
+import { SensitivityCache } from './cache';
+import { configOf, Group } from './groups';
 import { EvalData, EvaluateFn, makeMetric, MetricName } from './metric';
 import { buildFront, FrontOrder, FrontPoint, frontQuality } from './pareto';
-import { runPhase1 } from './phase1';
+import { Phase1Compute, runPhase1 } from './phase1';
+import { openSession } from './session';
 import { CalibrationInput, ModelInput, resolveCalibration, resolveModel } from './inputs';
 import { OnProgress, progressReporter } from './progress';
 
@@ -64,6 +64,8 @@ export interface SearchOptions extends QuantizeOptions {
   onProgress?: OnProgress;
   /** Extra fields recorded in run.json (for example the command line). */
   record?: Record<string, unknown>;
+  /** Computes phase-1 entries elsewhere (a job queue); default: in this process. */
+  phase1Compute?: Phase1Compute;
 }
 
 export interface EvaluatedPoint {
@@ -100,16 +102,6 @@ export interface SearchResult {
 
 function pkgVersion(): string {
   return require('../../../package.json').version;
-}
-
-/** Calibration batches that report the samples that went through them. */
-function counted(batches: Batches, tick: (samples: number) => void): Batches {
-  return async function* () {
-    for await (const b of batches()) {
-      yield b;
-      tick(Object.values(b)[0]?.shape[0] ?? 0);
-    }
-  };
 }
 
 /**
@@ -161,46 +153,21 @@ async function searchInto(
   lap('load', t);
   check();
 
-  // calibration: passes over the data (first batch, min/max, histograms for MSE ranges, layer
-  // statistics for data-aware rounding), reported in samples
+  // calibration, placement, groups and the phase-1 cache key: the quantization session
   t = Date.now();
-  const passes = 1 + ((o.actRange ?? DEFAULT_RANGES.act) === 'mse' ? 1 : 0) + ((o.rounding ?? DEFAULT_ROUNDING) === 'nearest' ? 0 : 1);
-  const calTotal = calibData.count * passes + Math.min(calibData.count, 1);
-  let calDone = 0;
-  progress('calibration', 0, calTotal);
-  const calBatches = counted(calibData.batches, (n) => progress('calibration', Math.min((calDone += n), calTotal), calTotal));
-  // Data-aware rounding per layer and bit-width (cached) unless sequential rounding is asked
-  // for: sequential rounding depends on the whole configuration (a pass over the calibration
-  // data per evaluated point), while phase 1, the evaluations and the export must all use the
-  // weights that are exported, so that the measured metric is the exported model's.
-  const cal = await calibrate(model, calBatches, { ...o, scheme: profile.scheme, roundingOptions: { ...o.roundingOptions, sequential: o.roundingOptions?.sequential ?? false } });
-  cal.batches = calibData.batches;
-  progress('calibration', calTotal, calTotal);
+  const session = await openSession(model, modelHash, calibData, profile, o, (done, total) => progress('calibration', done, total));
+  const { cal, groups, cost, key } = session;
   lap('calibration', t);
   check();
 
-  const spec = model.specialize(cal.shapes);
-  const groups = buildGroups(model.graph, cal.placement, profile);
-  const cost = new CostModel(model.graph, spec, cal.placement, groups, profile);
-
   // phase 1
   t = Date.now();
-  // everything that determines the encodings phase 1 measures: ranges, rounding (method and
-  // options, with the sequential default of the search), the profile (scheme, candidates) and
-  // the data; a rerun with other settings into the same --out recomputes instead of reusing
-  const options = {
-    weightRange: cal.weightRange,
-    actRange: cal.actRange,
-    rounding: cal.rounding,
-    roundingOptions: { ...o.roundingOptions, sequential: o.roundingOptions?.sequential ?? false },
-    samples: calibData.count,
-  };
-  const key = hashOf(modelHash, JSON.stringify(profile), calibData.fingerprint, JSON.stringify(options));
   const cache = new SensitivityCache(path.join(o.out, 'cache', 'sensitivity.jsonl'), key);
   let entries;
   try {
     entries = await runPhase1(cal, groups, calibData.batches, cache, {
       signal: o.signal,
+      compute: o.phase1Compute,
       samples: calibData.count,
       onProgress: (p) => progress('phase1', p.done, p.total),
     });
