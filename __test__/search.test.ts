@@ -260,3 +260,27 @@ test('phase 1 on the simulation plan equals phase 1 on one QDQ graph per entry, 
   t.deepEqual([...sim.entries()].sort(), [...graphs.entries()].sort());
   t.true([...sim.values()].every((p) => p.y[1] > 0), 'every entry measured some noise');
 });
+
+test('targets: binary and interpolation search find the same cheapest point meeting the goal; a budget picks the best within it', async (t) => {
+  const { binarySearch, interpolationSearch, budget } = await import('../src/search/targets');
+  const mk = (metrics: number[]) => metrics.map((m, i) => ({ index: i, choice: [], rel_bops: 1 - i / metrics.length, rel_cost: 1 - i / metrics.length, size_bytes: 1000 - i, predicted_sqnr_db: 0, measured: null as number | null, m }));
+  for (const metrics of [Array.from({ length: 80 }, (_, i) => 0.85 - 0.002 * i - (i > 60 ? 0.1 : 0)), Array.from({ length: 33 }, (_, i) => 0.9 - 0.00001 * i * i * i)]) {
+    for (const goal of [0.95, 0.84, 0.8, 0.75, 0.5, 0.0]) {
+      const answers = [];
+      for (const s of [binarySearch(goal), interpolationSearch(goal)]) {
+        const front = mk(metrics);
+        let evals = 0;
+        const p = await s.select(front, async (q) => (evals++, (q as unknown as { m: number }).m));
+        answers.push(p.index);
+        t.true(evals <= Math.ceil(Math.log2(front.length)) * 2 + 2, `${s.name}: ${evals} evaluations`);
+      }
+      const want = metrics.findIndex((m) => m < goal);
+      const expect = want === -1 ? metrics.length - 1 : want === 0 ? 0 : want - 1;
+      t.deepEqual(answers, [expect, expect], `goal ${goal}`);
+    }
+  }
+  const front = mk([0.9, 0.8, 0.85, 0.7, 0.6]);
+  const p = await budget((q) => q.rel_cost <= 0.85).select(front, async (q) => (q as unknown as { m: number }).m);
+  t.is(p.index, 2, 'the most accurate of the costliest points within budget');
+  await t.throwsAsync(budget(() => false).select(front, async () => 0), { message: /no configuration meets the budget/ });
+});

@@ -155,6 +155,9 @@ export class Model implements Runnable {
   }
 
   private sims = new Map<string, SimPlan>();
+  private variants?: InstanceType<ReturnType<typeof native>['VariantStoreHandle']>;
+  /** Simulation plans kept per model (each holds its re-packed weight variants). */
+  static MAX_SIM_PLANS = 32;
 
   /**
    * The simulation plan of {@link Model.graph} at these input shapes with quantizer slots on
@@ -173,13 +176,14 @@ export class Model implements Runnable {
     const slots = actSlots.map((v) => lowered.index.get(v)).filter((i): i is number => i !== undefined);
     let handle: SimHandle;
     try {
-      handle = syncLimits().SimHandle.compile(this.store, JSON.stringify(lowered.plan), slots);
+      this.variants ??= new (native().VariantStoreHandle)();
+      handle = syncLimits().SimHandle.compile(this.store, this.variants, JSON.stringify(lowered.plan), slots);
     } catch (e) {
       throw fromNative(e);
     }
     p = { spec, lowered, handle };
     this.sims.set(key, p);
-    while (this.sims.size > Model.MAX_PLANS) this.sims.delete(this.sims.keys().next().value!);
+    while (this.sims.size > Model.MAX_SIM_PLANS) this.sims.delete(this.sims.keys().next().value!);
     return p;
   }
 

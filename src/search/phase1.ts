@@ -65,6 +65,18 @@ export interface Phase1Options extends RunOptions {
    * cache, it calls `done` once per finished entry (in any order). Default: {@link computePhase1}.
    */
   compute?: Phase1Compute;
+  /** Filled with where the time of the local computation went. */
+  timing?: Phase1Timing;
+}
+
+/**
+ * Seconds of phase 1 spent in the native calls' float passes (the shared upstream, once per
+ * batch and chunk) and in the entries' own downstream steps (the compute phase 1 cannot avoid).
+ */
+export interface Phase1Timing {
+  floatSecs: number;
+  entrySecs: number;
+  calls: number;
 }
 
 /** Computes phase-1 entries, calling `done` once per finished entry (in any order). */
@@ -147,9 +159,12 @@ export const computePhase1: Phase1Compute = async function computePhase1(
         if (floatBytes > FLOAT_OUTPUTS_BUDGET) floats = null;
         else floats[bi] = kept;
       }
-      const t0 = Date.now();
       const r = await sim.phase1(b, (p) => Promise.all(encs.map((e) => sim.config(p, e))), kept, opts);
-      if (process.env.MPQ_P1_DEBUG) console.error('phase1 call', slice.length, 'entries', Date.now() - t0, 'ms; float', r.floatSecs.toFixed(3), 'entries', r.entrySecs.toFixed(3));
+      if (opts.timing) {
+        opts.timing.floatSecs += r.floatSecs;
+        opts.timing.entrySecs += r.entrySecs;
+        opts.timing.calls++;
+      }
       slice.forEach((_, e) => {
         const pw = (powers[e] ??= Object.fromEntries(model.outputNames.map((o) => [o, [0, 0] as [number, number]])));
         r.outputs.forEach((o, k) => {

@@ -20,7 +20,8 @@ import { SensitivityCache } from './cache';
 import { configOf, Group } from './groups';
 import { EvalData, EvaluateFn, makeMetric, MetricName } from './metric';
 import { buildFront, FrontOrder, FrontPoint, frontQuality } from './pareto';
-import { Phase1Compute, runPhase1 } from './phase1';
+import { Phase1Compute, Phase1Timing, runPhase1 } from './phase1';
+import { binarySearch, budget, interpolationSearch, TargetStrategy } from './targets';
 import { openSession } from './session';
 import { CalibrationInput, ModelInput, resolveCalibration, resolveModel } from './inputs';
 import { OnProgress, progressReporter } from './progress';
@@ -64,6 +65,8 @@ export interface SearchOptions extends QuantizeOptions {
   onProgress?: OnProgress;
   /** Extra fields recorded in run.json (for example the command line). */
   record?: Record<string, unknown>;
+  /** How a `maxDrop` target walks the front: binary search (default) or interpolation search. */
+  targetSearch?: 'binary' | 'interpolation';
   /** Computes phase-1 entries elsewhere (a job queue); default: in this process. */
   phase1Compute?: Phase1Compute;
 }
@@ -81,7 +84,11 @@ export interface SearchResult {
   versions: Record<string, string>;
   options: Record<string, unknown>;
   seconds: Record<string, number>;
-  phase1: { computed: number; reused: number; total: number };
+  /**
+   * Phase-1 entries computed and reused; `float_seconds` and `entry_seconds`: time of the
+   * native calls in the shared float passes and in the entries' own downstream steps.
+   */
+  phase1: { computed: number; reused: number; total: number; float_seconds?: number; entry_seconds?: number };
   groups: number;
   order: FrontOrder;
   metric: MetricName;
@@ -163,10 +170,12 @@ async function searchInto(
   // phase 1
   t = Date.now();
   const cache = new SensitivityCache(path.join(o.out, 'cache', 'sensitivity.jsonl'), key);
+  const phase1Timing: Phase1Timing = { floatSecs: 0, entrySecs: 0, calls: 0 };
   let entries;
   try {
     entries = await runPhase1(cal, groups, calibData.batches, cache, {
       signal: o.signal,
+      timing: phase1Timing,
       compute: o.phase1Compute,
       samples: calibData.count,
       onProgress: (p) => progress('phase1', p.done, p.total),
@@ -229,33 +238,12 @@ async function searchInto(
     return p.measured;
   };
 
-  let selected: FrontPoint;
-  if (target.maxDrop !== undefined) {
-    const goal = floatMetric - target.maxDrop;
-    // binary search for the cheapest point that meets the goal (front: cost decreasing)
-    let lo = 0, hi = front.length - 1, best = -1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      if ((await evalPoint(front[mid])) >= goal) {
-        best = mid;
-        lo = mid + 1;
-      } else hi = mid - 1;
-    }
-    selected = front[best >= 0 ? best : 0];
-    await evalPoint(selected);
-  } else {
-    // --max-bops budgets the profile's cost (BOPs unless the profile gives latencies or conversion costs)
-    const within = (p: FrontPoint) => (target.maxBops !== undefined ? p.rel_cost <= target.maxBops + 1e-12 : p.size_bytes <= target.maxSizeMb! * 1e6);
-    const ok = front.filter(within);
-    if (ok.length === 0) {
-      const cheapest = front[front.length - 1];
-      throw new MpqError('MPQ_BAD_INPUT', `no configuration meets the budget: the cheapest on the front has relative cost ${cheapest.rel_cost.toFixed(3)} and ${(cheapest.size_bytes / 1e6).toFixed(2)} MB`);
-    }
-    // the most accurate evaluated point within budget: evaluate the costliest few in budget
-    const tries = ok.slice(0, 3);
-    for (const p of tries) await evalPoint(p);
-    selected = tries.reduce((a, b) => ((b.measured ?? -Infinity) > (a.measured ?? -Infinity) ? b : a));
-  }
+  const strategy: TargetStrategy =
+    target.maxDrop !== undefined
+      ? (o.targetSearch === 'interpolation' ? interpolationSearch : binarySearch)(floatMetric - target.maxDrop)
+      : // --max-bops budgets the profile's cost (BOPs unless the profile gives latencies or conversion costs)
+        budget((p) => (target.maxBops !== undefined ? p.rel_cost <= target.maxBops + 1e-12 : p.size_bytes <= target.maxSizeMb! * 1e6));
+  const selected = await strategy.select(front, evalPoint);
 
   // homogeneous configurations, evaluated beside the mixed ones
   const homogeneous: EvaluatedPoint[] = [];
@@ -326,7 +314,7 @@ async function searchInto(
     versions: { node: process.version, 'onnx-mpq': pkgVersion() },
     options: { model: modelFile ?? null, profile: profile.name, target, order, weightRange: cal.weightRange, actRange: cal.actRange, calib_samples: calibData.count, ...(o.record ?? {}) },
     seconds,
-    phase1: { computed: entries.length - reused, reused, total: entries.length },
+    phase1: { computed: entries.length - reused, reused, total: entries.length, float_seconds: +phase1Timing.floatSecs.toFixed(3), entry_seconds: +phase1Timing.entrySecs.toFixed(3) },
     groups: groups.length,
     order,
     metric: metric.name,

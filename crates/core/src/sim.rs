@@ -39,14 +39,16 @@ pub struct ActQuant {
     pub qmax: f32,
 }
 
-/// A quantized weight: the dequantized values standing in for the plan constant `value`,
-/// and the bias correction (per output channel) of the Conv/ConvTranspose/Gemm that reads it
-/// as its weight.
+/// A quantized weight: the dequantized values standing in for a plan constant, and the bias
+/// correction (per output channel) of the Conv/ConvTranspose/Gemm that reads it as its weight.
 pub struct WeightVariant {
-    pub value: usize,
     pub weight: Arc<Tensor>,
     pub bias_delta: Option<Vec<f32>>,
 }
+
+/// Weight variants by key, shared by the simulation plans of one model (one per input
+/// shape): each is made and uploaded once.
+pub type VariantStore = RwLock<HashMap<String, Arc<WeightVariant>>>;
 
 /// How a weight variant is made from the float weight.
 pub struct VariantSpec<'a> {
@@ -78,7 +80,7 @@ pub struct Phase1Times {
 
 pub struct Sim {
     exec: Executor,
-    variants: RwLock<HashMap<String, Arc<WeightVariant>>>,
+    variants: Arc<VariantStore>,
     /// Rebuilt steps by (step, keys of the variants it reads).
     ops: Mutex<HashMap<(usize, String), Arc<dyn Op>>>,
     producer: Vec<Option<usize>>,
@@ -128,7 +130,7 @@ fn sum_sq_diff(a: &[f32], b: &[f32]) -> f64 {
 
 impl Sim {
     /// Builds the float plan with every activation slot kept as a value of its own.
-    pub fn new(plan: PlanDef, store: &WeightStore, act_slots: &[usize]) -> Result<Self> {
+    pub fn new(plan: PlanDef, store: &WeightStore, act_slots: &[usize], variants: Arc<VariantStore>) -> Result<Self> {
         let opts = BuildOptions { no_fuse: act_slots.to_vec(), ..Default::default() };
         let exec = Executor::with_options(plan, store, &opts)?;
         let mut producer = vec![None; exec.values().len()];
@@ -137,7 +139,7 @@ impl Sim {
                 producer[o] = Some(si);
             }
         }
-        Ok(Sim { exec, variants: RwLock::new(HashMap::new()), ops: Mutex::new(HashMap::new()), producer })
+        Ok(Sim { exec, variants, ops: Mutex::new(HashMap::new()), producer })
     }
 
     pub fn executor(&self) -> &Executor {
@@ -183,7 +185,7 @@ impl Sim {
                 fq::dequantize_one(q, s, 0.0)
             })
             .collect();
-        let v = WeightVariant { value, weight: Arc::new(Tensor::new(w.shape.clone(), data)), bias_delta: spec.bias_delta };
+        let v = WeightVariant { weight: Arc::new(Tensor::new(w.shape.clone(), data)), bias_delta: spec.bias_delta };
         self.variants.write().unwrap_or_else(|e| e.into_inner()).insert(key, Arc::new(v));
         Ok(())
     }
@@ -269,8 +271,9 @@ impl Sim {
             let all = self.variants.read().unwrap_or_else(|e| e.into_inner());
             for (v, k) in &cfg.weights {
                 let var = all.get(k).ok_or_else(|| Error::Plan(format!("weight variant '{k}' was not uploaded")))?;
-                if var.value != *v {
-                    return Err(Error::Plan(format!("weight variant '{k}' is of value {}, not {v}", var.value)));
+                let want = self.exec.consts.get(*v).cloned().flatten().ok_or_else(|| Error::Plan(format!("weight variant '{k}': value {v} is not a constant of the plan")))?;
+                if var.weight.shape != want.shape {
+                    return Err(Error::Plan(format!("weight variant '{k}' has shape {:?}, the plan's constant {:?}", var.weight.shape, want.shape)));
                 }
                 variants.insert(*v, (k.as_str(), var.clone()));
             }
@@ -551,7 +554,7 @@ mod tests {
     #[test]
     fn phase1_noise_equals_a_full_run_of_each_configuration() {
         let (p, store) = plan();
-        let sim = Sim::new(p, &store, &[4]).unwrap();
+        let sim = Sim::new(p, &store, &[4], Default::default()).unwrap();
         let scales = [0.02f32, 0.03, 0.05];
         sim.add_variant("w@4".into(), 1, VariantSpec { q: None, scales: &scales, axis: Some(0), qmin: -7.0, qmax: 7.0, bias_delta: Some(vec![0.01, 0.0, -0.02]) }).unwrap();
         sim.add_variant("w2@4".into(), 5, VariantSpec { q: None, scales: &[0.04], axis: None, qmin: -7.0, qmax: 7.0, bias_delta: Some(vec![0.5, -0.5]) }).unwrap();
@@ -575,7 +578,7 @@ mod tests {
     #[test]
     fn a_bias_correction_reaches_a_conv_without_bias() {
         let (p, store) = plan();
-        let sim = Sim::new(p, &store, &[]).unwrap();
+        let sim = Sim::new(p, &store, &[], Default::default()).unwrap();
         let w2 = sim.executor().consts[5].clone().unwrap();
         // q = the float weight over scale 1 rounded: integers here only when the weight is one already
         let q: Vec<f32> = w2.data.iter().map(|v| (v / 0.05).round()).collect();

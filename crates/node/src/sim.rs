@@ -1,7 +1,7 @@
 //! Binding of the simulation plan (`mpq_core::sim`): one plan per model and input shape,
 //! configurations as data, phase 1 as one call per batch and chunk of entries.
 use crate::{guard, shape_usize, CancelToken, TensorIn, TensorOut, WeightStoreHandle};
-use mpq_core::sim::{ActQuant, Sim, SimConfig, VariantSpec};
+use mpq_core::sim::{ActQuant, Sim, SimConfig, VariantSpec, VariantStore};
 use mpq_core::{PlanDef, Tensor};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -45,6 +45,21 @@ fn config(c: SimConfigIn) -> SimConfig {
 
 fn tensors(t: Vec<TensorIn>) -> Vec<Tensor> {
     t.into_iter().map(|t| Tensor { shape: shape_usize(&t.shape), data: t.data.to_vec() }).collect()
+}
+
+/// Weight variants shared by the simulation plans of one model.
+#[napi]
+pub struct VariantStoreHandle {
+    inner: Arc<VariantStore>,
+}
+
+#[napi]
+impl VariantStoreHandle {
+    #[napi(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        VariantStoreHandle { inner: Default::default() }
+    }
 }
 
 /// The simulation plan of one model at one input shape.
@@ -140,12 +155,13 @@ impl SimHandle {
     /// Builds the simulation plan of a (folded, float) plan JSON on the weights in `store`;
     /// `actSlots`: the value indices of the activation quantizers.
     #[napi(factory)]
-    pub fn compile(store: &WeightStoreHandle, plan_json: String, act_slots: Vec<u32>) -> Result<Self> {
+    pub fn compile(store: &WeightStoreHandle, variants: &VariantStoreHandle, plan_json: String, act_slots: Vec<u32>) -> Result<Self> {
         let store = store.inner.clone();
+        let variants = variants.inner.clone();
         guard(move || {
             let plan = PlanDef::from_json(&plan_json)?;
             let slots: Vec<usize> = act_slots.into_iter().map(|v| v as usize).collect();
-            Ok(SimHandle { sim: Arc::new(Sim::new(plan, &store, &slots)?) })
+            Ok(SimHandle { sim: Arc::new(Sim::new(plan, &store, &slots, variants)?) })
         })
     }
 
