@@ -12,6 +12,7 @@ import { Model, engineInfo, setEngineLevel } from '../index';
 import type { EngineLevel } from '../index';
 import { native } from '../src/native';
 import { quantBench } from './quant';
+import { searchBench } from './search';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const SHARED = path.resolve(ROOT, '..', 'shared');
@@ -95,7 +96,7 @@ async function main(argv: string[]): Promise<void> {
   const runs = runsIdx >= 0 ? Number(argv[runsIdx + 1]) : 7;
   const isaIdx = argv.indexOf('--isa');
   const isa = isaIdx >= 0 ? argv[isaIdx + 1] : undefined;
-  const which = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--runs' && argv[i - 1] !== '--configs' && argv[i - 1] !== '--isa');
+  const which = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--runs' && argv[i - 1] !== '--configs' && argv[i - 1] !== '--isa' && argv[i - 1] !== '--calib');
   const log = json ? (s: string) => process.stderr.write(s + '\n') : (s: string) => process.stdout.write(s + '\n');
   const name = which[0] ?? 'engine';
   if (name === 'quant') {
@@ -106,7 +107,13 @@ async function main(argv: string[]): Promise<void> {
     if (json) process.stdout.write(JSON.stringify(rows) + '\n');
     return;
   }
-  if (name !== 'engine') throw new Error(`unknown benchmark '${name}' (available: engine, quant [mobilenet] [rec])`);
+  if (name === 'search') {
+    const ci = argv.indexOf('--calib');
+    const rows = await searchBench(log, which.length > 1 ? which.slice(1).filter((w) => w !== argv[ci + 1]) : undefined, ci >= 0 ? Number(argv[ci + 1]) : 128);
+    if (json) process.stdout.write(JSON.stringify(rows) + '\n');
+    return;
+  }
+  if (name !== 'engine') throw new Error(`unknown benchmark '${name}' (available: engine, quant [mobilenet] [rec], search [mobilenet] [cls] [--calib N])`);
   const rows = await engine(runs, log, isa);
   if (json) process.stdout.write(JSON.stringify(rows) + '\n');
   else {

@@ -472,15 +472,17 @@ impl Sim {
         let mut noise = vec![0f64; cfgs.len() * outs.len()];
         let mut slots = self.exec.initial_slots(inputs)?;
         times.float_secs += t0.elapsed().as_secs_f64();
+        // the entries ready at one point run side by side (a group's candidates share their
+        // frontier): small downstream steps alone would leave cores idle
         let mut run_ready = |r: usize, slots: &[Option<Arc<Tensor>>], times: &mut Phase1Times| -> Result<()> {
             let t = Instant::now();
-            for &e in &at[r] {
-                let p = &prepared[e];
-                if p.dirty.is_empty() {
-                    continue;
-                }
-                let got = self.run_prepared(p, slots, outs, cancel)?;
-                for (i, g) in got.iter().enumerate() {
+            let got: Vec<(usize, Vec<Option<Arc<Tensor>>>)> = at[r]
+                .par_iter()
+                .filter(|&&e| !prepared[e].dirty.is_empty())
+                .map(|&e| self.run_prepared(&prepared[e], slots, outs, cancel).map(|g| (e, g)))
+                .collect::<Result<_>>()?;
+            for (e, g) in got {
+                for (i, g) in g.iter().enumerate() {
                     if let Some(g) = g {
                         noise[e * outs.len() + i] = sum_sq_diff(&float_outs[i].data, &g.data);
                     }
