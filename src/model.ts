@@ -3,7 +3,7 @@ import * as crypto from 'crypto';
 import { abortError, MpqError, fromNative } from './errors';
 import { ConstTensor, Graph } from './graph/ir';
 import { lower, Lowered } from './graph/lower';
-import { checkSupported, resolveInputShapes, specialize, Specialized } from './graph/specialize';
+import { checkSupported, DataValues, probeDataValues, resolveInputShapes, specialize, Specialized } from './graph/specialize';
 import { native, syncLimits } from './native';
 import { loadGraph, loadGraphFromFile, loadGraphOffThread } from './onnx/load';
 import { foldBatchNorm } from './graph/passes/fold-bn';
@@ -47,6 +47,9 @@ export class Model {
   private constructor(graph: Graph, folded?: Graph) {
     this.graph = folded ?? foldBatchNorm(graph);
     this.asWritten = graph;
+    // values measured on the data, shared with the graphs derived from this one
+    graph.dataValues ??= this.graph.dataValues ?? new Map();
+    this.graph.dataValues = graph.dataValues;
     const n = native();
     checkSupported(this.graph, new Set(n.supportedOps()));
     this.store = new n.WeightStoreHandle();
@@ -86,7 +89,38 @@ export class Model {
 
   /** Shape inference and folding for these input shapes (declared static dims fill the rest). */
   specialize(shapes: Record<string, readonly number[]> = {}): Specialized {
-    return specialize(this.graph, resolveInputShapes(this.graph, shapes));
+    return specialize(this.graph, resolveInputShapes(this.graph, shapes), this.graph.dataValues);
+  }
+
+  /** Input-shape keys whose specialisation depends on no data value (no measuring needed). */
+  private dataFree = new Set<string>();
+
+  /**
+   * The values that the shapes depend on for these inputs (a Reshape target or Range bound
+   * computed from input values, ...), computed in the engine; empty when the shapes depend on
+   * none. `share`: later specialisations of this model (and of the graphs derived from it)
+   * use them, each plan checking at run time that its data gives them again.
+   */
+  async measureDataValues(feeds: Record<string, Tensor>, opts: RunOptions & { share?: boolean; asWritten?: boolean } = {}): Promise<DataValues> {
+    const graph = opts.asWritten ? this.asWritten : this.graph;
+    const resolved = resolveInputShapes(graph, Object.fromEntries(graph.inputs.map((i) => [i.name, feeds[i.name]?.shape ?? []])));
+    const key = `${graph === this.graph ? '' : 'w|'}${graph.inputs.map((i) => resolved[i.name].join('x')).join(';')}`;
+    let known: DataValues = new Map();
+    if (!this.dataFree.has(key)) {
+      const inputs = graph.inputs.map((i) => feeds[i.name]);
+      ({ known } = await probeDataValues(graph, resolved, async (partial, name) => {
+        const { plan } = this.build(partial, []);
+        const [t] = await cancellable(opts, (token) => plan.run(inputs.map((x) => ({ shape: x.shape, data: x.data })), undefined, token));
+        const dtype = partial.values.get(name)!.dtype;
+        return { dtype, shape: t.shape, data: dtype === 'float' ? t.data : Float64Array.from(t.data), onnxType: dtype === 'float' ? 1 : dtype === 'int' ? 7 : 9 };
+      }));
+      if (known.size === 0) this.dataFree.add(key);
+    }
+    if (opts.share && (known.size || this.graph.dataValues!.size)) {
+      this.graph.dataValues!.clear();
+      for (const [k, v] of known) this.graph.dataValues!.set(k, v);
+    }
+    return known;
   }
 
   /**
@@ -94,10 +128,10 @@ export class Model {
    * of the graph as the file has it instead (BatchNormalization not folded, see
    * {@link Model.run}).
    */
-  compile(shapes: Record<string, readonly number[]>, keep: readonly string[] = [], asWritten = false): Compiled {
+  compile(shapes: Record<string, readonly number[]>, keep: readonly string[] = [], asWritten = false, known: DataValues = this.graph.dataValues!): Compiled {
     const graph = asWritten ? this.asWritten : this.graph;
     const resolved = resolveInputShapes(graph, shapes);
-    const key = graph.inputs.map((i) => resolved[i.name].join('x')).join(';');
+    const key = graph.inputs.map((i) => resolved[i.name].join('x')).join(';') + dataKey(known);
     const ckey = `${graph === this.graph ? '' : 'w|'}${keep.length ? `${key}|${keep.join('|')}` : key}`;
     let c = this.compiled.get(ckey);
     if (c) {
@@ -106,7 +140,19 @@ export class Model {
       this.compiled.set(ckey, c);
       return c;
     }
-    const spec = specialize(graph, resolved);
+    const spec = specialize(graph, resolved, known);
+    const { lowered, plan } = this.build(spec, keep);
+    c = { spec, lowered, plan };
+    this.compiled.set(ckey, c);
+    // plans hold packed weights: keep the few most recently used (inputs of varying shapes,
+    // such as text lines of many widths, would otherwise grow memory without bound)
+    while (this.compiled.size > Model.MAX_PLANS) this.compiled.delete(this.compiled.keys().next().value!);
+    return c;
+  }
+
+  /** Lowers and compiles a specialisation, uploading the constants it needs. */
+  private build(spec: Specialized, keep: readonly string[]): { lowered: Lowered; plan: PlanHandle } {
+    const graph = spec.graph;
     // folded values are keyed by content: the same value at another input shape is uploaded once
     const lowered = lower(spec, (name) => {
       if (graph.consts.has(name)) return `w:${name}`;
@@ -122,12 +168,7 @@ export class Model {
     } catch (e) {
       throw fromNative(e);
     }
-    c = { spec, lowered, plan };
-    this.compiled.set(ckey, c);
-    // plans hold packed weights: keep the few most recently used (inputs of varying shapes,
-    // such as text lines of many widths, would otherwise grow memory without bound)
-    while (this.compiled.size > Model.MAX_PLANS) this.compiled.delete(this.compiled.keys().next().value!);
-    return c;
+    return { lowered, plan };
   }
 
   private upload(key: string, t: ConstTensor): void {
@@ -151,7 +192,9 @@ export class Model {
       if (n !== t.data.length) throw new MpqError('MPQ_INPUT_SHAPE', `input '${name}': shape [${t.shape}] needs ${n} values, got ${t.data.length}`);
       shapes[name] = t.shape;
     }
-    const c = this.compile(shapes, [], true);
+    // shapes that depend on the data are measured on these inputs
+    const known = await this.measureDataValues(feeds, { ...opts, asWritten: true });
+    const c = this.compile(shapes, [], true, known);
     const results = await this.exec(c, this.inputNames.map((n) => feeds[n]), opts);
     const out: Record<string, Tensor> = {};
     let k = 0;
@@ -176,6 +219,12 @@ export class Model {
   async exec(c: Compiled, inputs: Tensor[], opts: RunOptions = {}, want?: number[]): Promise<Tensor[]> {
     return cancellable(opts, (token) => c.plan.run(inputs.map((t) => ({ shape: t.shape, data: t.data })), want, token));
   }
+}
+
+/** The part of a plan cache key that the measured data values make. */
+function dataKey(known: DataValues): string {
+  if (known.size === 0) return '';
+  return '|data:' + crypto.createHash('sha1').update(JSON.stringify([...known].map(([k, t]) => [k, t.shape, Array.from(t.data)]))).digest('hex');
 }
 
 type CancelToken = InstanceType<ReturnType<typeof native>['CancelToken']>;
