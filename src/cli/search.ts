@@ -73,6 +73,7 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
         calib: calibRecord(f.calib, f, calib.count),
         eval: f.eval && absoluteDataSpec(f.eval),
         labels: f.labels && path.resolve(f.labels),
+        notes: note ? [note] : [],
       },
     });
     progress.stop();
