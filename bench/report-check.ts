@@ -100,7 +100,7 @@ export async function checkReport(file: string, chromium: string): Promise<Repor
 
 /** Runs `mpq demo --out DIR` (the CLI as built in dist/) and returns its report's path. */
 export function demoReport(dir: string): string {
-  const cli = path.resolve(__dirname, '..', 'bin', 'mpq.js');
+  const cli = path.resolve(__dirname, '..', '..', 'bin', 'mpq.js');
   const r = spawnSync(process.execPath, [cli, 'demo', '--out', dir, '--quiet'], { encoding: 'utf8', timeout: 600_000 });
   if (r.status !== 0) throw new Error(`mpq demo failed (${r.status}): ${r.stderr}`);
   return path.join(dir, 'report.html');
