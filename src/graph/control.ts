@@ -5,12 +5,14 @@
  *   input shapes are (a constant, or computed from shapes: what exporters emit for
  *   `if x.size(1) > 1`). Its outputs are Identity nodes from the branch's outputs. A
  *   condition that depends on the data runs both branches and selects with Where, when the
- *   branches' outputs have the same shapes (ONNX ops have no side effects).
- * - Loop: unrolled, when the trip count is known the same way (a constant `M`, or one
- *   computed from shapes); each iteration's values get their own names (`<loop>/<k>/<name>`),
- *   scan outputs are stacked with Unsqueeze + Concat. A condition that depends on the data
- *   is honoured when M bounds the loop and it has no scan outputs: every iteration is
- *   computed and Where keeps the carried values of those that ran.
+ *   branches' outputs have the same shapes (ONNX ops have no side effects); otherwise the
+ *   condition is measured on the data (see `specialize`) and the branch it selects inlined.
+ * - Loop: unrolled, when the trip count is known (a constant `M`, one computed from shapes,
+ *   or one measured on the data); each iteration's values get their own names
+ *   (`<loop>/<k>/<name>`), scan outputs are stacked with Unsqueeze + Concat. A condition that
+ *   depends on the data: when M bounds the loop and it has no scan outputs, every iteration
+ *   is computed and Where keeps the carried values of those that ran; otherwise (scan outputs,
+ *   whose length it decides, or no M) each iteration's condition is measured on the data.
  * - Scan: unrolled over its scan axis (known from shapes), slicing inputs with Gather and
  *   stacking outputs with Unsqueeze + Concat, in either direction.
  *
