@@ -82,7 +82,7 @@ function subgraph(n: Node, attr: string): Graph {
 }
 
 /** Names of a subgraph instance: its own names get `prefix`, outer names go through `outer`. */
-function scoped(g: Graph, prefix: string, outer: Rename, bound: Map<string, string>): Rename {
+export function scoped(g: Graph, prefix: string, outer: Rename, bound: Map<string, string>): Rename {
   const own = definedIn(g);
   return (name) => bound.get(name) ?? (own.has(name) ? prefix + name : outer(name));
 }
@@ -118,7 +118,7 @@ export function inlineControlFlow(n: Node, rename: Rename, ix: Inliner): void {
       if (g.outputs.length !== n.outputs.length) fail(n, `${attr} has ${g.outputs.length} outputs, the node ${n.outputs.length}`);
       const r = scoped(g, own, rename, new Map());
       defineConsts(g, r, ix);
-      ix.nodes(g.nodes, r, `${n.name}/${own}`);
+      ix.nodes(g.nodes, r, own || `${n.name}/`);
       return g.outputs.map((o) => r(o.name));
     };
     const pick = (c: ConstTensor) => {
@@ -131,7 +131,7 @@ export function inlineControlFlow(n: Node, rename: Rename, ix: Inliner): void {
     // outputs agree in shape (ONNX ops have no side effects); otherwise the condition is measured
     let why: string;
     try {
-      const a = branch('then_branch', 'then/'), b = branch('else_branch', 'else/');
+      const a = branch('then_branch', `${n.name}/then/`), b = branch('else_branch', `${n.name}/else/`);
       const differ = a.findIndex((v, i) => ix.shape(v).join() !== ix.shape(b[i]).join());
       if (differ < 0) {
         ix.nodes(a.map((v, i) => ({ name: `${n.name}/select${i}`, op: 'Where', domain: '', inputs: [declared[0], v, b[i]], outputs: [n.outputs[i]], attrs: {} })).filter((x) => x.outputs[0]), (x) => x);

@@ -106,7 +106,7 @@ export class OpCtx {
   }
   /** The values of constant input `i`, or a clear error. */
   floats(i: number, what: string): number[] {
-    const v = this.constOf(i);
+    const v = this.in(i).value;
     if (!v) throw new DataDependent(this.node.inputs[i], `node '${this.node.name}' (${this.node.op}, opset ${this.opset}): ${what} (input ${i}) depends on the input data`);
     return Array.from(v.data, (x) => Number(x));
   }

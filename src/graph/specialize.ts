@@ -146,7 +146,7 @@ export function specialize(graph: Graph, inputShapes: Record<string, number[]>, 
         break;
       } catch (e) {
         // a shape-like input from the data: read as the constant measured on the data
-        if (!(e instanceof DataDependent) || e instanceof NeedsData || !node.inputs.includes(e.value)) throw e;
+        if (!(e instanceof DataDependent) || e instanceof NeedsData || !e.value || !node.inputs.includes(e.value) || !values.has(e.value)) throw e;
         const alias = fromData(e.value, e.message);
         node = { ...node, inputs: node.inputs.map((x) => (x === e.value ? alias : x)) };
         ({ ctx, inputs } = ctxOf(node));
