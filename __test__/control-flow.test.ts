@@ -488,3 +488,66 @@ test('a PyTorch-export-style model (batch 1, If, Loop, LSTM, Clip bound from the
   t.deepEqual(Object.keys(j), ['error']);
   t.regex(j.error.code, /^MPQ_/);
 });
+
+test('an If on the data with same-shaped branches (a detector and its verifier, batch fixed at 1) gets quantizers inside its branches; the export computes what the If does', async (t) => {
+  // x [1, 16] -> Gemm -> Sigmoid -> p; if p[0,0] >= 0.5: verifier Gemm -> Relu -> Gemm -> Sigmoid (outer weights), else p
+  const thenG: TinyGraph = {
+    outputs: { p2: null },
+    nodes: [
+      { op: 'Gemm', inputs: ['x', 'vw1', 'vb1'], outputs: ['v1'], attrs: { transB: 1 } },
+      { op: 'Relu', inputs: ['v1'], outputs: ['v2'] },
+      { op: 'Gemm', inputs: ['v2', 'vw2', 'vb2'], outputs: ['v3'], attrs: { transB: 1 } },
+      { op: 'Sigmoid', inputs: ['v3'], outputs: ['p2'] },
+    ],
+  };
+  const elseG: TinyGraph = { outputs: { p1: null }, nodes: [{ op: 'Identity', inputs: ['p'], outputs: ['p1'] }] };
+  const bytes = tinyModel({
+    inputs: { x: [1, 16] },
+    outputs: { y: [1, 1] },
+    nodes: [
+      { op: 'Gemm', inputs: ['x', 'w', 'b'], outputs: ['g'], attrs: { transB: 1 } },
+      { op: 'Sigmoid', inputs: ['g'], outputs: ['p'] },
+      { op: 'ReduceMax', inputs: ['p'], outputs: ['pm'], attrs: { keepdims: 0 } },
+      { op: 'GreaterOrEqual', inputs: ['pm', 'half'], outputs: ['c'] },
+      { op: 'If', inputs: ['c'], outputs: ['y'], attrs: { then_branch: { graph: thenG }, else_branch: { graph: elseG } } },
+    ],
+    inits: { w: f32([1, 16], 40), b: { dims: [1], values: [0.05] }, half: { dims: [], values: [0.5] }, vw1: f32([32, 16], 41), vb1: f32([32], 42), vw2: f32([1, 32], 43), vb2: f32([1], 44) },
+  });
+  const m = Model.fromBytes(bytes);
+  t.false(m.graph.nodes.some((n) => n.op === 'If'), 'the If is written out in the graph that is quantized');
+  const samples = Array.from({ length: 16 }, (_, k) => ({ x: { shape: [1, 16], data: randomData(16, 50 + k) } }));
+  // which branch each sample takes: p = sigmoid(w . x + b) >= 0.5
+  const w = f32([1, 16], 40).values;
+  const logit = samples.map((s) => w.reduce((a, v, i) => a + v * s.x.data[i], 0.05));
+  const taken = logit.map((g) => g >= 0);
+  t.true(taken.some((x) => x) && taken.some((x) => !x), `branches taken: ${taken}`);
+  for (const s of samples) {
+    const ref = await ortRun(bytes, s);
+    t.true(relMaxDiff((await m.run(s)).y.data, ref.y.data) < 1e-6);
+  }
+  const cal = await calibrate(m, async function* () { for (const s of samples) yield s; }, { rounding: 'nearest' });
+  for (const w of ['w', 'vw1', 'vw2']) t.true(cal.placement.weights.some((p) => p.tensor === w), `weight ${w} is quantized`);
+  const q = await quantize(cal, loadBitConfig('W8A8'));
+  const file = exportQdq(q, cal);
+  let compared = 0;
+  for (const [k, s] of samples.entries()) {
+    const sim = await Model.fromGraph(q.graph).run(s);
+    const ref = await ortRun(file, s, { optimize: false });
+    t.true(relMaxDiff(sim.y.data, ref.y.data) < 1e-5, `simulation vs ORT on the export ${relMaxDiff(sim.y.data, ref.y.data)}`);
+    // near the threshold quantization may flip the branch; elsewhere the result stays close to float
+    if (Math.abs(logit[k]) < 0.2) continue;
+    compared++;
+    const float = await ortRun(bytes, s);
+    t.true(Math.abs(sim.y.data[0] - float.y.data[0]) < 0.05, `sample ${k}: quantized ${sim.y.data[0]} vs float ${float.y.data[0]}`);
+  }
+  t.true(compared >= 8, `${compared} samples away from the threshold`);
+  // the search can now lower the verifier's bits: a budget of 0.75 of W8A8 is met
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-cf-'));
+  fs.writeFileSync(path.join(dir, 'm.onnx'), bytes);
+  const all = new Float32Array(16 * 16);
+  samples.forEach((s, k) => all.set(s.x.data, k * 16));
+  fs.writeFileSync(path.join(dir, 'calib.npy'), encodeNpy([16, 16], all));
+  const r = await mpq(['search', path.join(dir, 'm.onnx'), '--calib', path.join(dir, 'calib.npy'), '--max-bops', '0.75', '--out', path.join(dir, 's'), '--quiet', '--json']);
+  t.is(r.code, 0, r.stderr);
+  t.true(JSON.parse(r.stdout).selected.rel_bops <= 0.75);
+});

@@ -7,6 +7,7 @@ import { checkSupported, DataValues, probeDataValues, resolveInputShapes, specia
 import { native, syncLimits } from './native';
 import { loadGraph, loadGraphFromFile, loadGraphOffThread } from './onnx/load';
 import { foldBatchNorm } from './graph/passes/fold-bn';
+import { flattenDataIfs } from './graph/flatten-if';
 
 /** A float32 tensor: row-major data and its shape. */
 export interface Tensor {
@@ -45,7 +46,10 @@ export class Model {
 
   /** `folded`: `graph` with BatchNormalization folded, when the caller folded it already. */
   private constructor(graph: Graph, folded?: Graph) {
-    this.graph = folded ?? foldBatchNorm(graph);
+    // If nodes that run as both branches and a Where are written out, so that their branches are quantized (flatten-if.ts)
+    const base = folded ?? foldBatchNorm(graph);
+    const flat = flattenDataIfs(base);
+    this.graph = flat === base ? base : foldBatchNorm(flat);
     this.asWritten = graph;
     // values measured on the data, shared with the graphs derived from this one
     graph.dataValues ??= this.graph.dataValues ?? new Map();
