@@ -96,6 +96,8 @@ export class Model {
     return specialize(this.graph, resolveInputShapes(this.graph, shapes), this.graph.dataValues);
   }
 
+  /** Compiled plans that compute data values (see {@link Model.measureDataValues}), least recently used first. */
+  private probes = new Map<string, PlanHandle>();
   /** Input-shape keys whose specialisation depends on no data value (no measuring needed). */
   private dataFree = new Set<string>();
 
@@ -112,8 +114,14 @@ export class Model {
     let known: DataValues = new Map();
     if (!this.dataFree.has(key)) {
       const inputs = graph.inputs.map((i) => feeds[i.name]);
-      ({ known } = await probeDataValues(graph, resolved, async (partial, name) => {
-        const { plan } = this.build(partial, []);
+      ({ known } = await probeDataValues(graph, resolved, async (partial, name, sofar) => {
+        // the plans that compute data values, kept as compiled plans are (the first is the same on every run)
+        const pkey = `${key}|probe:${name}${dataKey(sofar)}`;
+        let plan = this.probes.get(pkey);
+        if (plan) this.probes.delete(pkey);
+        else plan = this.build(partial, []).plan;
+        this.probes.set(pkey, plan);
+        while (this.probes.size > Model.MAX_PLANS) this.probes.delete(this.probes.keys().next().value!);
         const [t] = await cancellable(opts, (token) => plan.run(inputs.map((x) => ({ shape: x.shape, data: x.data })), undefined, token));
         const dtype = partial.values.get(name)!.dtype;
         return { dtype, shape: t.shape, data: dtype === 'float' ? t.data : Float64Array.from(t.data), onnxType: dtype === 'float' ? 1 : dtype === 'int' ? 7 : 9 };

@@ -206,14 +206,15 @@ const MAX_MEASURED = 4096;
 /**
  * The data values that the shapes of `graph` depend on, for one set of inputs: specialises,
  * and each time a shape needs a value from the data, runs the nodes that compute it
- * (`exec(partial, name)`: the plan of `partial` with `name` as its output, on the inputs) and
+ * (`exec(partial, name, known)`: the plan of `partial`, made with the values `known` so far,
+ * with `name` as its output, on the inputs) and
  * specialises again. Returns the values (empty when no shape depends on the data) and the
  * specialisation they give.
  */
 export async function probeDataValues(
   graph: Graph,
   inputShapes: Record<string, number[]>,
-  exec: (partial: Specialized, name: string) => Promise<ConstTensor>,
+  exec: (partial: Specialized, name: string, known: DataValues) => Promise<ConstTensor>,
 ): Promise<{ known: Map<string, ConstTensor>; spec: Specialized }> {
   const known = new Map<string, ConstTensor>();
   for (;;) {
@@ -223,7 +224,7 @@ export async function probeDataValues(
       if (!(e instanceof NeedsData)) throw e;
       if (known.has(e.value)) throw new MpqError('MPQ_INTERNAL', `data value '${e.value}' was asked for twice`);
       if (known.size >= MAX_MEASURED) throw new MpqError('MPQ_TOO_LARGE', `the shapes depend on more than ${MAX_MEASURED} values from the data (${e.message})`);
-      known.set(e.value, await exec(computing(e.partial, e.value), e.value));
+      known.set(e.value, await exec(computing(e.partial, e.value), e.value, known));
     }
   }
 }
