@@ -89,6 +89,12 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
     }
     const warning = verificationWarning(r.verification, r.files.model);
     if (warning) process.stderr.write(warning + '\n');
+  } catch (e) {
+    // a budget out of reach because the compute is inside float subgraphs: say so
+    if (note && e instanceof MpqError && e.code === 'MPQ_BAD_INPUT' && /^no configuration meets the budget/.test(e.message)) {
+      throw new MpqError(e.code, `${e.message} (${note}, so nothing inside them can be made cheaper)`, { cause: e });
+    }
+    throw e;
   } finally {
     progress.stop();
   }
