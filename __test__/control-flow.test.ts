@@ -550,4 +550,6 @@ test('an If on the data with same-shaped branches (a detector and its verifier, 
   const r = await mpq(['search', path.join(dir, 'm.onnx'), '--calib', path.join(dir, 'calib.npy'), '--max-bops', '0.75', '--out', path.join(dir, 's'), '--quiet', '--json']);
   t.is(r.code, 0, r.stderr);
   t.true(JSON.parse(r.stdout).selected.rel_bops <= 0.75);
+  const notes: string[] = JSON.parse(fs.readFileSync(path.join(dir, 's', 'run.json'), 'utf8')).options.notes;
+  t.deepEqual(notes, [`If 'If_4' (a condition from the data, branches of one shape) is quantized inside: the exported model computes both branches and picks with Where`]);
 });

@@ -51,3 +51,14 @@ export function flattenDataIfs(g: Graph): Graph {
   }
   return changed ? { ...g, nodes, consts } : g;
 }
+
+/** A note naming the If nodes that {@link flattenDataIfs} wrote out in `g` (null when none). */
+export function flattenedIfsNote(g: Graph): string | null {
+  const names = new Set(g.nodes.map((n) => n.name));
+  const ifs = [...new Set(g.nodes.filter((n) => n.op === 'Where' && /\/select\d+$/.test(n.name)).map((n) => n.name.replace(/\/select\d+$/, '')))].filter(
+    (x) => [...names].some((m) => m.startsWith(`${x}/then/`) || m.startsWith(`${x}/else/`)),
+  );
+  if (ifs.length === 0) return null;
+  const list = ifs.slice(0, 3).map((x) => `'${x}'`).join(', ') + (ifs.length > 3 ? ` and ${ifs.length - 3} more` : '');
+  return `If ${list} (a condition from the data, branches of one shape) ${ifs.length > 1 ? 'are' : 'is'} quantized inside: the exported model computes both branches and picks with Where`;
+}
