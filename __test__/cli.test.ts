@@ -258,3 +258,44 @@ test('mpq verify names the missing calibration data and the fix; quantize --prof
   t.regex(g.stderr, /MPQ_BAD_MODEL.*onnxruntime cannot load the exported model/);
   t.notRegex(g.stderr, /internal error/);
 });
+
+test('inputs with the batch on another axis (recurrent state [2, batch, 4]) or none (an int64 scalar) are calibrated, searched and verified in onnxruntime without flags', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-cli-'));
+  const bytes = tinyModel({
+    inputs: { x: ['batch', 6], h: [2, 'batch', 4], k: [] },
+    inputTypes: { k: 7 },
+    outputs: { y: null, hn: null },
+    nodes: [
+      { op: 'MatMul', inputs: ['x', 'w'], outputs: ['m'] },
+      { op: 'Gather', inputs: ['h', 'i0'], outputs: ['h0'], attrs: { axis: 0 } },
+      { op: 'Add', inputs: ['m', 'h0'], outputs: ['s'] },
+      { op: 'Cast', inputs: ['k'], outputs: ['kf'], attrs: { to: 1 } },
+      { op: 'Mul', inputs: ['s', 'kf'], outputs: ['y'] },
+      { op: 'Tanh', inputs: ['h'], outputs: ['hn'] },
+    ],
+    inits: { w: { dims: [6, 4], values: Array.from(randomData(24, 3)) }, i0: { dims: [], type: 7, values: [0] } },
+  });
+  const model = path.join(dir, 'm.onnx');
+  fs.writeFileSync(model, bytes);
+  const n = 20;
+  fs.writeFileSync(path.join(dir, 'x.npy'), encodeNpy([n, 6], randomData(n * 6, 4)));
+  fs.writeFileSync(path.join(dir, 'h.npy'), encodeNpy([n, 2, 4], randomData(n * 8, 5)));
+  fs.writeFileSync(path.join(dir, 'k.npy'), encodeNpy([n], new Float32Array(n).fill(3)));
+  const data = ['x', 'h', 'k'].map((k) => `${k}=${path.join(dir, `${k}.npy`)}`).join(',');
+  const q = await mpq(['quantize', model, '--calib', data, '--config', 'W8A8', '--out', path.join(dir, 'q'), '--quiet']);
+  t.is(q.code, 0, q.stderr);
+  const v = JSON.parse(fs.readFileSync(path.join(dir, 'q', 'quantize.json'), 'utf8')).verification;
+  t.true(v.qdq.sqnr_db > 30, JSON.stringify(v));
+  const s = await mpq(['search', model, '--calib', data, '--max-bops', '0.75', '--out', path.join(dir, 's'), '--quiet']);
+  t.is(s.code, 0, s.stderr);
+  // the scalar must be the same over a batch (it has no batch axis)
+  const k2 = new Float32Array(n).fill(3);
+  k2[5] = 4;
+  fs.writeFileSync(path.join(dir, 'k.npy'), encodeNpy([n], k2));
+  const bad = await mpq(['quantize', model, '--calib', data, '--config', 'W8A8', '--out', path.join(dir, 'q2'), '--json']);
+  t.is(bad.code, 1);
+  t.is(JSON.parse(bad.stdout).error.code, 'MPQ_BAD_INPUT');
+  t.regex(bad.stdout, /input 'k' has no batch axis.*--batch 1/);
+  const one = await mpq(['quantize', model, '--calib', data, '--config', 'W8A8', '--out', path.join(dir, 'q3'), '--quiet', '--batch', '1']);
+  t.is(one.code, 0, one.stderr);
+});

@@ -163,10 +163,10 @@ test('Scan (cumulative sum over a sequence, forward and reverse) equals onnxrunt
   }
 });
 
-test('If on a condition that depends on the input data: both branches run and the result equals onnxruntime for either outcome', async (t) => {
+/** x [2, 3] -> If (sum(x) > 0): then Relu(x), else `elseG` (reading x). */
+function dataIfModel(elseG: TinyGraph): Uint8Array {
   const thenG: TinyGraph = { outputs: { a: null }, nodes: [{ op: 'Relu', inputs: ['x'], outputs: ['a'] }] };
-  const elseG: TinyGraph = { outputs: { b: null }, nodes: [{ op: 'Mul', inputs: ['x', 'k'], outputs: ['b'] }], inits: { k: { dims: [], values: [-2] } } };
-  const bytes = tinyModel({
+  return tinyModel({
     inputs: { x: [2, 3] },
     outputs: { y: null },
     nodes: [
@@ -176,6 +176,10 @@ test('If on a condition that depends on the input data: both branches run and th
     ],
     inits: { zero: { dims: [], values: [0] } },
   });
+}
+
+test('If on a condition that depends on the input data: both branches run and the result equals onnxruntime for either outcome', async (t) => {
+  const bytes = dataIfModel({ outputs: { b: null }, nodes: [{ op: 'Mul', inputs: ['x', 'k'], outputs: ['b'] }], inits: { k: { dims: [], values: [-2] } } });
   const m = Model.fromBytes(bytes);
   const seen = new Set<boolean>();
   for (const seed of [1, 2, 3, 4, 5, 6]) {
@@ -185,21 +189,6 @@ test('If on a condition that depends on the input data: both branches run and th
     t.deepEqual(Array.from((await m.run({ x })).y.data), Array.from(ref.y.data), `seed ${seed}`);
   }
   t.is(seen.size, 2, 'both branches taken');
-  // branches whose outputs differ in shape cannot be selected: a clear error
-  const elseShape: TinyGraph = { outputs: { b: null }, nodes: [{ op: 'ReduceSum', inputs: ['x'], outputs: ['b'], attrs: { keepdims: 1 } }] };
-  const bad = tinyModel({
-    inputs: { x: [2, 3] },
-    outputs: { y: null },
-    nodes: [
-      { op: 'ReduceSum', inputs: ['x'], outputs: ['s'], attrs: { keepdims: 0 } },
-      { op: 'Greater', inputs: ['s', 'zero'], outputs: ['c'] },
-      { op: 'If', inputs: ['c'], outputs: ['y'], attrs: { then_branch: { graph: thenG }, else_branch: { graph: elseShape } } },
-    ],
-    inits: { zero: { dims: [], values: [0] } },
-  });
-  const e = await t.throwsAsync(Model.fromBytes(bad).run({ x: { shape: [2, 3], data: randomData(6, 1) } }), { instanceOf: MpqError });
-  t.is(e?.code, 'MPQ_BAD_NODE');
-  t.regex(e!.message, /If.*depends on the input data.*different shapes/);
 });
 
 test('a model with If is quantized W8A8: quantizers around the If, its branches float; the exported file runs in onnxruntime as simulated', async (t) => {
@@ -246,4 +235,321 @@ test('a model with If is quantized W8A8: quantizers around the If, its branches 
   t.is(r.code, 0, r.stderr);
   t.regex(r.stderr, /note: the subgraphs of 'If_\d+' \(If\) stay float/);
   t.is(JSON.parse(fs.readFileSync(path.join(dir, 'q', 'quantize.json'), 'utf8')).notes.length, 1);
+});
+
+// ---- shapes that depend on the data: measured on the data, checked at run time ----
+
+/** x [1, 10]; n = int(len): y = Relu(x[:, Range(0, n)]); r = Range(min(x), max(x), 0.25) (float bounds from the data). */
+function rangeModel(): Uint8Array {
+  return tinyModel({
+    inputs: { x: [1, 10], len: [] },
+    outputs: { y: null, r: null },
+    nodes: [
+      { op: 'Cast', inputs: ['len'], outputs: ['n'], attrs: { to: INT64 } },
+      { op: 'Range', inputs: ['zero', 'n', 'one'], outputs: ['idx'] },
+      { op: 'Gather', inputs: ['x', 'idx'], outputs: ['g'], attrs: { axis: 1 } },
+      { op: 'Relu', inputs: ['g'], outputs: ['y'] },
+      { op: 'ReduceMin', inputs: ['x'], outputs: ['lo'], attrs: { keepdims: 0 } },
+      { op: 'ReduceMax', inputs: ['x'], outputs: ['hi'], attrs: { keepdims: 0 } },
+      { op: 'Range', inputs: ['lo', 'hi', 'quarter'], outputs: ['r'] },
+    ],
+    inits: { zero: { dims: [], type: INT64, values: [0] }, one: { dims: [], type: INT64, values: [1] }, quarter: { dims: [], values: [0.25] } },
+  });
+}
+
+test('Range with start, limit and delta from the data is computed per run and equals onnxruntime', async (t) => {
+  const bytes = rangeModel();
+  const m = Model.fromBytes(bytes);
+  const lens = new Set<number>();
+  for (const [n, seed] of [[3, 1], [7, 2], [10, 3], [0, 4], [7, 5]]) {
+    const feeds = { x: { shape: [1, 10], data: randomData(10, seed) }, len: { shape: [], data: Float32Array.of(n) } };
+    const ref = await ortRun(bytes, feeds);
+    const ours = await m.run(feeds);
+    for (const o of ['y', 'r']) {
+      t.deepEqual(ours[o].shape, ref[o].shape, `${o} len ${n} seed ${seed}`);
+      t.deepEqual(Array.from(ours[o].data), Array.from(ref[o].data), `${o} len ${n} seed ${seed}`);
+    }
+    lens.add(ref.r.shape[0]);
+  }
+  t.true(lens.size >= 3, `float Range lengths seen: ${[...lens]}`);
+});
+
+/** x [2, 12]; k = int(kf): z = Relu(Reshape(x, [k, -1])), y = ReduceSum(z, axis 1). */
+function reshapeModel(): Uint8Array {
+  return tinyModel({
+    inputs: { x: [2, 12], kf: [] },
+    outputs: { y: null, z: null },
+    nodes: [
+      { op: 'Cast', inputs: ['kf'], outputs: ['k'], attrs: { to: INT64 } },
+      { op: 'Unsqueeze', inputs: ['k', 'ax0'], outputs: ['k1'] },
+      { op: 'Concat', inputs: ['k1', 'minus1'], outputs: ['target'], attrs: { axis: 0 } },
+      { op: 'Reshape', inputs: ['x', 'target'], outputs: ['rs'] },
+      { op: 'Relu', inputs: ['rs'], outputs: ['z'] },
+      { op: 'ReduceSum', inputs: ['z', 'ax1'], outputs: ['y'], attrs: { keepdims: 0 } },
+    ],
+    inits: { ax0: { dims: [1], type: INT64, values: [0] }, ax1: { dims: [1], type: INT64, values: [1] }, minus1: { dims: [1], type: INT64, values: [-1] } },
+  });
+}
+
+test('Reshape whose target shape is computed from input values equals onnxruntime for each target', async (t) => {
+  const bytes = reshapeModel();
+  const m = Model.fromBytes(bytes);
+  for (const k of [2, 3, 8, 24, 3]) {
+    const feeds = { x: { shape: [2, 12], data: randomData(24, k) }, kf: { shape: [], data: Float32Array.of(k) } };
+    const ref = await ortRun(bytes, feeds);
+    const ours = await m.run(feeds);
+    for (const o of ['y', 'z']) {
+      t.deepEqual(ours[o].shape, ref[o].shape, `${o} k ${k}`);
+      t.true(relMaxDiff(ours[o].data, ref[o].data) < 1e-6, `${o} k ${k}`);
+    }
+  }
+  // a target that does not fit the data is the same clear error as a constant one
+  const e = await t.throwsAsync(m.run({ x: { shape: [2, 12], data: randomData(24, 1) }, kf: { shape: [], data: Float32Array.of(5) } }), { instanceOf: MpqError });
+  t.is(e?.code, 'MPQ_BAD_NODE');
+  t.regex(e!.message, /cannot reshape \[2,12\]/);
+});
+
+test('quantizing a model whose shapes depend on the data: measured on the first batch, a batch that gives another shape is refused by name', async (t) => {
+  const bytes = reshapeModel();
+  const m = Model.fromBytes(bytes);
+  const batch = (k: number, seed: number) => ({ x: { shape: [2, 12], data: randomData(24, seed) }, kf: { shape: [], data: Float32Array.of(k) } });
+  const cal = await calibrate(m, async function* () { yield batch(3, 1); yield batch(3, 2); }, { rounding: 'nearest' });
+  const q = await quantize(cal, loadBitConfig('W8A8'));
+  const file = exportQdq(q, cal);
+  for (const k of [3, 4]) {
+    // the simulation measures its own data values per run, as ORT computes them on the export
+    const sim = await Model.fromGraph(q.graph).run(batch(k, 7));
+    const ref = await ortRun(file, batch(k, 7), { optimize: false });
+    t.deepEqual(sim.z.shape, ref.z.shape);
+    t.true(relMaxDiff(sim.z.data, ref.z.data) < 1e-5, `k ${k}: simulation vs ORT on the export ${relMaxDiff(sim.z.data, ref.z.data)}`);
+  }
+  const e = await t.throwsAsync(calibrate(Model.fromBytes(bytes), async function* () { yield batch(3, 1); yield batch(4, 2); }, { rounding: 'nearest' }), { instanceOf: MpqError });
+  t.is(e?.code, 'MPQ_BAD_INPUT');
+  t.regex(e!.message, /depend on the value of 'target'.*\[4,-1\].*\[3,-1\]/);
+});
+
+test('If whose branches give outputs of different shapes, on a condition from the data, equals onnxruntime both ways', async (t) => {
+  const bytes = dataIfModel({ outputs: { b: null }, nodes: [{ op: 'ReduceSum', inputs: ['x'], outputs: ['b'], attrs: { keepdims: 1 } }] });
+  const m = Model.fromBytes(bytes);
+  const shapes = new Set<string>();
+  for (const seed of [1, 2, 3, 4, 5, 6]) {
+    const x = { shape: [2, 3], data: randomData(6, seed) };
+    const ref = await ortRun(bytes, { x });
+    const ours = await m.run({ x });
+    t.deepEqual(ours.y.shape, ref.y.shape, `seed ${seed}`);
+    t.true(relMaxDiff(ours.y.data, ref.y.data) < 1e-6, `seed ${seed}`);
+    shapes.add(ref.y.shape.join('x'));
+  }
+  t.is(shapes.size, 2, 'both branches taken');
+});
+
+test('Loop with scan outputs and a condition from the data: as many scan rows as iterations ran, equal to onnxruntime', async (t) => {
+  // v <- v * 1.5 + 0.2 while sum(v) < limit, at most 6 times; each iteration's v is a scan row
+  const body: TinyGraph = {
+    inputs: { i: [], cin: [], v: null },
+    types: { i: INT64, cin: BOOL, cout: BOOL },
+    outputs: { cout: [], v2: null, row: null },
+    nodes: [
+      { op: 'Mul', inputs: ['v', 'k'], outputs: ['v1'] },
+      { op: 'Add', inputs: ['v1', 'b'], outputs: ['v2'] },
+      { op: 'Identity', inputs: ['v2'], outputs: ['row'] },
+      { op: 'ReduceSum', inputs: ['v2'], outputs: ['s'], attrs: { keepdims: 0 } },
+      { op: 'Less', inputs: ['s', 'limit'], outputs: ['cout'] },
+    ],
+    inits: { k: { dims: [], values: [1.5] }, b: { dims: [], values: [0.2] } },
+  };
+  const bytes = tinyModel({
+    inputs: { x: [2, 3], limit: [] },
+    outputs: { vf: null, rows: null },
+    nodes: [
+      { op: 'ReduceSum', inputs: ['x'], outputs: ['s0'], attrs: { keepdims: 0 } },
+      { op: 'Less', inputs: ['s0', 'limit'], outputs: ['c0'] },
+      { op: 'Loop', inputs: ['M', 'c0', 'x'], outputs: ['vf', 'rows'], attrs: { body: { graph: body } } },
+    ],
+    inits: { M: { dims: [], type: INT64, values: [6] } },
+  });
+  const m = Model.fromBytes(bytes);
+  const counts = new Set<number>();
+  for (const limit of [3, 8, 20, 1000, 8]) {
+    const feeds = { x: { shape: [2, 3], data: Float32Array.from([0.1, 0.2, 0.3, 0.1, 0.2, 0.3]) }, limit: { shape: [], data: Float32Array.of(limit) } };
+    const ref = await ortRun(bytes, feeds);
+    const ours = await m.run(feeds);
+    for (const o of ['vf', 'rows']) {
+      t.deepEqual(ours[o].shape, ref[o].shape, `${o} limit ${limit}`);
+      t.true(relMaxDiff(ours[o].data, ref[o].data) < 1e-6, `${o} limit ${limit}`);
+    }
+    counts.add(ref.rows.shape[0]);
+  }
+  t.true(counts.size >= 3, `scan lengths: ${[...counts]}`);
+});
+
+/**
+ * A model in the style of a PyTorch export of a small keyword spotter: batch fixed at 1, a
+ * Clip whose upper bound is computed from the input, Conv + Relu, an If on a shape (exporters'
+ * `if x.size(2) > 8`), an If on the data with same-shaped branches, the sequence reshaped with
+ * a target computed from shapes, an LSTM, a Loop (trip count from a shape) with a MatMul inside
+ * and a scan output, then Gemm to 3 classes.
+ */
+function spotterModel(): Uint8Array {
+  const H = 8;
+  const thenG: TinyGraph = { outputs: { ta: null }, nodes: [{ op: 'Relu', inputs: ['seq'], outputs: ['ta'] }] };
+  const elseG: TinyGraph = { outputs: { ea: null }, nodes: [{ op: 'Neg', inputs: ['seq'], outputs: ['ea'] }] };
+  const posG: TinyGraph = { outputs: { pa: null }, nodes: [{ op: 'Identity', inputs: ['hs'], outputs: ['pa'] }] };
+  const negG: TinyGraph = { outputs: { na: null }, nodes: [{ op: 'Mul', inputs: ['hs', 'half'], outputs: ['na'] }], inits: { half: { dims: [], values: [0.5] } } };
+  const body: TinyGraph = {
+    inputs: { i: [], cin: [], v: null },
+    types: { i: INT64, cin: BOOL, cout: BOOL },
+    outputs: { cout: [], v2: null, sc: null },
+    nodes: [
+      { op: 'Identity', inputs: ['cin'], outputs: ['cout'] },
+      { op: 'MatMul', inputs: ['v', 'lw'], outputs: ['m'] },
+      { op: 'Tanh', inputs: ['m'], outputs: ['tm'] },
+      { op: 'Add', inputs: ['tm', 'v'], outputs: ['v2'] },
+      { op: 'Identity', inputs: ['v2'], outputs: ['sc'] },
+    ],
+    inits: { lw: f32([H, H], 21) },
+  };
+  return tinyModel({
+    inputs: { x: [1, 1, 16, 6] },
+    outputs: { y: [1, 3], steps: null },
+    nodes: [
+      { op: 'ReduceMax', inputs: ['x'], outputs: ['mx'], attrs: { keepdims: 0 } },
+      { op: 'Mul', inputs: ['mx', 'p9'], outputs: ['hi'] },
+      { op: 'Clip', inputs: ['x', 'lo', 'hi'], outputs: ['xc'] },
+      { op: 'Conv', inputs: ['xc', 'cw', 'cb'], outputs: ['c'], attrs: { kernel_shape: [3, 3], pads: [1, 1, 1, 1] } },
+      { op: 'Relu', inputs: ['c'], outputs: ['r'] },
+      // [1, 4, T, 6] -> [T, 1, 24]
+      { op: 'Transpose', inputs: ['r'], outputs: ['rt'], attrs: { perm: [2, 0, 1, 3] } },
+      { op: 'Shape', inputs: ['rt'], outputs: ['s'] },
+      { op: 'Gather', inputs: ['s', 'i0'], outputs: ['t'], attrs: { axis: 0 } },
+      { op: 'Unsqueeze', inputs: ['t', 'ax0'], outputs: ['t1'] },
+      { op: 'Concat', inputs: ['t1', 'one_minus1'], outputs: ['target'], attrs: { axis: 0 } },
+      { op: 'Reshape', inputs: ['rt', 'target'], outputs: ['seq'] },
+      { op: 'Greater', inputs: ['t', 'eight'], outputs: ['long'] },
+      { op: 'If', inputs: ['long'], outputs: ['seq2'], attrs: { then_branch: { graph: thenG }, else_branch: { graph: elseG } } },
+      { op: 'LSTM', inputs: ['seq2', 'W', 'R', 'B'], outputs: ['', 'hn'], attrs: { hidden_size: H } },
+      { op: 'Squeeze', inputs: ['hn', 'ax0'], outputs: ['hs'] },
+      { op: 'ReduceSum', inputs: ['hs'], outputs: ['hsum'], attrs: { keepdims: 0 } },
+      { op: 'Greater', inputs: ['hsum', 'zero'], outputs: ['pos'] },
+      { op: 'If', inputs: ['pos'], outputs: ['h2'], attrs: { then_branch: { graph: posG }, else_branch: { graph: negG } } },
+      { op: 'Div', inputs: ['t', 'eight'], outputs: ['trips'] },
+      { op: 'Loop', inputs: ['trips', '', 'h2'], outputs: ['hl', 'steps'], attrs: { body: { graph: body } } },
+      { op: 'Gemm', inputs: ['hl', 'gw', 'gb'], outputs: ['y'], attrs: { transB: 1 } },
+    ],
+    inits: {
+      p9: { dims: [], values: [0.9] }, lo: { dims: [], values: [-0.8] }, zero: { dims: [], values: [0] },
+      cw: f32([4, 1, 3, 3], 22), cb: f32([4], 23),
+      i0: { dims: [], type: INT64, values: [0] }, ax0: { dims: [1], type: INT64, values: [0] }, eight: { dims: [], type: INT64, values: [8] },
+      one_minus1: { dims: [2], type: INT64, values: [1, -1] },
+      W: f32([1, 4 * H, 24], 24), R: f32([1, 4 * H, H], 25), B: f32([1, 8 * H], 26),
+      gw: f32([3, H], 27), gb: f32([3], 28),
+    },
+    opset: 14,
+  });
+}
+
+test('a PyTorch-export-style model (batch 1, If, Loop, LSTM, Clip bound from the data) runs equal to onnxruntime and goes through mpq quantize W8A8 and search --max-bops 0.75 without extra flags', async (t) => {
+  const bytes = spotterModel();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-spotter-'));
+  const model = path.join(dir, 'spotter.onnx');
+  fs.writeFileSync(model, bytes);
+  const m = Model.fromBytes(bytes);
+  for (const seed of [1, 2, 3]) {
+    const x = { shape: [1, 1, 16, 6], data: randomData(96, seed) };
+    const ref = await ortRun(bytes, { x });
+    const ours = await m.run({ x });
+    for (const o of ['y', 'steps']) {
+      t.deepEqual(ours[o].shape, ref[o].shape, o);
+      t.true(relMaxDiff(ours[o].data, ref[o].data) < 1e-5, `${o} seed ${seed}: ${relMaxDiff(ours[o].data, ref[o].data)}`);
+    }
+  }
+  const data = path.join(dir, 'calib.npy');
+  fs.writeFileSync(data, encodeNpy([24, 1, 16, 6], randomData(24 * 96, 30)));
+  const progress = (s: string) => s.split('\n').filter((l) => /^mpq: \S.* \d+\/\d+/.test(l));
+  const q = await mpq(['quantize', model, '--calib', data, '--config', 'W8A8', '--out', path.join(dir, 'q')]);
+  t.is(q.code, 0, q.stderr);
+  t.true(progress(q.stderr).some((l) => l.startsWith('mpq: calibration 24/24')), q.stderr);
+  const qj = JSON.parse(fs.readFileSync(path.join(dir, 'q', 'quantize.json'), 'utf8'));
+  t.regex(qj.notes.join(' '), /subgraphs of .*If.*stay float/);
+  t.true(qj.verification.qdq.sqnr_db > 30, JSON.stringify(qj.verification));
+  const s = await mpq(['search', model, '--calib', data, '--max-bops', '0.75', '--out', path.join(dir, 's')]);
+  t.is(s.code, 0, s.stderr);
+  const lines = progress(s.stderr);
+  t.true(lines.some((l) => /^mpq: phase1 (\d+)\/\1 100% done/.test(l)), s.stderr);
+  t.regex(s.stdout, /^selected: rel_bops/m);
+  const run = JSON.parse(fs.readFileSync(path.join(dir, 's', 'run.json'), 'utf8'));
+  t.true(run.selected.rel_bops <= 0.75, JSON.stringify(run.selected));
+  t.regex(run.options.notes.join(' '), /stay float/);
+  t.regex(fs.readFileSync(path.join(dir, 's', 'report.html'), 'utf8'), /<b>Note<\/b>: the subgraphs of/);
+  // bad input with --json: one JSON error document on stdout
+  const bad = await mpq(['quantize', model, '--calib', path.join(dir, 'missing.npy'), '--config', 'W8A8', '--out', path.join(dir, 'b'), '--json']);
+  t.is(bad.code, 1);
+  const j = JSON.parse(bad.stdout);
+  t.deepEqual(Object.keys(j), ['error']);
+  t.regex(j.error.code, /^MPQ_/);
+});
+
+test('an If on the data with same-shaped branches (a detector and its verifier, batch fixed at 1) gets quantizers inside its branches; the export computes what the If does', async (t) => {
+  // x [1, 16] -> Gemm -> Sigmoid -> p; if p[0,0] >= 0.5: verifier Gemm -> Relu -> Gemm -> Sigmoid (outer weights), else p
+  const thenG: TinyGraph = {
+    outputs: { p2: null },
+    nodes: [
+      { op: 'Gemm', inputs: ['x', 'vw1', 'vb1'], outputs: ['v1'], attrs: { transB: 1 } },
+      { op: 'Relu', inputs: ['v1'], outputs: ['v2'] },
+      { op: 'Gemm', inputs: ['v2', 'vw2', 'vb2'], outputs: ['v3'], attrs: { transB: 1 } },
+      { op: 'Sigmoid', inputs: ['v3'], outputs: ['p2'] },
+    ],
+  };
+  const elseG: TinyGraph = { outputs: { p1: null }, nodes: [{ op: 'Identity', inputs: ['p'], outputs: ['p1'] }] };
+  const bytes = tinyModel({
+    inputs: { x: [1, 16] },
+    outputs: { y: [1, 1] },
+    nodes: [
+      { op: 'Gemm', inputs: ['x', 'w', 'b'], outputs: ['g'], attrs: { transB: 1 } },
+      { op: 'Sigmoid', inputs: ['g'], outputs: ['p'] },
+      { op: 'ReduceMax', inputs: ['p'], outputs: ['pm'], attrs: { keepdims: 0 } },
+      { op: 'GreaterOrEqual', inputs: ['pm', 'half'], outputs: ['c'] },
+      { op: 'If', inputs: ['c'], outputs: ['y'], attrs: { then_branch: { graph: thenG }, else_branch: { graph: elseG } } },
+    ],
+    inits: { w: f32([1, 16], 40), b: { dims: [1], values: [0.05] }, half: { dims: [], values: [0.5] }, vw1: f32([32, 16], 41), vb1: f32([32], 42), vw2: f32([1, 32], 43), vb2: f32([1], 44) },
+  });
+  const m = Model.fromBytes(bytes);
+  t.false(m.graph.nodes.some((n) => n.op === 'If'), 'the If is written out in the graph that is quantized');
+  const samples = Array.from({ length: 16 }, (_, k) => ({ x: { shape: [1, 16], data: randomData(16, 50 + k) } }));
+  // which branch each sample takes: p = sigmoid(w . x + b) >= 0.5
+  const w = f32([1, 16], 40).values;
+  const logit = samples.map((s) => w.reduce((a, v, i) => a + v * s.x.data[i], 0.05));
+  const taken = logit.map((g) => g >= 0);
+  t.true(taken.some((x) => x) && taken.some((x) => !x), `branches taken: ${taken}`);
+  for (const s of samples) {
+    const ref = await ortRun(bytes, s);
+    t.true(relMaxDiff((await m.run(s)).y.data, ref.y.data) < 1e-6);
+  }
+  const cal = await calibrate(m, async function* () { for (const s of samples) yield s; }, { rounding: 'nearest' });
+  for (const w of ['w', 'vw1', 'vw2']) t.true(cal.placement.weights.some((p) => p.tensor === w), `weight ${w} is quantized`);
+  const q = await quantize(cal, loadBitConfig('W8A8'));
+  const file = exportQdq(q, cal);
+  let compared = 0;
+  for (const [k, s] of samples.entries()) {
+    const sim = await Model.fromGraph(q.graph).run(s);
+    const ref = await ortRun(file, s, { optimize: false });
+    t.true(relMaxDiff(sim.y.data, ref.y.data) < 1e-5, `simulation vs ORT on the export ${relMaxDiff(sim.y.data, ref.y.data)}`);
+    // near the threshold quantization may flip the branch; elsewhere the result stays close to float
+    if (Math.abs(logit[k]) < 0.2) continue;
+    compared++;
+    const float = await ortRun(bytes, s);
+    t.true(Math.abs(sim.y.data[0] - float.y.data[0]) < 0.05, `sample ${k}: quantized ${sim.y.data[0]} vs float ${float.y.data[0]}`);
+  }
+  t.true(compared >= 8, `${compared} samples away from the threshold`);
+  // the search can now lower the verifier's bits: a budget of 0.75 of W8A8 is met
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-cf-'));
+  fs.writeFileSync(path.join(dir, 'm.onnx'), bytes);
+  const all = new Float32Array(16 * 16);
+  samples.forEach((s, k) => all.set(s.x.data, k * 16));
+  fs.writeFileSync(path.join(dir, 'calib.npy'), encodeNpy([16, 16], all));
+  const r = await mpq(['search', path.join(dir, 'm.onnx'), '--calib', path.join(dir, 'calib.npy'), '--max-bops', '0.75', '--out', path.join(dir, 's'), '--quiet', '--json']);
+  t.is(r.code, 0, r.stderr);
+  t.true(JSON.parse(r.stdout).selected.rel_bops <= 0.75);
+  const notes: string[] = JSON.parse(fs.readFileSync(path.join(dir, 's', 'run.json'), 'utf8')).options.notes;
+  t.deepEqual(notes, [`If 'If_4' (a condition from the data, branches of one shape) is quantized inside: the exported model computes both branches and picks with Where`]);
 });

@@ -3,10 +3,11 @@ import * as crypto from 'crypto';
 import { abortError, MpqError, fromNative } from './errors';
 import { ConstTensor, Graph } from './graph/ir';
 import { lower, Lowered } from './graph/lower';
-import { checkSupported, resolveInputShapes, specialize, Specialized } from './graph/specialize';
+import { checkSupported, DataValues, probeDataValues, resolveInputShapes, specialize, Specialized } from './graph/specialize';
 import { native, syncLimits } from './native';
 import { loadGraph, loadGraphFromFile, loadGraphOffThread } from './onnx/load';
 import { foldBatchNorm } from './graph/passes/fold-bn';
+import { flattenDataIfs } from './graph/flatten-if';
 
 /** A float32 tensor: row-major data and its shape. */
 export interface Tensor {
@@ -63,8 +64,14 @@ export class Model implements Runnable {
 
   /** `folded`: `graph` with BatchNormalization folded, when the caller folded it already. */
   private constructor(graph: Graph, folded?: Graph) {
-    this.graph = folded ?? foldBatchNorm(graph);
+    // If nodes that run as both branches and a Where are written out, so that their branches are quantized (flatten-if.ts)
+    const base = folded ?? foldBatchNorm(graph);
+    const flat = flattenDataIfs(base);
+    this.graph = flat === base ? base : foldBatchNorm(flat);
     this.asWritten = graph;
+    // values measured on the data, shared with the graphs derived from this one
+    graph.dataValues ??= this.graph.dataValues ?? new Map();
+    this.graph.dataValues = graph.dataValues;
     const n = native();
     checkSupported(this.graph, new Set(n.supportedOps()));
     this.store = new n.WeightStoreHandle();
@@ -104,7 +111,46 @@ export class Model implements Runnable {
 
   /** Shape inference and folding for these input shapes (declared static dims fill the rest). */
   specialize(shapes: Record<string, readonly number[]> = {}): Specialized {
-    return specialize(this.graph, resolveInputShapes(this.graph, shapes));
+    return specialize(this.graph, resolveInputShapes(this.graph, shapes), this.graph.dataValues);
+  }
+
+  /** Compiled plans that compute data values (see {@link Model.measureDataValues}), least recently used first. */
+  private probes = new Map<string, PlanHandle>();
+  /** Input-shape keys whose specialisation depends on no data value (no measuring needed). */
+  private dataFree = new Set<string>();
+
+  /**
+   * The values that the shapes depend on for these inputs (a Reshape target or Range bound
+   * computed from input values, ...), computed in the engine; empty when the shapes depend on
+   * none. `share`: later specialisations of this model (and of the graphs derived from it)
+   * use them, each plan checking at run time that its data gives them again.
+   */
+  async measureDataValues(feeds: Record<string, Tensor>, opts: RunOptions & { share?: boolean; asWritten?: boolean } = {}): Promise<DataValues> {
+    const graph = opts.asWritten ? this.asWritten : this.graph;
+    const resolved = resolveInputShapes(graph, Object.fromEntries(graph.inputs.map((i) => [i.name, feeds[i.name]?.shape ?? []])));
+    const key = `${graph === this.graph ? '' : 'w|'}${graph.inputs.map((i) => resolved[i.name].join('x')).join(';')}`;
+    let known: DataValues = new Map();
+    if (!this.dataFree.has(key)) {
+      const inputs = graph.inputs.map((i) => feeds[i.name]);
+      ({ known } = await probeDataValues(graph, resolved, async (partial, name, sofar) => {
+        // the plans that compute data values, kept as compiled plans are (the first is the same on every run)
+        const pkey = `${key}|probe:${name}${dataKey(sofar)}`;
+        let plan = this.probes.get(pkey);
+        if (plan) this.probes.delete(pkey);
+        else plan = this.build(partial, []).plan;
+        this.probes.set(pkey, plan);
+        while (this.probes.size > Model.MAX_PLANS) this.probes.delete(this.probes.keys().next().value!);
+        const [t] = await cancellable(opts, (token) => plan.run(inputs.map((x) => ({ shape: x.shape, data: x.data })), undefined, token));
+        const dtype = partial.values.get(name)!.dtype;
+        return { dtype, shape: t.shape, data: dtype === 'float' ? t.data : Float64Array.from(t.data), onnxType: dtype === 'float' ? 1 : dtype === 'int' ? 7 : 9 };
+      }));
+      if (known.size === 0) this.dataFree.add(key);
+    }
+    if (opts.share && (known.size || this.graph.dataValues!.size)) {
+      this.graph.dataValues!.clear();
+      for (const [k, v] of known) this.graph.dataValues!.set(k, v);
+    }
+    return known;
   }
 
   /**
@@ -112,10 +158,10 @@ export class Model implements Runnable {
    * of the graph as the file has it instead (BatchNormalization not folded, see
    * {@link Model.run}).
    */
-  compile(shapes: Record<string, readonly number[]>, keep: readonly string[] = [], asWritten = false): Compiled {
+  compile(shapes: Record<string, readonly number[]>, keep: readonly string[] = [], asWritten = false, known: DataValues = this.graph.dataValues!): Compiled {
     const graph = asWritten ? this.asWritten : this.graph;
     const resolved = resolveInputShapes(graph, shapes);
-    const key = graph.inputs.map((i) => resolved[i.name].join('x')).join(';');
+    const key = graph.inputs.map((i) => resolved[i.name].join('x')).join(';') + dataKey(known);
     const ckey = `${graph === this.graph ? '' : 'w|'}${keep.length ? `${key}|${keep.join('|')}` : key}`;
     let c = this.compiled.get(ckey);
     if (c) {
@@ -124,14 +170,8 @@ export class Model implements Runnable {
       this.compiled.set(ckey, c);
       return c;
     }
-    const { spec, lowered } = this.lowerAt(graph, resolved);
-    let plan: PlanHandle;
-    const keepIds = keep.map((k) => lowered.index.get(k)).filter((i): i is number => i !== undefined);
-    try {
-      plan = syncLimits().PlanHandle.compile(this.store, JSON.stringify(lowered.plan), keepIds);
-    } catch (e) {
-      throw fromNative(e);
-    }
+    const spec = specialize(graph, resolved, known);
+    const { lowered, plan } = this.build(spec, keep);
     c = { spec, lowered, plan };
     this.compiled.set(ckey, c);
     // plans hold packed weights: keep the few most recently used (inputs of varying shapes,
@@ -140,9 +180,22 @@ export class Model implements Runnable {
     return c;
   }
 
-  /** Specializes and lowers `graph` at `resolved` input shapes, uploading its constants. */
-  private lowerAt(graph: Graph, resolved: Record<string, number[]>): { spec: Specialized; lowered: Lowered } {
-    const spec = specialize(graph, resolved);
+  /** Lowers and compiles a specialisation, uploading the constants it needs. */
+  private build(spec: Specialized, keep: readonly string[]): { lowered: Lowered; plan: PlanHandle } {
+    const lowered = this.lowerSpec(spec);
+    let plan: PlanHandle;
+    const keepIds = keep.map((k) => lowered.index.get(k)).filter((i): i is number => i !== undefined);
+    try {
+      plan = syncLimits().PlanHandle.compile(this.store, JSON.stringify(lowered.plan), keepIds);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    return { lowered, plan };
+  }
+
+  /** Lowers a specialisation, uploading the constants it needs. */
+  private lowerSpec(spec: Specialized): Lowered {
+    const graph = spec.graph;
     // folded values are keyed by content: the same value at another input shape is uploaded once
     const lowered = lower(spec, (name) => {
       if (graph.consts.has(name)) return `w:${name}`;
@@ -151,7 +204,7 @@ export class Model implements Runnable {
       return `f:${name}:${t.shape.join('x')}:${h}`;
     });
     for (const { key: k, tensor } of lowered.consts) this.upload(k, tensor);
-    return { spec, lowered };
+    return lowered;
   }
 
   private sims = new Map<string, SimPlan>();
@@ -165,14 +218,16 @@ export class Model implements Runnable {
    */
   simPlan(shapes: Record<string, readonly number[]>, actSlots: readonly string[]): SimPlan {
     const resolved = resolveInputShapes(this.graph, shapes);
-    const key = `${this.graph.inputs.map((i) => resolved[i.name].join('x')).join(';')}|${actSlots.join('|')}`;
+    const known = this.graph.dataValues!;
+    const key = `${this.graph.inputs.map((i) => resolved[i.name].join('x')).join(';')}${dataKey(known)}|${actSlots.join('|')}`;
     let p = this.sims.get(key);
     if (p) {
       this.sims.delete(key);
       this.sims.set(key, p);
       return p;
     }
-    const { spec, lowered } = this.lowerAt(this.graph, resolved);
+    const spec = specialize(this.graph, resolved, known);
+    const lowered = this.lowerSpec(spec);
     const slots = actSlots.map((v) => lowered.index.get(v)).filter((i): i is number => i !== undefined);
     let handle: SimHandle;
     try {
@@ -208,7 +263,9 @@ export class Model implements Runnable {
       if (n !== t.data.length) throw new MpqError('MPQ_INPUT_SHAPE', `input '${name}': shape [${t.shape}] needs ${n} values, got ${t.data.length}`);
       shapes[name] = t.shape;
     }
-    const c = this.compile(shapes, [], true);
+    // shapes that depend on the data are measured on these inputs
+    const known = await this.measureDataValues(feeds, { ...opts, asWritten: true });
+    const c = this.compile(shapes, [], true, known);
     const results = await this.exec(c, this.inputNames.map((n) => feeds[n]), opts);
     const out: Record<string, Tensor> = {};
     let k = 0;
@@ -233,6 +290,12 @@ export class Model implements Runnable {
   async exec(c: Compiled, inputs: Tensor[], opts: RunOptions = {}, want?: number[]): Promise<Tensor[]> {
     return cancellable(opts, (token) => c.plan.run(inputs.map((t) => ({ shape: t.shape, data: t.data })), want, token));
   }
+}
+
+/** The part of a plan cache key that the measured data values make. */
+function dataKey(known: DataValues): string {
+  if (known.size === 0) return '';
+  return '|data:' + crypto.createHash('sha1').update(JSON.stringify([...known].map(([k, t]) => [k, t.shape, Array.from(t.data)]))).digest('hex');
 }
 
 type CancelToken = InstanceType<ReturnType<typeof native>['CancelToken']>;

@@ -28,11 +28,20 @@ async function main(): Promise<void> {
         return;
       }
       const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {};
-      for (const [k, v] of Object.entries(m.batch)) feeds[k] = new ort.Tensor('float32', v.data, v.shape);
+      // the engine's data is float32; integer and boolean inputs (a sample rate, token ids) get their declared type
+      const types = new Map(sessions[0].inputMetadata.map((i) => [i.name, i.isTensor ? i.type : 'float32']));
+      for (const [k, v] of Object.entries(m.batch)) {
+        const t = types.get(k);
+        feeds[k] = t === 'int64' ? new ort.Tensor('int64', BigInt64Array.from(v.data, (x) => BigInt(Math.round(x))), v.shape)
+          : t === 'int32' ? new ort.Tensor('int32', Int32Array.from(v.data), v.shape)
+          : t === 'bool' ? new ort.Tensor('bool', Uint8Array.from(v.data, (x) => (x ? 1 : 0)), v.shape)
+          : new ort.Tensor('float32', v.data, v.shape);
+      }
       const results: Record<string, Tensor>[] = [];
       for (const s of sessions) {
         const r = await s.run(feeds);
-        results.push(Object.fromEntries(m.outputs.map((o) => [o, { shape: [...r[o].dims], data: r[o].data as Float32Array }])));
+        const f32 = (d: unknown) => (d instanceof Float32Array ? d : Float32Array.from(d as ArrayLike<number | bigint>, Number));
+        results.push(Object.fromEntries(m.outputs.map((o) => [o, { shape: [...r[o].dims], data: f32(r[o].data) }])));
       }
       parentPort!.postMessage({ results }, results.flatMap((r) => Object.values(r).map((t) => t.data.buffer as ArrayBuffer)));
     } catch (e) {

@@ -3,6 +3,7 @@ import * as path from 'path';
 import { MpqError } from '../errors';
 import { OutputDir } from '../fsutil';
 import { floatSubgraphsNote } from '../graph/control';
+import { flattenedIfsNote } from '../graph/flatten-if';
 import { Model } from '../model';
 import { BitConfig, loadBitConfig } from '../quant/config';
 import { encodingsToJson } from '../quant/encodings';
@@ -62,7 +63,8 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
   const data = await openData(f.calib, model, f);
   const progress = phaseProgress(!f.quiet);
   const note = floatSubgraphsNote(model.graph);
-  if (note && !f.quiet) process.stderr.write(`mpq: note: ${note}\n`);
+  const notes = [note, flattenedIfsNote(model.graph)].filter((x): x is string => !!x);
+  if (!f.quiet) for (const n of notes) process.stderr.write(`mpq: note: ${n}\n`);
   const cal = await calibrate(model, countedPasses(() => data.batches(), data.count, 'calibration', progress), {
     weightRange: method(f.weightRange, 'weight-range'),
     actRange: method(f.actRange, 'act-range'),
@@ -97,7 +99,7 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
     quantizers: { weights: q.encodings.weights.size, activations: q.encodings.activations.size },
     files: { model: outModel, encodings: outEnc },
     size_bytes: bytes.length,
-    notes: note ? [note] : [],
+    notes,
     seconds: { calibration: (tCal - t0) / 1000, rounding_stats: cal.rounder?.statsSeconds ?? 0, rounding: cal.rounder?.seconds ?? 0, verify: (Date.now() - tExp) / 1000, total: (Date.now() - t0) / 1000 },
     verification,
   };

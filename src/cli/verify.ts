@@ -28,6 +28,8 @@ export interface CalibRecord {
   offset?: string;
   /** The run skipped unusable samples (`--skip-bad-samples`): re-reading the data does too. */
   skipBadSamples?: boolean;
+  /** `--batch` as given: re-reading the data batches it the same way. */
+  batch?: string;
 }
 
 interface Summary {
@@ -40,12 +42,12 @@ interface Summary {
 export function calibFlags(c: CalibRecord, limit?: string): DataFlags {
   const recorded = c.limit !== undefined ? Number(c.limit) : c.samples;
   const n = Math.min(recorded ?? VERIFY_SAMPLES, VERIFY_SAMPLES);
-  return { preset: c.preset, preprocess: c.preprocess, select: c.select, offset: c.offset, limit: limit ?? String(n), skipBadSamples: c.skipBadSamples };
+  return { preset: c.preset, preprocess: c.preprocess, select: c.select, offset: c.offset, limit: limit ?? String(n), skipBadSamples: c.skipBadSamples, batch: c.batch };
 }
 
 /** What a run records about its calibration data `spec` (read with `f`, `samples` of them), for `mpq verify` to re-open it from anywhere. */
 export function calibRecord(spec: string, f: DataFlags, samples: number): CalibRecord {
-  return { spec: absoluteDataSpec(spec), samples, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit, offset: f.offset, skipBadSamples: f.skipBadSamples || undefined };
+  return { spec: absoluteDataSpec(spec), samples, preset: f.preset, preprocess: f.preprocess, select: f.select, limit: f.limit, offset: f.offset, skipBadSamples: f.skipBadSamples || undefined, batch: f.batch };
 }
 
 /** Every path of a DATA spec (one path, or NAME=PATH pairs) made absolute. */

@@ -5,12 +5,14 @@
  *   input shapes are (a constant, or computed from shapes: what exporters emit for
  *   `if x.size(1) > 1`). Its outputs are Identity nodes from the branch's outputs. A
  *   condition that depends on the data runs both branches and selects with Where, when the
- *   branches' outputs have the same shapes (ONNX ops have no side effects).
- * - Loop: unrolled, when the trip count is known the same way (a constant `M`, or one
- *   computed from shapes); each iteration's values get their own names (`<loop>/<k>/<name>`),
- *   scan outputs are stacked with Unsqueeze + Concat. A condition that depends on the data
- *   is honoured when M bounds the loop and it has no scan outputs: every iteration is
- *   computed and Where keeps the carried values of those that ran.
+ *   branches' outputs have the same shapes (ONNX ops have no side effects); otherwise the
+ *   condition is measured on the data (see `specialize`) and the branch it selects inlined.
+ * - Loop: unrolled, when the trip count is known (a constant `M`, one computed from shapes,
+ *   or one measured on the data); each iteration's values get their own names
+ *   (`<loop>/<k>/<name>`), scan outputs are stacked with Unsqueeze + Concat. A condition that
+ *   depends on the data: when M bounds the loop and it has no scan outputs, every iteration
+ *   is computed and Where keeps the carried values of those that ran; otherwise (scan outputs,
+ *   whose length it decides, or no M) each iteration's condition is measured on the data.
  * - Scan: unrolled over its scan axis (known from shapes), slicing inputs with Gather and
  *   stacking outputs with Unsqueeze + Concat, in either direction.
  *
@@ -20,6 +22,7 @@
  */
 import { MpqError } from '../errors';
 import { ConstTensor, Graph, isGraph, Node } from './ir';
+import { NeedsData } from './opctx';
 
 /** Longest loop the unroller accepts (each iteration becomes nodes of the plan). */
 export const MAX_UNROLL = 4096;
@@ -36,6 +39,10 @@ export interface Inliner {
   shape(name: string): number[];
   /** Adds a constant under a plan name. */
   define(name: string, t: ConstTensor): void;
+  /** The value of a plan value measured on the data, if one was (the plan then checks it at run time). */
+  measured(name: string): ConstTensor | undefined;
+  /** Asks for the value of `name` to be measured on the data (throws `NeedsData`). */
+  needData(name: string, why: string): never;
   /** Specialises `nodes` (in order) under `rename`, their node names prefixed with `prefix`. */
   nodes(nodes: Node[], rename: Rename, prefix?: string): void;
 }
@@ -75,7 +82,7 @@ function subgraph(n: Node, attr: string): Graph {
 }
 
 /** Names of a subgraph instance: its own names get `prefix`, outer names go through `outer`. */
-function scoped(g: Graph, prefix: string, outer: Rename, bound: Map<string, string>): Rename {
+export function scoped(g: Graph, prefix: string, outer: Rename, bound: Map<string, string>): Rename {
   const own = definedIn(g);
   return (name) => bound.get(name) ?? (own.has(name) ? prefix + name : outer(name));
 }
@@ -106,39 +113,54 @@ const identity = (name: string, from: string, to: string): Node => ({ name, op: 
 export function inlineControlFlow(n: Node, rename: Rename, ix: Inliner): void {
   const declared = n.inputs.slice(0, n.declaredInputs ?? n.inputs.length);
   if (n.op === 'If') {
-    const c = ix.constant(declared[0]);
     const branch = (attr: string, own: string) => {
       const g = subgraph(n, attr);
       if (g.outputs.length !== n.outputs.length) fail(n, `${attr} has ${g.outputs.length} outputs, the node ${n.outputs.length}`);
       const r = scoped(g, own, rename, new Map());
       defineConsts(g, r, ix);
-      ix.nodes(g.nodes, r, `${n.name}/${own}`);
+      ix.nodes(g.nodes, r, own || `${n.name}/`);
       return g.outputs.map((o) => r(o.name));
     };
-    if (c) {
+    const pick = (c: ConstTensor) => {
       const outs = branch(c.data[0] ? 'then_branch' : 'else_branch', '');
       ix.nodes(outs.map((o, i) => identity(`${n.name}/out${i}`, o, n.outputs[i])).filter((x) => x.outputs[0]), (x) => x);
-      return;
-    }
-    // a condition known only from the data: both branches run, Where picks (their outputs must agree in shape)
-    const a = branch('then_branch', 'then/'), b = branch('else_branch', 'else/');
-    a.forEach((v, i) => {
-      const sa = ix.shape(v), sb = ix.shape(b[i]);
-      if (sa.join() !== sb.join()) {
-        fail(n, `its condition depends on the input data and its branches give output ${i} different shapes ([${sa}] and [${sb}]); such an If is not supported (a condition known from constants and input shapes is)`);
+    };
+    const c = ix.constant(declared[0]) ?? ix.measured(declared[0]);
+    if (c) return pick(c);
+    // a condition known only from the data: both branches run and Where picks, when their
+    // outputs agree in shape (ONNX ops have no side effects); otherwise the condition is measured
+    let why: string;
+    try {
+      const a = branch('then_branch', `${n.name}/then/`), b = branch('else_branch', `${n.name}/else/`);
+      const differ = a.findIndex((v, i) => ix.shape(v).join() !== ix.shape(b[i]).join());
+      if (differ < 0) {
+        ix.nodes(a.map((v, i) => ({ name: `${n.name}/select${i}`, op: 'Where', domain: '', inputs: [declared[0], v, b[i]], outputs: [n.outputs[i]], attrs: {} })).filter((x) => x.outputs[0]), (x) => x);
+        return;
       }
-    });
-    ix.nodes(a.map((v, i) => ({ name: `${n.name}/select${i}`, op: 'Where', domain: '', inputs: [declared[0], v, b[i]], outputs: [n.outputs[i]], attrs: {} })).filter((x) => x.outputs[0]), (x) => x);
-    return;
+      why = `its branches give output ${differ} different shapes ([${ix.shape(a[differ])}] and [${ix.shape(b[differ])}])`;
+    } catch (e) {
+      if (e instanceof NeedsData || !(e instanceof MpqError)) throw e;
+      why = `a branch cannot run on these inputs (${e.message})`;
+    }
+    ix.needData(declared[0], `node '${n.name}' (If): its condition depends on the input data and ${why}`);
   }
   if (n.op === 'Loop') {
     const body = subgraph(n, 'body');
     let trips = Infinity;
     if (declared[0]) {
-      const m = ix.constant(declared[0]);
-      if (!m) fail(n, 'its trip count M depends on the input data; only trip counts known from constants and input shapes are supported');
-      trips = Number(m!.data[0]);
+      const m = ix.constant(declared[0]) ?? ix.measured(declared[0]) ?? ix.needData(declared[0], `node '${n.name}' (Loop): its trip count M depends on the input data`);
+      trips = Number(m.data[0]);
     }
+    let carried = declared.slice(2);
+    const nScan = body.outputs.length - 1 - carried.length;
+    if (body.inputs.length !== 2 + carried.length || nScan < 0) fail(n, `the body has ${body.inputs.length} inputs and ${body.outputs.length} outputs for ${carried.length} loop-carried values`);
+    const scans: string[][] = Array.from({ length: nScan }, () => []);
+    // A condition from the data is measured on the data (each iteration's in turn) when the
+    // loop has scan outputs, whose length it decides, or no trip count M to bound it; otherwise
+    // every iteration up to M is computed and Where keeps the carried values of those that ran.
+    const measure = nScan > 0 || !Number.isFinite(trips);
+    const measured = (name: string, k: number): boolean =>
+      !!(ix.measured(name) ?? ix.needData(name, `node '${n.name}' (Loop): its condition ${k < 0 ? '' : `after iteration ${k} `}depends on the input data and it ${nScan > 0 ? 'has scan outputs, whose length the condition decides' : 'has no trip count M'}`)).data[0];
     // `active`: the plan value saying whether the iteration about to run really runs, once that
     // depends on the data (null while every iteration so far is known to run)
     let cond = true;
@@ -146,17 +168,9 @@ export function inlineControlFlow(n: Node, rename: Rename, ix: Inliner): void {
     if (declared[1]) {
       const c = ix.constant(declared[1]);
       if (c) cond = !!c.data[0];
+      else if (measure) cond = measured(declared[1], -1);
       else active = declared[1];
     }
-    let carried = declared.slice(2);
-    const nScan = body.outputs.length - 1 - carried.length;
-    if (body.inputs.length !== 2 + carried.length || nScan < 0) fail(n, `the body has ${body.inputs.length} inputs and ${body.outputs.length} outputs for ${carried.length} loop-carried values`);
-    const scans: string[][] = Array.from({ length: nScan }, () => []);
-    const bounded = (why: string) => {
-      if (!Number.isFinite(trips)) fail(n, `${why} and it has no trip count M: the number of iterations is not bounded`);
-      if (nScan > 0) fail(n, `${why}, so its scan outputs have a length known only from the data; only loops without scan outputs are supported then`);
-    };
-    if (active) bounded('its condition depends on the input data');
     for (let k = 0; k < trips && cond; k++) {
       if (k >= MAX_UNROLL) fail(n, `runs more than ${MAX_UNROLL} iterations (a trip count M is needed, or a condition that turns false)`);
       const pfx = `${n.name}/${k}/`;
@@ -175,10 +189,8 @@ export function inlineControlFlow(n: Node, rename: Rename, ix: Inliner): void {
         carried = next;
         body.outputs.slice(1 + carried.length).forEach((o, j) => scans[j].push(r(o.name)));
         if (co) cond = !!co.data[0];
-        else {
-          bounded('its condition depends on the input data inside the loop');
-          active = condOut;
-        }
+        else if (measure) cond = measured(condOut, k);
+        else active = condOut;
         continue;
       }
       // bounded by M, condition from the data: every iteration is computed, Where keeps the values of those that ran

@@ -56,4 +56,9 @@ export interface Graph {
   outputs: ValueInfo[];
   /** Initializers and the values of Constant nodes, by value name. */
   consts: Map<string, ConstTensor>;
+  /**
+   * Values that shapes depend on, measured on the data (see `probeDataValues`), shared by the
+   * graphs derived from this one (BN-folded, QDQ, downstream parts), which specialise with them.
+   */
+  dataValues?: Map<string, ConstTensor>;
 }

@@ -2,6 +2,7 @@
 import { MpqError } from '../errors';
 import { checkTensorSize, limits } from '../limits';
 import { AttrValue, ConstTensor, DType, Node } from './ir';
+import type { Specialized } from './specialize';
 
 /** A value after specialisation: static shape, and its data when it is constant. */
 export interface Val {
@@ -24,6 +25,35 @@ export interface OpDef {
   fold?(c: OpCtx, outs: Val[]): ConstTensor[] | null;
   /** The node as Rust receives it (see crates/core/src/ops/CONTRACT.md). Default: all inputs, plain attributes. */
   lower?(c: OpCtx, outs: Val[]): Lowered;
+}
+
+/**
+ * Thrown where a shape-like input (a Reshape target, Range's bounds, ...) is not known from
+ * constants and input shapes: the specialiser then takes its value from the data (see
+ * `specialize`'s `known`), or reports it.
+ */
+export class DataDependent extends MpqError {
+  constructor(
+    /** The plan name of the value needed. */
+    readonly value: string,
+    message: string,
+  ) {
+    super('MPQ_BAD_NODE', message);
+  }
+}
+
+/**
+ * Thrown by `specialize` when a shape depends on the value of `value` and `known` lacks
+ * it. `partial` is the specialisation so far, whose nodes compute that value from the inputs.
+ */
+export class NeedsData extends DataDependent {
+  constructor(
+    value: string,
+    message: string,
+    readonly partial: Specialized,
+  ) {
+    super(value, message);
+  }
 }
 
 export class OpCtx {
@@ -76,8 +106,8 @@ export class OpCtx {
   }
   /** The values of constant input `i`, or a clear error. */
   floats(i: number, what: string): number[] {
-    const v = this.constOf(i);
-    if (!v) this.fail(`${what} (input ${i}) must be a constant or computable from shapes; data-dependent ${what} is not supported`);
+    const v = this.in(i).value;
+    if (!v) throw new DataDependent(this.node.inputs[i], `node '${this.node.name}' (${this.node.op}, opset ${this.opset}): ${what} (input ${i}) depends on the input data`);
     return Array.from(v.data, (x) => Number(x));
   }
   attr(name: string): AttrValue {

@@ -6,9 +6,16 @@
 import { MpqError } from '../errors';
 import { limits } from '../limits';
 import { CONTROL_FLOW, inlineControlFlow, Rename } from './control';
-import { Graph, isGraph, Node } from './ir';
+import { ConstTensor, Graph, isGraph, Node } from './ir';
 import { OPS } from './ops';
-import { OpCtx, Val } from './opctx';
+import { DataDependent, NeedsData, OpCtx, Val } from './opctx';
+export { NeedsData } from './opctx';
+
+/** Values the shapes depend on that come from the data (by plan name), measured on a run. */
+export type DataValues = ReadonlyMap<string, ConstTensor>;
+
+/** The plan op that checks, at run time, that a value taken from the data still has the value the plan was made for. */
+export const EXPECT_OP = 'MpqExpectValue';
 
 export interface SpecializedNode {
   node: Node;
@@ -87,23 +94,64 @@ export function resolveInputShapes(graph: Graph, given: Record<string, readonly 
   return out;
 }
 
-export function specialize(graph: Graph, inputShapes: Record<string, number[]>): Specialized {
+/**
+ * Specialises `graph` for `inputShapes`. A shape that depends on the data (a Reshape target
+ * or Range bound computed from input values, the condition of an If whose branches differ
+ * in shape, the condition of a Loop with scan outputs) takes its value from `known`, measured
+ * by running the nodes before it on the data (see `probeDataValues`); the plan then checks
+ * at run time, with an {@link EXPECT_OP} node, that the data gives that value again. Without
+ * it in `known`, {@link NeedsData} is thrown.
+ */
+export function specialize(graph: Graph, inputShapes: Record<string, number[]>, known?: DataValues): Specialized {
   const values = new Map<string, Val>();
   for (const [name, t] of graph.consts) values.set(name, { dtype: t.dtype, shape: t.shape, value: t });
   for (const inp of graph.inputs) values.set(inp.name, { dtype: inp.dtype, shape: inputShapes[inp.name] });
   const nodes: SpecializedNode[] = [];
-  const one = (node: Node) => {
-    if (CONTROL_FLOW.has(node.op)) return inlineControlFlow(node, rename, inliner);
-    const def = OPS[node.op];
-    if (!def) throw new MpqError('MPQ_UNSUPPORTED_OP', `op '${node.op}' (node '${node.name}', opset ${graph.opset}) is not supported`);
+  const ctxOf = (node: Node) => {
     const inputs = node.inputs.map((n) => {
       if (!n) return undefined;
       const v = values.get(n);
       if (!v) throw new MpqError('MPQ_BAD_MODEL', `node '${node.name}' reads '${n}', which is not defined`);
       return v;
     });
-    const ctx = new OpCtx(node, graph.opset, inputs);
-    let outs = def.infer(ctx);
+    return { ctx: new OpCtx(node, graph.opset, inputs), inputs };
+  };
+  /** The name of a constant holding data value `name` as measured (with its run-time check in the plan). */
+  const fromData = (name: string, why: string): string => {
+    const alias = `${name}@data`;
+    if (values.has(alias)) return alias;
+    const v = values.get(name)!;
+    const t = known?.get(name);
+    if (!t) {
+      throw new NeedsData(name, `${why}; its value is measured on the data when the model runs on data (run, quantize, search), not known from shapes alone`, { graph, inputShapes, values, nodes: nodes.slice() });
+    }
+    if (t.shape.join() !== v.shape.join()) {
+      throw new MpqError('MPQ_INPUT_SHAPE', `the shapes depend on the value of '${name}', measured on the data with shape [${t.shape}]; at these input shapes it has shape [${v.shape}] (a model whose shapes depend on its data needs all batches of one size)`);
+    }
+    values.set(alias, { dtype: v.dtype, shape: v.shape, value: { ...t, dtype: v.dtype } });
+    const check: Node = { name: `${name}@check`, op: EXPECT_OP, domain: '', inputs: [name, alias], outputs: [], attrs: {} };
+    nodes.push({ node: check, ctx: ctxOf(check).ctx, outs: [], folded: false });
+    return alias;
+  };
+  const one = (node0: Node) => {
+    let node = node0;
+    if (CONTROL_FLOW.has(node.op)) return inlineControlFlow(node, rename, inliner);
+    const def = OPS[node.op];
+    if (!def) throw new MpqError('MPQ_UNSUPPORTED_OP', `op '${node.op}' (node '${node.name}', opset ${graph.opset}) is not supported`);
+    let { ctx, inputs } = ctxOf(node);
+    let outs: Val[];
+    for (;;) {
+      try {
+        outs = def.infer(ctx);
+        break;
+      } catch (e) {
+        // a shape-like input from the data: read as the constant measured on the data
+        if (!(e instanceof DataDependent) || e instanceof NeedsData || !e.value || !node.inputs.includes(e.value) || !values.has(e.value)) throw e;
+        const alias = fromData(e.value, e.message);
+        node = { ...node, inputs: node.inputs.map((x) => (x === e.value ? alias : x)) };
+        ({ ctx, inputs } = ctxOf(node));
+      }
+    }
     // sizes are checked before anything of that size is computed (here or in the engine)
     const sizes = outs.map((o) => ctx.checkSize(o.shape));
     const allConst = inputs.every((v) => v === undefined || v.value !== undefined);
@@ -128,7 +176,12 @@ export function specialize(graph: Graph, inputShapes: Record<string, number[]>):
       if (!v) throw new MpqError('MPQ_BAD_MODEL', `'${name}' is read before it is defined`);
       return v.shape;
     },
-    define: (name: string, t: import('./ir').ConstTensor) => void values.set(name, { dtype: t.dtype, shape: t.shape, value: t }),
+    define: (name: string, t: ConstTensor) => void values.set(name, { dtype: t.dtype, shape: t.shape, value: t }),
+    measured: (name: string) => (known?.has(name) ? values.get(fromData(name, ''))!.value : undefined),
+    needData: (name: string, why: string): never => {
+      fromData(name, why);
+      throw new MpqError('MPQ_INTERNAL', `data value '${name}' was asked for though it was measured`);
+    },
     nodes: (ns: Node[], r: Rename, prefix = '') => {
       const outer = rename;
       rename = r;
@@ -145,4 +198,48 @@ export function specialize(graph: Graph, inputShapes: Record<string, number[]>):
     if (!values.has(o.name)) throw new MpqError('MPQ_BAD_MODEL', `graph output '${o.name}' is not computed by any node`);
   }
   return { graph, inputShapes, values, nodes };
+}
+
+/** Most values one specialisation measures on the data (one per round of {@link probeDataValues}). */
+const MAX_MEASURED = 4096;
+
+/**
+ * The data values that the shapes of `graph` depend on, for one set of inputs: specialises,
+ * and each time a shape needs a value from the data, runs the nodes that compute it
+ * (`exec(partial, name, known)`: the plan of `partial`, made with the values `known` so far,
+ * with `name` as its output, on the inputs) and
+ * specialises again. Returns the values (empty when no shape depends on the data) and the
+ * specialisation they give.
+ */
+export async function probeDataValues(
+  graph: Graph,
+  inputShapes: Record<string, number[]>,
+  exec: (partial: Specialized, name: string, known: DataValues) => Promise<ConstTensor>,
+): Promise<{ known: Map<string, ConstTensor>; spec: Specialized }> {
+  const known = new Map<string, ConstTensor>();
+  for (;;) {
+    try {
+      return { known, spec: specialize(graph, inputShapes, known) };
+    } catch (e) {
+      if (!(e instanceof NeedsData)) throw e;
+      if (known.has(e.value)) throw new MpqError('MPQ_INTERNAL', `data value '${e.value}' was asked for twice`);
+      if (known.size >= MAX_MEASURED) throw new MpqError('MPQ_TOO_LARGE', `the shapes depend on more than ${MAX_MEASURED} values from the data (${e.message})`);
+      known.set(e.value, await exec(computing(e.partial, e.value), e.value, known));
+    }
+  }
+}
+
+/** `spec` cut down to the nodes that compute `name`, which becomes its only output. */
+function computing(spec: Specialized, name: string): Specialized {
+  const need = new Set([name]);
+  const nodes: SpecializedNode[] = [];
+  for (let i = spec.nodes.length - 1; i >= 0; i--) {
+    const sn = spec.nodes[i];
+    if (sn.folded || !sn.node.outputs.some((o) => need.has(o))) continue;
+    nodes.push(sn);
+    for (const x of sn.node.inputs) if (x) need.add(x);
+  }
+  const v = spec.values.get(name)!;
+  const out = { name, dtype: v.dtype, onnxType: v.dtype === 'float' ? 1 : v.dtype === 'int' ? 7 : 9, dims: v.shape };
+  return { ...spec, graph: { ...spec.graph, outputs: [out] }, nodes: nodes.reverse() };
 }

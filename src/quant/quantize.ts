@@ -70,6 +70,9 @@ export async function calibrate(model: Model, batches: Batches, opts: QuantizeOp
   const weightRange = opts.weightRange ?? DEFAULT_RANGES.weight;
   const b0 = await firstBatch(batches);
   const shapes = Object.fromEntries(model.inputNames.map((n) => [n, b0[n].shape]));
+  // shapes that depend on the data (Range bounds, Reshape targets, ... from input values) are
+  // measured on the first batch; every later plan checks that its data gives the same
+  await model.measureDataValues(b0, { ...opts, share: true });
   const spec = model.specialize(shapes);
   const isFloat = (v: string) => {
     const val = spec.values.get(v);

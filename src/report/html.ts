@@ -53,6 +53,12 @@ ${ticks}${yticks}
 </svg>`;
 }
 
+/** Notes the command recorded with the run (for example: subgraphs of control-flow nodes stay float). */
+const notesOf = (res: SearchResult): string[] => {
+  const n = (res.options as Record<string, unknown>).notes;
+  return Array.isArray(n) ? n.filter((x): x is string => typeof x === 'string') : [];
+};
+
 export function renderReport(r: ReportInput): string {
   const res = r.result;
   const sel = r.selected;
@@ -72,6 +78,7 @@ export function renderReport(r: ReportInput): string {
 <h1>Mixed-precision search</h1>
 <p>Model <code>${esc(String(res.options.model))}</code>, profile <code>${esc(String(res.options.profile))}</code>, ${res.groups} quantizer groups, front order <b>${res.order}</b>, metric <b>${res.metric}</b> (float: ${fmt(res.float_metric, 4)}).</p>
 <p><b>Selected</b>: point ${sel.index}, BOPs ${fmt(sel.rel_bops)} of W8A8, weights ${(sel.size_bytes / 1e6).toFixed(3)} MB, measured ${res.metric} ${fmt(sel.measured, 4)}; target ${esc(JSON.stringify(res.options.target))} ${res.selected.meets_target ? 'met' : '<b>not met</b>'}.</p>
+${notesOf(res).map((n) => `<p><b>Note</b>: ${esc(n)}</p>`).join('\n')}
 ${warning ? `<p style="border:2px solid #c00;background:#fee;padding:8px"><b>Not faithful in ONNX Runtime's default CPU session.</b> ${esc(warning)}</p>` : ''}
 <h2>Trade-off</h2>
 ${frontSvg(r)}
@@ -102,6 +109,7 @@ export function renderSummary(r: ReportInput): string {
     `- phase 1: ${res.phase1.computed} computed, ${res.phase1.reused} reused, ${res.phase1.total} total`,
     ...(res.verification ? ['- ' + describeVerification(res.verification).join('\n  ').trimStart()] : [`- onnxruntime verification: ${res.verification_skipped ?? 'not run'}`]),
     ...(res.verification?.advice ? [`- **WARNING**: ${res.verification.advice}`] : []),
+    ...notesOf(res).map((n) => `- note: ${n}`),
     `- seconds: ${Object.entries(res.seconds).map(([k, v]) => `${k} ${v}`).join(', ')}`,
     '',
     '| config | rel BOPs | MB | metric |',

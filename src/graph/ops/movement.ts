@@ -193,6 +193,8 @@ export const MOVEMENT: Record<string, OpDef> = {
       return [{ dtype, shape, value: makeConst(dtype, shape, new Array<number>(n).fill(fill), v?.onnxType) }];
     },
   },
+  // the run-time check of a value measured on the data (see specialize's `known`): no outputs
+  MpqExpectValue: { infer: () => [], lower: () => ({ attrs: {} }) },
   Range: {
     infer: (c) => {
       const [s, l, d] = [0, 1, 2].map((i) => c.floats(i, ['start', 'limit', 'delta'][i])[0]);

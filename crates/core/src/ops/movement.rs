@@ -25,6 +25,44 @@ pub fn register(r: &mut Registry) {
     reg(r, "Gather", build_gather);
     reg(r, "Pad", build_pad);
     reg(r, "Cast", build_cast);
+    reg(r, "MpqExpectValue", build_expect);
+}
+
+/// `MpqExpectValue(x, expected)`: no outputs; fails when `x` differs from the constant
+/// `expected`. The plan's shapes were made for a value measured on the data (a Reshape target,
+/// a Range bound, an If condition computed from input values): a run whose data gives another
+/// value is refused rather than computed with shapes that do not fit it.
+struct Expect {
+    name: String,
+    expected: std::sync::Arc<Tensor>,
+}
+
+impl Op for Expect {
+    fn run(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let x = super::input(inputs, 0)?;
+        if x.shape != self.expected.shape || x.data.iter().zip(&self.expected.data).any(|(a, b)| a.to_bits() != b.to_bits() && a != b) {
+            let show = |d: &[f32]| {
+                let mut s: Vec<String> = d.iter().take(8).map(|v| v.to_string()).collect();
+                if d.len() > 8 {
+                    s.push("...".into());
+                }
+                s.join(",")
+            };
+            let value = self.name.strip_suffix("@check").unwrap_or(&self.name);
+            return Err(Error::BadData(format!(
+                "the shapes of this run depend on the value of '{value}', which the data gives as [{}] (shape {:?}); the plan was made for [{}], measured on earlier data (data-dependent shapes must be the same over a data set)",
+                show(&x.data),
+                x.shape,
+                show(&self.expected.data)
+            )));
+        }
+        Ok(vec![])
+    }
+}
+
+fn build_expect(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
+    ctx.in_shape(0)?;
+    Ok(Box::new(Expect { name: ctx.node.name.clone(), expected: ctx.const_input(1)? }))
 }
 
 fn out0<'a>(ctx: &BuildCtx<'a>) -> Result<&'a [usize]> {
@@ -600,6 +638,16 @@ mod tests {
 
     fn ravel(idx: &[usize], shape: &[usize]) -> usize {
         idx.iter().zip(shape).fold(0, |acc, (&i, &n)| acc * n + i)
+    }
+
+    #[test]
+    fn expect_value_passes_the_measured_value_and_refuses_another() {
+        let v = |d: Vec<f32>| Tensor::new(vec![2], d);
+        let e = Expect { name: "n@check".into(), expected: std::sync::Arc::new(v(vec![3.0, 4.0])) };
+        assert!(e.run(&[Some(&v(vec![3.0, 4.0]))]).unwrap().is_empty());
+        let m = e.run(&[Some(&v(vec![3.0, 5.0]))]).unwrap_err().to_string();
+        assert!(m.contains("'n'") && m.contains("[3,5]") && m.contains("[3,4]"), "{m}");
+        assert!(e.run(&[Some(&Tensor::new(vec![1], vec![3.0]))]).is_err());
     }
 
     #[test]
