@@ -79,6 +79,8 @@ export interface SearchResult {
   options: Record<string, unknown>;
   seconds: Record<string, number>;
   phase1: { computed: number; reused: number; total: number };
+  /** Data-aware roundings of a weight at a bit-width done in this run, and loaded from the cache. */
+  rounding: { computed: number; loaded: number };
   groups: number;
   order: FrontOrder;
   metric: MetricName;
@@ -196,6 +198,8 @@ async function searchInto(
   };
   const key = hashOf(modelHash, JSON.stringify(profile), calibData.fingerprint, JSON.stringify(options));
   const cache = new SensitivityCache(path.join(o.out, 'cache', 'sensitivity.jsonl'), key);
+  // rounded weights beside it, under the same key: a rerun rounds nothing
+  cal.rounder?.persist(path.join(o.out, 'cache'), key);
   let entries;
   try {
     entries = await runPhase1(cal, groups, calibData.batches, cache, {
@@ -351,6 +355,7 @@ async function searchInto(
     options: { model: modelFile ?? null, profile: profile.name, target, order, weightRange: cal.weightRange, actRange: cal.actRange, calib_samples: calibData.count, ...(o.record ?? {}) },
     seconds,
     phase1: { computed: entries.length - reused, reused, total: entries.length },
+    rounding: { computed: cal.rounder?.computed ?? 0, loaded: cal.rounder?.loaded ?? 0 },
     groups: groups.length,
     order,
     metric: metric.name,
