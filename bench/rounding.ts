@@ -1,5 +1,6 @@
 /**
- * Weight rounding and range-setting benchmark: `npm run bench -- rounding [mobilenet] [cls] [minilm] [--eval N] [--ranges]`
+ * Weight rounding and range-setting benchmark:
+ * `npm run bench -- rounding [mobilenet] [cls] [minilm] [--eval N] [--ranges] [--no-sequential]`
  *
  * For each model, calibrated on its calibration split and measured on held-out data against
  * the float model (SQNR of the output in dB; MiniLM: cosine of the mean-pooled sentence
@@ -24,7 +25,7 @@ import { openDataSource, readLabels } from '../src/data';
 import { argmaxRows } from '../src/eval/metrics';
 import { readNpy } from '../src/npy';
 import { loadBitConfig } from '../src/quant/config';
-import { Batches } from '../src/quant/calibrate';
+import { Batches, rangePolicy } from '../src/quant/calibrate';
 import { buildQdqGraph } from '../src/quant/qdq';
 import { Calibrated, calibrate, encodingsFor, quantize, QuantizeOptions } from '../src/quant/quantize';
 import { RoundingOptions } from '../src/quant/rounding';
@@ -211,7 +212,7 @@ function keptOf(cal: Calibrated, bits: number, sequential: boolean): string {
   return `${all} all, ${mixed} mixed, ${c.length - all - mixed} none of ${c.length}`;
 }
 
-async function roundingRows(s: Setup, configs: string[], log: (l: string) => void): Promise<RoundingRow[]> {
+async function roundingRows(s: Setup, configs: string[], log: (l: string) => void, sequential: boolean): Promise<RoundingRow[]> {
   const rows: RoundingRow[] = [];
   const calN = await calibrate(s.model, s.calib, { rounding: 'nearest' });
   const t0 = Date.now();
@@ -232,6 +233,7 @@ async function roundingRows(s: Setup, configs: string[], log: (l: string) => voi
     const g = await quantized(calG, name);
     const sg = calG.rounder!.seconds - before;
     row('per-layer', await s.agreement(g), { kept_data_aware: keptOf(calG, bits, false), rounding_s: +sg.toFixed(1), top1: s.top1 && +(await s.top1(g)).toFixed(3) });
+    if (!sequential) continue;
     // sequential, from the same layer statistics' rounder
     const opts = calG.rounder!.options as RoundingOptions;
     opts.sequential = true;
@@ -251,17 +253,26 @@ async function rangeRows(s: Setup, configs: string[], log: (l: string) => void):
   const rows: RoundingRow[] = [];
   const cals = new Map<string, Calibrated>();
   for (const act of ['minmax', 'mse'] as const) {
+    // 'mse' here is the default policy (MSE where the histogram resolves the step)
     const o: QuantizeOptions = { rounding: 'nearest', actRange: act, weightRange: 'mse' };
     cals.set(act, await calibrate(s.model, s.calib, o));
   }
+  const keep = rangePolicy.mseMaxBits;
   for (const name of configs) {
     const vals: Record<string, number> = {};
-    for (const [act, cal] of cals) vals[act] = await s.agreement(await quantized(cal, name));
-    for (const act of cals.keys()) {
-      const r: RoundingRow = { model: s.name, config: name, variant: `acts ${act}`, value: +vals[act].toFixed(2), unit: s.unit, vs_nearest: +(vals[act] - vals.minmax).toFixed(2) };
-      rows.push(r);
+    vals.minmax = await s.agreement(await quantized(cals.get('minmax')!, name));
+    // the MSE search at every width (fresh calibration: ranges are cached per calibration)
+    rangePolicy.mseMaxBits = 32;
+    try {
+      vals.mse = await s.agreement(await quantized(await calibrate(s.model, s.calib, { rounding: 'nearest', actRange: 'mse', weightRange: 'mse' }), name));
+    } finally {
+      rangePolicy.mseMaxBits = keep;
     }
-    log(`| ${s.name} | ${name} | min-max ${vals.minmax.toFixed(2)} ${s.unit} | MSE ${vals.mse.toFixed(2)} ${s.unit} | MSE - min-max ${(vals.mse - vals.minmax).toFixed(2)} |`);
+    vals.default = await s.agreement(await quantized(cals.get('mse')!, name));
+    for (const act of ['minmax', 'mse', 'default']) {
+      rows.push({ model: s.name, config: name, variant: `acts ${act}`, value: +vals[act].toFixed(2), unit: s.unit, vs_nearest: +(vals[act] - vals.minmax).toFixed(2) });
+    }
+    log(`| ${s.name} | ${name} | ${vals.minmax.toFixed(2)} | ${vals.mse.toFixed(2)} | ${(vals.mse - vals.minmax).toFixed(2)} | ${vals.default.toFixed(2)} |`);
   }
   return rows;
 }
@@ -281,14 +292,14 @@ export async function roundingBench(log: (s: string) => void, which: string[], a
     const s = m === 'mobilenet' ? await mobilenet(nEval) : m === 'cls' ? await cls(nEval) : m === 'minilm' ? await minilm(nEval) : undefined;
     if (!s) throw new Error(`unknown model '${m}' (mobilenet, cls, minilm)`);
     if (argv.includes('--ranges')) {
-      log('| model | config | act ranges min-max | MSE | MSE - min-max |');
-      log('|---|---|---|---|---|');
+      log(`| model | config | acts min-max ${s.unit} | acts MSE (histogram search at every width) ${s.unit} | MSE - min-max | default (MSE up to ${rangePolicy.mseMaxBits} bits, min-max above) ${s.unit} |`);
+      log('|---|---|---|---|---|---|');
       rows.push(...(await rangeRows(s, ['W8A8', 'W4A8', 'W8A16', 'W16A16'], log)));
       continue;
     }
     log('| model | config | rounding | agreement | vs nearest | weights keeping data-aware (all/mixed/none) | rounding s | top-1 |');
     log('|---|---|---|---|---|---|---|---|');
-    rows.push(...(await roundingRows(s, m === 'minilm' ? ['W8', 'W8A8', 'W4A8', 'W8A16'] : ['W8A8', 'W4A8'], log)));
+    rows.push(...(await roundingRows(s, m === 'minilm' ? ['W8', 'W8A8', 'W4A8', 'W8A16'] : ['W8A8', 'W4A8'], log, !argv.includes('--no-sequential'))));
   }
   return rows;
 }

@@ -247,7 +247,12 @@ impl LayerAcc {
             p
         };
         let total = if gemm_threads == 1 {
-            (0..n).into_par_iter().fold(|| Part::new(groups, d, with_ref), image).reduce(|| Part::new(groups, d, with_ref), Part::merge)
+            // a fixed split of the images and an ordered merge: the sums (and so the rounding)
+            // do not depend on how rayon happened to schedule the work, so a rerun (the search,
+            // then `quantize --config`) rounds to the same integers
+            let ids: Vec<usize> = (0..n).collect();
+            let parts: Vec<Part> = ids.par_chunks(n.div_ceil(8).max(1)).map(|c| c.iter().fold(Part::new(groups, d, with_ref), |p, &i| image(p, i))).collect();
+            parts.into_iter().fold(Part::new(groups, d, with_ref), Part::merge)
         } else {
             (0..n).fold(Part::new(groups, d, with_ref), image)
         };
