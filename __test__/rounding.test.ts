@@ -6,6 +6,9 @@ import { encodingsFromJson, encodingsToJson, EncodingsJson } from '../src/quant/
 import { simulate } from '../src/quant/simulate';
 import { BitConfig } from '../src/quant/config';
 import { ortRun, randomData, tinyModel } from './helpers';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 
 const N = 16;
 const SHAPE = [N, 4, 10, 10];
@@ -123,11 +126,12 @@ test('auto rounding keeps round-to-nearest above 8 bits and uses GPTQ at 8 and b
   for (const c of [W8A16, W4A16]) t.truthy((await quantize(calA, c)).encodings.weights.get('w2')!.quantized);
 });
 
-test('sequential rounding is the default for exports, and beats round-to-nearest at W4A8', async (t) => {
+test('per-layer rounding is the default; sequential rounding, on request, beats round-to-nearest at W4A8', async (t) => {
   const model = Model.fromBytes(bytes);
   const feeds = { x: { shape: SHAPE, data: heldOut } };
   const ref = (await model.run(feeds)).y.data;
-  const cal = await calibrate(model, batches, { rounding: 'gptq' });
+  t.false(isSequential(await calibrate(model, batches, { rounding: 'gptq' })));
+  const cal = await calibrate(model, batches, { rounding: 'gptq', roundingOptions: { sequential: true } });
   t.true(isSequential(cal));
   const W4A8: BitConfig = { w: 4, a: 8, weights: {}, activations: {} };
   const q = await quantize(cal, W4A8);
@@ -179,4 +183,54 @@ test('data-aware integers and bias shifts travel in encodings.json: the simulati
   const json = encodingsToJson(q.encodings);
   const bad = { ...json, mpq: { ...json.mpq, rounded: { ...json.mpq.rounded, w1: { ...json.mpq.rounded!.w1, q: Buffer.from([1, 2, 3]).toString('base64') } } } };
   t.throws(() => simulate(model, bad), { message: /have 3 values/ });
+});
+
+test('each weight keeps the data-aware result only where it measured a lower output error than nearest, and says so', async (t) => {
+  const model = Model.fromBytes(bytes);
+  const cal = await calibrate(model, batches, { rounding: 'gptq' });
+  for (const config of [W4A16, W8A16]) await quantize(cal, config);
+  const choices = cal.rounder!.choices();
+  t.is(choices.length, 8);
+  for (const c of choices) {
+    t.false(c.sequential);
+    t.true(c.dataAwareChannels >= 0 && c.dataAwareChannels <= c.channels, c.tensor);
+    t.is(c.kept, c.dataAwareChannels === c.channels ? 'gptq' : c.dataAwareChannels === 0 ? 'nearest' : 'mixed');
+    // never worse than nearest on its own objective
+    t.true(c.errorRatio! <= 1, `${c.tensor}@${c.bits}: ${c.errorRatio}`);
+  }
+  // at 4 bits data-aware rounding wins on most channels of this net
+  const four = choices.filter((c) => c.bits === 4);
+  const kept = four.reduce((a, c) => a + c.dataAwareChannels, 0) / four.reduce((a, c) => a + c.channels, 0);
+  t.log(`4-bit channels keeping GPTQ: ${(100 * kept).toFixed(0)}%; error ratios ${four.map((c) => c.errorRatio!.toFixed(3)).join(', ')}`);
+  t.true(kept > 0.5);
+});
+
+test('rounding results persist on disk under their key: a second rounder with the same key rounds nothing', async (t) => {
+  const model = Model.fromBytes(bytes);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-round-'));
+  const first = await calibrate(model, batches, { rounding: 'gptq' });
+  first.rounder!.persist(dir, 'k1');
+  const q1 = await quantize(first, W4A16);
+  t.is(first.rounder!.computed, 4);
+  const file = path.join(dir, 'rounding-k1.bin');
+  t.true(fs.existsSync(file));
+  // a kill mid-write leaves a partial record: it is dropped, the complete ones load
+  fs.appendFileSync(file, Buffer.from([200, 0, 0, 0, 9]));
+  const second = await calibrate(model, batches, { rounding: 'gptq' });
+  second.rounder!.persist(dir, 'k1');
+  t.is(second.rounder!.loaded, 4);
+  const q2 = await quantize(second, W4A16);
+  t.is(second.rounder!.computed, 0);
+  t.is(second.rounder!.seconds, 0);
+  for (const w of ['w1', 'w2', 'w3', 'w4']) {
+    t.deepEqual(Array.from(q2.graph.consts.get(`${w}_quantized`)!.data), Array.from(q1.graph.consts.get(`${w}_quantized`)!.data), w);
+  }
+  t.deepEqual(second.rounder!.choices(), first.rounder!.choices());
+  // another key (other data or options) does not reuse them
+  const third = await calibrate(model, batches, { rounding: 'gptq' });
+  third.rounder!.persist(dir, 'k2');
+  t.is(third.rounder!.loaded, 0);
+  await quantize(third, W4A16);
+  t.is(third.rounder!.computed, 4);
+  fs.rmSync(dir, { recursive: true, force: true });
 });

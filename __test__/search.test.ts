@@ -216,6 +216,10 @@ test('phase-1 cache key covers the rounding: changing --rounding recomputes, the
   t.is(other.phase1.reused, 0, 'sensitivities measured with round-to-nearest must not be reused for data-aware rounding');
   const again = await run();
   t.is(again.phase1.reused, again.phase1.total, 'the same options reuse every entry');
+  // and the rounded weights: the rerun loads them from cache/rounding-<key>.bin and rounds nothing
+  t.true(other.rounding.computed > 0);
+  t.is(again.rounding.computed, 0, 'a rerun with the same data and options does no rounding');
+  t.is(again.rounding.loaded, other.rounding.computed);
 });
 
 test('phase-1 cache key covers the profile scheme: another scheme recomputes; ties and unimplemented schemes are refused', async (t) => {

@@ -13,6 +13,7 @@ import type { EngineLevel } from '../index';
 import { native } from '../src/native';
 import { quantBench } from './quant';
 import { searchBench } from './search';
+import { roundingBench } from './rounding';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const SHARED = path.resolve(ROOT, '..', 'shared');
@@ -113,7 +114,12 @@ async function main(argv: string[]): Promise<void> {
     if (json) process.stdout.write(JSON.stringify(rows) + '\n');
     return;
   }
-  if (name !== 'engine') throw new Error(`unknown benchmark '${name}' (available: engine, quant [mobilenet] [rec], search [mobilenet] [cls] [--calib N])`);
+  if (name === 'rounding') {
+    const rows = await roundingBench(log, which.slice(1).filter((w) => argv[argv.indexOf(w) - 1] !== '--eval'), argv);
+    if (json) process.stdout.write(JSON.stringify(rows) + '\n');
+    return;
+  }
+  if (name !== 'engine') throw new Error(`unknown benchmark '${name}' (available: engine, quant [mobilenet] [rec], rounding [mobilenet] [cls] [minilm] [--ranges] [--eval N], search [mobilenet] [cls] [--calib N])`);
   const rows = await engine(runs, log, isa);
   if (json) process.stdout.write(JSON.stringify(rows) + '\n');
   else {

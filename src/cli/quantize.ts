@@ -96,6 +96,8 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
     config: `W${config.w}A${config.a}`,
     ranges: { weights: cal.weightRange, activations: cal.actRange },
     rounding: cal.rounding,
+    // per weight: whether the data-aware result was kept (per output channel, where it measured a lower output error than nearest)
+    rounding_choices: cal.rounder?.choices() ?? [],
     quantizers: { weights: q.encodings.weights.size, activations: q.encodings.activations.size },
     files: { model: outModel, encodings: outEnc },
     size_bytes: bytes.length,

@@ -76,9 +76,19 @@ export async function collectStats(model: Model, batches: Batches, values: strin
   return stats;
 }
 
-/** The clipping range of an activation at `bits` under `method`. */
+/**
+ * Range setting per bit-width. The MSE search runs on a histogram of {@link BINS} bins: above
+ * 10 bits a quantization step is narrower than a bin, so the histogram cannot see what a
+ * clipped range costs (clipping inside the last bin looks free) and the search clips the
+ * extremes; min-max is used there instead. Measured on MobileNetV1 and PP-OCR cls
+ * (bench/ROUNDING.md, `npm run bench -- rounding mobilenet cls --ranges`). `mseMaxBits` is
+ * exported for that benchmark, to measure the unrestricted search.
+ */
+export const rangePolicy = { mseMaxBits: Math.floor(Math.log2(BINS)) };
+
+/** The clipping range of an activation at `bits` under `method` (MSE: up to `rangePolicy.mseMaxBits`, min-max above). */
 export function activationRange(s: ActStats, bits: number, method: RangeMethod): [number, number] {
   if (!Number.isFinite(s.min) || !Number.isFinite(s.max)) return [0, 0];
-  if (method === 'mse' && s.hist) return mseRange(s.hist, s.min, s.max, bits);
+  if (method === 'mse' && s.hist && bits <= rangePolicy.mseMaxBits) return mseRange(s.hist, s.min, s.max, bits);
   return [s.min, s.max];
 }

@@ -35,6 +35,13 @@ export const DEFAULT_ROUNDING: Rounding = 'auto';
 
 export const DEFAULT_RANGES: { weight: RangeMethod; act: RangeMethod } = { weight: 'mse', act: 'mse' };
 
+/**
+ * Per-layer rounding by default (not sequential): it is cached per weight and bit-width (and
+ * on disk), so the search's metric, `quantize --config` and the export are the same weights;
+ * sequential rounding measured no better (bench/ROUNDING.md).
+ */
+export const DEFAULT_SEQUENTIAL = false;
+
 export interface Calibrated {
   model: Model;
   placement: Placement;
@@ -155,9 +162,9 @@ function configKey(cal: Calibrated, config: BitConfig): string {
   return [...cal.placement.weights.map((w) => weightBits(config, w.tensor)), '|', ...cal.placement.activations.map((a) => actBits(config, a.tensor))].join(',');
 }
 
-/** Whether {@link quantize} rounds sequentially (data-aware rounding with `sequential` not turned off). */
+/** Whether {@link quantize} rounds sequentially (data-aware rounding with `sequential` on, see DEFAULT_SEQUENTIAL). */
 export function isSequential(cal: Calibrated): boolean {
-  return !!cal.rounder && !!cal.batches && cal.rounder.options.sequential !== false;
+  return !!cal.rounder && !!cal.batches && (cal.rounder.options.sequential ?? DEFAULT_SEQUENTIAL);
 }
 
 /**

@@ -8,6 +8,8 @@
  * weight at a bit-width is done once per run and cached: the integers that are simulated are
  * the integers that are exported.
  */
+import * as fs from 'fs';
+import * as path from 'path';
 import { fromNative, MpqError, throwIfAborted } from '../errors';
 import { Graph, Node } from '../graph/ir';
 import { Model, RunOptions, Tensor } from '../model';
@@ -35,17 +37,33 @@ export interface RoundingOptions {
   /** Re-choose each output channel's scale by the layer output error (default false: measured worse on MobileNetV1). */
   scaleSearch?: boolean;
   /**
-   * Sequential rounding for exported configurations (default true): each layer's statistics
-   * are taken in the network whose upstream layers (and activations) are already quantized,
-   * and rounding aims at the float layer's output, so each layer compensates upstream error.
+   * Sequential rounding for exported configurations (default false, `DEFAULT_SEQUENTIAL` in
+   * quantize.ts): each layer's statistics are taken in the network whose upstream layers (and
+   * activations) are already quantized, and rounding aims at the float layer's output, so each
+   * layer compensates upstream error. It costs a pass over the calibration data per layer and
+   * configuration and cannot be cached per layer; per-layer rounding (the default) is the
+   * same in the search, `quantize` and the export (bench/ROUNDING.md has the measurements).
    */
   sequential?: boolean;
   /** Sequential only: aim at the float output when a layer saw this many input vectors per weight column (default 4). */
   crossMinRatio?: number;
+  /**
+   * Round a layer data-aware only when it saw at least this many input vectors per weight
+   * column (default {@link MIN_SAMPLES_PER_COLUMN}); with fewer, the Hessian describes the
+   * calibration samples rather than the layer's inputs, and the rounding overfits them.
+   */
+  minSamplesPerColumn?: number;
   /** Groups of at most this many columns (depthwise 3x3: 9) are rounded exactly, with a per-channel scale search (default 10; 0 turns it off). */
   exhaustive?: number;
   exhaustiveScales?: boolean;
 }
+
+/**
+ * Default of {@link RoundingOptions.minSamplesPerColumn}: off. At 4 it left PP-OCR cls W8A8
+ * unchanged (21.68 against 21.60 dB, nearest 27.11) and W4A8 18.30 against 17.38 dB; it is not
+ * measured on MobileNetV1, whose classifier (128 vectors for 768 columns) it would turn off.
+ */
+export const MIN_SAMPLES_PER_COLUMN = 0;
 
 /** Default dampening of sequential rounding. */
 export const SEQUENTIAL_DAMP = 0.001;
@@ -68,12 +86,50 @@ export interface RoundedWeight {
   scales: Float32Array;
 }
 
+/**
+ * Which rounding a weight kept at a bit-width: per output channel, the data-aware result is
+ * kept only where its output error on the calibration statistics (the Hessian quadratic form,
+ * after bias correction where the layer takes it) is lower than round-to-nearest's.
+ */
+export interface RoundingChoice {
+  tensor: string;
+  bits: number;
+  /** 'gptq' (every channel), 'nearest' (none) or 'mixed'. */
+  kept: 'gptq' | 'nearest' | 'mixed';
+  dataAwareChannels: number;
+  channels: number;
+  /** Output error of the result over that of round-to-nearest (at most 1; null with a reference stream, where only differences are defined). */
+  errorRatio: number | null;
+  sequential: boolean;
+}
+
+interface NativeRounded {
+  q: Float32Array;
+  biasDelta: Float32Array;
+  scales: Float32Array;
+  dataAware: number;
+  channels: number;
+  loss: number;
+  nearestLoss: number;
+}
+
+function choiceOf(tensor: string, bits: number, r: NativeRounded, sequential: boolean): RoundingChoice {
+  const kept = r.dataAware === r.channels ? 'gptq' : r.dataAware === 0 ? 'nearest' : 'mixed';
+  const errorRatio = sequential ? null : r.nearestLoss > 0 ? r.loss / r.nearestLoss : 1;
+  return { tensor, bits, kept, dataAwareChannels: r.dataAware, channels: r.channels, errorRatio, sequential };
+}
+
+/** File format version of persisted rounding results. */
+const PERSIST_VERSION = 1;
+
 type Stats = InstanceType<ReturnType<typeof syncLimits>['RoundingStats']>;
 
 interface Layer {
   tensor: string;
   /** Name of the input value the weight rows see. */
   input: string;
+  /** Columns of the weight matrix a group's rows are (the length of one input vector). */
+  dim: number;
   spec: Record<string, unknown>;
 }
 
@@ -82,8 +138,15 @@ export class WeightRounder {
   private readonly index = new Map<string, number>();
   private readonly done = new Map<string, RoundedWeight>();
   private readonly pending = new Map<string, Promise<RoundedWeight>>();
+  private readonly choice = new Map<string, RoundingChoice>();
   /** Seconds spent rounding so far. */
   seconds = 0;
+  /** Weights rounded in this process (not loaded from a persisted file). */
+  computed = 0;
+  /** Results loaded from a persisted file. */
+  loaded = 0;
+  private persistFile?: string;
+  private persistKey?: string;
 
   constructor(
     private readonly stats: Stats,
@@ -105,7 +168,10 @@ export class WeightRounder {
 
   /** Whether `tensor` has statistics (weights shared by several nodes, or of unsupported layouts, do not). */
   has(tensor: string): boolean {
-    return this.index.has(tensor) && this.stats.count(this.index.get(tensor)!) > 0;
+    const i = this.index.get(tensor);
+    if (i === undefined) return false;
+    const n = this.stats.count(i);
+    return n > 0 && n >= (this.options.minSamplesPerColumn ?? MIN_SAMPLES_PER_COLUMN) * this.layers[i].dim;
   }
 
   private key(tensor: string, bits: number, scales: Float32Array): string {
@@ -116,6 +182,75 @@ export class WeightRounder {
   /** The rounded weight if it was computed already. */
   cached(tensor: string, bits: number, scales: Float32Array): RoundedWeight | undefined {
     return this.done.get(this.key(tensor, bits, scales));
+  }
+
+  /**
+   * Which rounding each weight kept, per bit-width: the per-layer results computed or loaded
+   * so far, then those of each sequentially rounded configuration (`sequential: true`).
+   */
+  choices(): RoundingChoice[] {
+    return [...this.choice.values(), ...[...this.seqChoice.values()].flat()];
+  }
+
+  /** The choices of a configuration's sequential rounding, if computed. */
+  sequentialChoices(key: string): RoundingChoice[] | undefined {
+    return this.seqChoice.get(key);
+  }
+
+  private readonly seqChoice = new Map<string, RoundingChoice[]>();
+
+  /**
+   * Keeps the per-layer rounding results in `dir/rounding-<key>.bin`: results already there
+   * under the same `key` (a hash of model, data and every option that changes the rounding, as
+   * the sensitivity cache's) are loaded, so they are not recomputed, and each new result is
+   * appended as soon as it is known. A record cut short by a kill is ignored on the next load.
+   */
+  persist(dir: string, key: string): void {
+    fs.mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, `rounding-${key}.bin`);
+    let good = 0;
+    if (fs.existsSync(file)) {
+      const buf = fs.readFileSync(file);
+      let off = 0;
+      while (off + 8 <= buf.length) {
+        const hlen = buf.readUInt32LE(off);
+        const dlen = buf.readUInt32LE(off + 4);
+        if (off + 8 + hlen + dlen * 4 > buf.length) break;
+        let h: { v: number; key: string; entry: string; n: [number, number, number]; choice: RoundingChoice };
+        try {
+          h = JSON.parse(buf.toString('utf8', off + 8, off + 8 + hlen));
+        } catch {
+          break;
+        }
+        const start = off + 8 + hlen;
+        const data = new Float32Array(buf.buffer.slice(buf.byteOffset + start, buf.byteOffset + start + dlen * 4));
+        off = start + dlen * 4;
+        good = off;
+        if (h.v !== PERSIST_VERSION || h.key !== key || h.n[0] + h.n[1] + h.n[2] !== dlen) continue;
+        if (!this.done.has(h.entry)) {
+          this.done.set(h.entry, { q: data.subarray(0, h.n[0]), biasDelta: data.subarray(h.n[0], h.n[0] + h.n[1]), scales: data.subarray(h.n[0] + h.n[1]) });
+          this.choice.set(h.entry, h.choice);
+          this.loaded++;
+        }
+      }
+      // drop a record cut short by a kill, so that appends start on a record boundary
+      if (good < buf.length) fs.truncateSync(file, good);
+    }
+    this.persistFile = file;
+    this.persistKey = key;
+  }
+
+  private append(entry: string, r: RoundedWeight, choice: RoundingChoice): void {
+    if (this.persistFile === undefined) return;
+    const header = Buffer.from(JSON.stringify({ v: PERSIST_VERSION, key: this.persistKey, entry, n: [r.q.length, r.biasDelta.length, r.scales.length], choice }), 'utf8');
+    const data = new Float32Array(r.q.length + r.biasDelta.length + r.scales.length);
+    data.set(r.q, 0);
+    data.set(r.biasDelta, r.q.length);
+    data.set(r.scales, r.q.length + r.biasDelta.length);
+    const head = Buffer.alloc(8);
+    head.writeUInt32LE(header.length, 0);
+    head.writeUInt32LE(data.length, 4);
+    fs.appendFileSync(this.persistFile, Buffer.concat([head, header, Buffer.from(data.buffer, data.byteOffset, data.byteLength)]));
   }
 
   /** Rounds `tensor` (data `w`, ONNX layout) at `bits` with per-output-channel `scales` (cached). */
@@ -130,9 +265,13 @@ export class WeightRounder {
     const t0 = Date.now();
     p = (async () => {
       try {
-        const r = await this.stats.round(i, w, shape, scales, bits, 'gptq', JSON.stringify(this.options));
+        const r = (await this.stats.round(i, w, shape, scales, bits, 'gptq', JSON.stringify(this.options))) as NativeRounded;
         const out = { q: r.q, biasDelta: r.biasDelta, scales: r.scales };
+        const c = choiceOf(tensor, bits, r, false);
         this.done.set(key, out);
+        this.choice.set(key, c);
+        this.append(key, out, c);
+        this.computed++;
         this.seconds += (Date.now() - t0) / 1000;
         return out;
       } catch (e) {
@@ -179,6 +318,7 @@ export class WeightRounder {
     const fStream = new Stream(g, feeds, model.inputNames, isFloat);
     const qStream = new Stream(g, feeds, model.inputNames, (v) => !v.endsWith('_quantized') && isFloat(v.replace(/_(dequantized|float)$/, '')));
     const done = new Map<string, RoundedWeight>();
+    const choices: RoundingChoice[] = [];
     const pending = new Set(jobs.map((j) => j.tensor));
     // less dampening than per-layer GPTQ: it also keeps the regression towards the float output
     // near W (measured on MobileNetV1 W4A8, 200 images: damp 0.01 0.81, 0.001 0.845, 0.0001 0.825)
@@ -199,17 +339,19 @@ export class WeightRounder {
           throw fromNative(e);
         }
       }
-      let r;
+      let r: NativeRounded;
       try {
-        r = await stats.round(li, job.w, job.shape, job.scales, job.bits, 'gptq', options);
+        r = (await stats.round(li, job.w, job.shape, job.scales, job.bits, 'gptq', options)) as NativeRounded;
       } catch (e) {
         throw fromNative(e);
       }
       stats.reset(li);
+      choices.push(choiceOf(job.tensor, job.bits, r, true));
       done.set(job.tensor, { q: r.q, biasDelta: r.biasDelta, scales: r.scales });
       pending.delete(job.tensor);
     }
     this.seq.set(key, done);
+    this.seqChoice.set(key, choices);
     this.seconds += (Date.now() - t0) / 1000;
     return done;
   }
@@ -336,9 +478,11 @@ export async function gatherRoundingStats(model: Model, placement: Placement, ba
       } else if (node.op === 'Gemm' && wt.shape.length === 2) {
         spec = { kind: 'rows', trans: (a.transA ?? 0) === 1, w_trans: (a.transB ?? 0) === 1 };
       } else if (node.op === 'MatMul' && wt.shape.length === 2) {
-        spec = { kind: 'rows', trans: false, w_trans: false };
+        // MatMul has no bias input: the export adds no bias correction, so rounding must not count on one
+        spec = { kind: 'rows', trans: false, w_trans: false, bias: false };
       }
-      if (spec) out.push({ tensor: w.tensor, input: node.inputs[0], spec });
+      const dim = spec?.kind === 'conv' ? prod(wt.shape.slice(1)) : spec?.kind === 'convtranspose' ? wt.shape[0] / Number(spec.group) : spec?.w_trans ? wt.shape[1] : wt.shape[0];
+      if (spec) out.push({ tensor: w.tensor, input: node.inputs[0], spec, dim });
     }
     return out;
   };

@@ -89,6 +89,8 @@ export interface SearchResult {
    * native calls in the shared float passes and in the entries' own downstream steps.
    */
   phase1: { computed: number; reused: number; total: number; float_seconds?: number; entry_seconds?: number };
+  /** Data-aware roundings of a weight at a bit-width done in this run, and loaded from the cache. */
+  rounding: { computed: number; loaded: number };
   groups: number;
   order: FrontOrder;
   metric: MetricName;
@@ -171,6 +173,8 @@ async function searchInto(
   t = Date.now();
   const cache = new SensitivityCache(path.join(o.out, 'cache', 'sensitivity.jsonl'), key);
   const phase1Timing: Phase1Timing = { floatSecs: 0, entrySecs: 0, calls: 0 };
+  // rounded weights beside it, under the same key: a rerun rounds nothing
+  cal.rounder?.persist(path.join(o.out, 'cache'), key);
   let entries;
   try {
     entries = await runPhase1(cal, groups, calibData.batches, cache, {
@@ -315,6 +319,7 @@ async function searchInto(
     options: { model: modelFile ?? null, profile: profile.name, target, order, weightRange: cal.weightRange, actRange: cal.actRange, calib_samples: calibData.count, ...(o.record ?? {}) },
     seconds,
     phase1: { computed: entries.length - reused, reused, total: entries.length, float_seconds: +phase1Timing.floatSecs.toFixed(3), entry_seconds: +phase1Timing.entrySecs.toFixed(3) },
+    rounding: { computed: cal.rounder?.computed ?? 0, loaded: cal.rounder?.loaded ?? 0 },
     groups: groups.length,
     order,
     metric: metric.name,

@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 /// How a layer's weight rows see its input.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum LayerSpec {
     /// Conv over an `[N, C, H, W]` (or `[N, C, L]`) input.
@@ -31,11 +31,25 @@ pub enum LayerSpec {
         /// The weight is stored `[N, K]` (Gemm with transB); else `[K, N]`.
         #[serde(default)]
         w_trans: bool,
+        /// The exported layer takes the bias correction (MatMul has no bias input: false).
+        #[serde(default = "yes")]
+        bias: bool,
     },
 }
 
 fn one() -> f64 {
     1.0
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl LayerSpec {
+    /// Whether the rounding's output-mean shift is folded into a bias of the exported layer.
+    pub fn bias_corrected(&self) -> bool {
+        !matches!(self, LayerSpec::Rows { bias: false, .. })
+    }
 }
 
 /// Accumulated statistics of one layer.
@@ -233,7 +247,12 @@ impl LayerAcc {
             p
         };
         let total = if gemm_threads == 1 {
-            (0..n).into_par_iter().fold(|| Part::new(groups, d, with_ref), image).reduce(|| Part::new(groups, d, with_ref), Part::merge)
+            // a fixed split of the images and an ordered merge: the sums (and so the rounding)
+            // do not depend on how rayon happened to schedule the work, so a rerun (the search,
+            // then `quantize --config`) rounds to the same integers
+            let ids: Vec<usize> = (0..n).collect();
+            let parts: Vec<Part> = ids.par_chunks(n.div_ceil(8).max(1)).map(|c| c.iter().fold(Part::new(groups, d, with_ref), |p, &i| image(p, i))).collect();
+            parts.into_iter().fold(Part::new(groups, d, with_ref), Part::merge)
         } else {
             (0..n).fold(Part::new(groups, d, with_ref), image)
         };
@@ -430,7 +449,7 @@ mod tests {
         let (m, k) = (40, 6);
         let x = rnd(m * k, 3);
         let xr = rnd(m * k, 4);
-        let mut acc = LayerAcc::new(LayerSpec::Rows { trans: false, w_trans: true });
+        let mut acc = LayerAcc::new(LayerSpec::Rows { trans: false, w_trans: true, bias: true });
         acc.add_pair(&Tensor::new(vec![m, k], x.clone()), Some(&Tensor::new(vec![m, k], xr.clone()))).unwrap();
         let st = acc.stats.as_ref().unwrap();
         let c = st.cross(0).unwrap();

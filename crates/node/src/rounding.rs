@@ -55,8 +55,15 @@ impl Task for AccumulateTask {
             }
             let mut err = None;
             exec.run_observe(inputs, &[], &unique, &mut |v, t| {
-                for &i in &by_value[&v] {
-                    if let Err(e) = ls[i].add(t) {
+                // layers that read the same value the same way (the Q, K and V projections of
+                // an attention block) share one accumulation: the first adds, the others copy
+                let ids = &by_value[&v];
+                for (k, &i) in ids.iter().enumerate() {
+                    let same = ids[..k].iter().copied().find(|&j| ls[j].spec == ls[i].spec);
+                    if let Some(j) = same {
+                        let st = ls[j].stats.clone();
+                        ls[i].stats = st;
+                    } else if let Err(e) = ls[i].add(t) {
                         err.get_or_insert(e);
                     }
                 }
@@ -107,6 +114,12 @@ pub struct RoundedOut {
     pub bias_delta: Float32Array,
     /// Scale per output channel (re-chosen when `scaleSearch` is on).
     pub scales: Float32Array,
+    /// Output channels that kept the data-aware result (the others: nearest, as measured better).
+    pub data_aware: u32,
+    pub channels: u32,
+    /// Output error on the calibration statistics of the result and of round-to-nearest.
+    pub loss: f64,
+    pub nearest_loss: f64,
 }
 
 pub struct RoundTask {
@@ -135,7 +148,15 @@ impl Task for RoundTask {
     }
 
     fn resolve(&mut self, _env: Env, out: Self::Output) -> Result<Self::JsValue> {
-        Ok(RoundedOut { q: Float32Array::new(out.q), bias_delta: Float32Array::new(out.bias_delta), scales: Float32Array::new(out.scales) })
+        Ok(RoundedOut {
+            q: Float32Array::new(out.q),
+            bias_delta: Float32Array::new(out.bias_delta),
+            scales: Float32Array::new(out.scales),
+            data_aware: out.data_aware as u32,
+            channels: out.channels as u32,
+            loss: out.loss,
+            nearest_loss: out.nearest_loss,
+        })
     }
 }
 
