@@ -29,6 +29,9 @@ export interface SearchFlags extends DataFlags {
   out: string;
   json?: boolean;
   quiet?: boolean;
+  redis?: string;
+  queueChunk?: string;
+  blobs?: string;
 }
 
 const num = (v: string | undefined, flag: string): number | undefined => {
@@ -65,6 +68,7 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
       rounding: f.rounding as Rounding | undefined,
       roundingOptions: { sequential: !!f.sequential },
       out: f.out,
+      queue: f.redis ? { redis: f.redis, chunk: num(f.queueChunk, 'queue-chunk'), blobs: f.blobs && path.resolve(f.blobs) } : undefined,
       onProgress: (p) => {
         if (p.phase === 'calibration') calibrating = p.done < p.total;
         else progress.update(p.phase, p.done, p.total);
@@ -82,7 +86,7 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
       process.stdout.write(
         `selected: rel_bops ${s.rel_bops.toFixed(3)}, ${(s.size_bytes / 1e6).toFixed(3)} MB, ${r.metric} ${s.metric.toFixed(4)} (float ${r.float_metric.toFixed(4)})${s.meets_target ? '' : ' - target NOT met'}\n` +
           r.homogeneous.map((h) => `  ${h.name.padEnd(7)} rel_bops ${h.rel_bops.toFixed(3)}  ${r.metric} ${h.metric.toFixed(4)}`).join('\n') +
-          `\nphase 1: ${r.phase1.computed} computed, ${r.phase1.reused} reused; ${r.seconds.total} s\nwrote ${r.files.model}, ${r.files.report}\n` +
+          `\nphase 1: ${r.phase1.computed} computed${r.phase1.workers ? ` (${Object.entries(r.phase1.workers).map(([w, n]) => `${w}: ${n}`).join(', ')})` : ''}, ${r.phase1.reused} reused; ${r.seconds.total} s\nwrote ${r.files.model}, ${r.files.report}\n` +
           (r.verification ? describeVerification(r.verification).join('\n') + '\n' : ''),
       );
     }

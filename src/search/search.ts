@@ -22,6 +22,7 @@ import { EvalData, EvaluateFn, makeMetric, MetricName } from './metric';
 import { buildFront, FrontOrder, FrontPoint, frontQuality } from './pareto';
 import { Phase1Compute, runPhase1 } from './phase1';
 import { openSession } from './session';
+import type { Coordinator, QueueOptions } from '../queue/coordinator';
 import { CalibrationInput, ModelInput, resolveCalibration, resolveModel } from './inputs';
 import { OnProgress, progressReporter } from './progress';
 
@@ -66,6 +67,8 @@ export interface SearchOptions extends QuantizeOptions {
   record?: Record<string, unknown>;
   /** Computes phase-1 entries elsewhere (a job queue); default: in this process. */
   phase1Compute?: Phase1Compute;
+  /** Computes phase 1 on the `mpq worker`s of a Redis (BullMQ): results land in the same cache. */
+  queue?: QueueOptions;
 }
 
 export interface EvaluatedPoint {
@@ -81,7 +84,8 @@ export interface SearchResult {
   versions: Record<string, string>;
   options: Record<string, unknown>;
   seconds: Record<string, number>;
-  phase1: { computed: number; reused: number; total: number };
+  /** `workers`: entries computed per worker when phase 1 ran on a queue. */
+  phase1: { computed: number; reused: number; total: number; workers?: Record<string, number> };
   groups: number;
   order: FrontOrder;
   metric: MetricName;
@@ -164,15 +168,19 @@ async function searchInto(
   t = Date.now();
   const cache = new SensitivityCache(path.join(o.out, 'cache', 'sensitivity.jsonl'), key);
   let entries;
+  // bullmq is loaded only for a search that uses it
+  let queue: Coordinator | undefined;
   try {
+    if (o.queue) queue = (require('../queue/coordinator') as typeof import('../queue/coordinator')).openCoordinator(o.queue, { session, modelBytes: modelBytesOf(o.model), calib: calibData });
     entries = await runPhase1(cal, groups, calibData.batches, cache, {
       signal: o.signal,
-      compute: o.phase1Compute,
+      compute: queue?.compute ?? o.phase1Compute,
       samples: calibData.count,
       onProgress: (p) => progress('phase1', p.done, p.total),
     });
   } finally {
     cache.close();
+    await queue?.close();
   }
   const reused = entries.filter((e) => e.cached).length;
   lap('phase1', t);
@@ -326,7 +334,7 @@ async function searchInto(
     versions: { node: process.version, 'onnx-mpq': pkgVersion() },
     options: { model: modelFile ?? null, profile: profile.name, target, order, weightRange: cal.weightRange, actRange: cal.actRange, calib_samples: calibData.count, ...(o.record ?? {}) },
     seconds,
-    phase1: { computed: entries.length - reused, reused, total: entries.length },
+    phase1: { computed: entries.length - reused, reused, total: entries.length, ...(queue ? { workers: queue.counts } : {}) },
     groups: groups.length,
     order,
     metric: metric.name,
@@ -351,6 +359,13 @@ async function searchInto(
   out.write('summary.md', renderSummary(report));
   out.write('run.json', JSON.stringify(result, null, 2));
   return result;
+}
+
+/** The model's ONNX bytes for the queue's workers (a loaded Model has none: the queue needs a file or bytes). */
+function modelBytesOf(m: ModelInput): Uint8Array {
+  if (typeof m === 'string') return fs.readFileSync(m);
+  if (m instanceof Uint8Array) return m;
+  throw new MpqError('MPQ_BAD_INPUT', 'a search on a queue needs the model as an ONNX file path or bytes, not a loaded Model');
 }
 
 export type { Group };
