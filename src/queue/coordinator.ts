@@ -57,12 +57,13 @@ export function openCoordinator(q: QueueOptions, s: CoordinatorSession): Coordin
   const conn: Redis = connect(q.redis);
   const queue = new Queue<Phase1JobData, Phase1JobResult>(q.queue ?? QUEUE, { connection: conn, prefix: PREFIX });
   let events: QueueEvents | undefined;
+  let eventsConn: Redis | undefined;
   const counts: Record<string, number> = {};
   const jobs = { enqueued: 0, found: 0 };
 
   const compute: Phase1Compute = async (todo, done, opts) => {
     const { key, profile } = session;
-    events ??= new QueueEvents(q.queue ?? QUEUE, { connection: conn.duplicate(), prefix: PREFIX });
+    events ??= new QueueEvents(q.queue ?? QUEUE, { connection: (eventsConn = conn.duplicate()), prefix: PREFIX });
     await events.waitUntilReady();
     // one listener per waited job
     events.setMaxListeners(0);
@@ -138,6 +139,7 @@ export function openCoordinator(q: QueueOptions, s: CoordinatorSession): Coordin
     async close() {
       await events?.close();
       await queue.close();
+      eventsConn?.disconnect();
       conn.disconnect();
     },
   };

@@ -34,5 +34,8 @@ export interface Phase1JobResult {
 /** A Redis connection as BullMQ wants it (commands wait for a reconnect instead of failing). */
 export function connect(url: string): Redis {
   if (!/^rediss?:\/\//.test(url)) throw new MpqError('MPQ_BAD_INPUT', `--redis must be a redis:// or rediss:// URL, got '${url}'`);
-  return new IORedis(url, { maxRetriesPerRequest: null });
+  const c = new IORedis(url, { maxRetriesPerRequest: null });
+  // a lost connection is retried; commands wait for it (BullMQ reports what fails)
+  c.on('error', () => {});
+  return c;
 }

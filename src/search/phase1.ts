@@ -97,7 +97,10 @@ export async function runPhase1(cal: Calibrated, groups: Group[], batches: Batch
   const progress = (p: Phase1Progress) => opts.onProgress?.({ ...p, done: +(reused + p.done).toFixed(2), total, reused });
   if (todo.length) await (opts.compute ?? computePhase1)(todo, done, { ...opts, onProgress: progress }, cal, groups, batches);
   opts.onProgress?.({ done: results.length, total, reused });
-  return results;
+  // in work order, however the entries arrived (cache, queue): the same inputs write the same files
+  const at = new Map(work.map((w, i) => [`${w.group.id}/${candKey(w.cand)}`, i]));
+  const pos = (e: Phase1Entry) => at.get(`${e.group}/${candKey(e.candidate)}`)!;
+  return results.sort((a, b) => pos(a) - pos(b));
 }
 
 /** Float outputs kept per batch across chunks at most (bytes); beyond, each call recomputes them. */
