@@ -49,6 +49,7 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
   const labels = f.labels ? loadSampleLabels(f.labels) : undefined;
   if (f.order && !['sqnr', 'efficiency', 'auto'].includes(f.order)) throw new MpqError('MPQ_BAD_INPUT', `--order must be sqnr, efficiency or auto`);
   if (f.rounding && !(ROUNDINGS as string[]).includes(f.rounding)) throw new MpqError('MPQ_BAD_INPUT', `--rounding must be one of ${ROUNDINGS.join(', ')}, got '${f.rounding}'`);
+  if (f.blobs && !f.redis) throw new MpqError('MPQ_BAD_INPUT', '--blobs goes with --redis (the folder the workers read model and data from)');
   const progress = phaseProgress(!f.quiet);
   const note = floatSubgraphsNote(model.graph);
   if (note && !f.quiet) process.stderr.write(`mpq: note: ${note}\n`);
