@@ -9,7 +9,7 @@ import * as os from 'os';
 import { Job, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { MpqError } from '../errors';
-import { Model } from '../model';
+import { Model, Tensor } from '../model';
 import { candKey } from '../profiles/profile';
 import { hashOf } from '../search/cache';
 import { computePhase1, Phase1Work } from '../search/phase1';
@@ -55,6 +55,8 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
   const name = o.name ?? `${os.hostname()}:${process.pid}`;
   const conn: Redis = connect(o.redis);
   const sessions = new Map<string, Promise<Session>>();
+  // float outputs per batch of each session, computed by its first chunk
+  const floats = new WeakMap<Session, Tensor[][]>();
   const keep = o.sessions ?? 2;
   let computed = 0;
 
@@ -95,7 +97,7 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
       return { group, cand };
     });
     const results: Phase1JobResult['results'] = [];
-    await computePhase1(todo, (r) => results.push({ group: r.work.group.id, candidate: candKey(r.work.cand), powers: r.powers }), { chunk: todo.length }, s.cal, s.groups, s.cal.batches!); // openSession sets cal.batches
+    await computePhase1(todo, (r) => results.push({ group: r.work.group.id, candidate: candKey(r.work.cand), powers: r.powers }), { chunk: todo.length, floatOutputs: floats.get(s) ?? floats.set(s, []).get(s) }, s.cal, s.groups, s.cal.batches!); // openSession sets cal.batches
     computed += results.length;
     o.log?.(`${name}: job ${job.id}: ${results.length} entries in ${((Date.now() - t0) / 1000).toFixed(2)} s`);
     return { worker: name, results };

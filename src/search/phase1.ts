@@ -65,6 +65,11 @@ export interface Phase1Options extends RunOptions {
    * cache, it calls `done` once per finished entry (in any order). Default: {@link computePhase1}.
    */
   compute?: Phase1Compute;
+  /**
+   * Float outputs per calibration batch, kept across calls on the same session (a queue
+   * worker's chunks): filled by the first call, reused by the next (within the budget).
+   */
+  floatOutputs?: T[][];
 }
 
 /** Computes phase-1 entries, calling `done` once per finished entry (in any order). */
@@ -124,8 +129,8 @@ export const computePhase1: Phase1Compute = async function computePhase1(
   const sim = new Simulator(model, cal.placement.activations.map((a) => a.tensor), cal.placement.weights.map((w) => w.tensor), cal.shapes);
   if (sim.unsupported) return computePhase1Graphs(todo, done, opts, cal, groups, batches);
   const chunkSize = opts.chunk ?? Math.max(8, Math.min(64, Math.ceil(todo.length / 4)));
-  let floats: T[][] | null = [];
-  let floatBytes = 0;
+  let floats: T[][] | null = opts.floatOutputs ?? [];
+  let floatBytes = floats.reduce((a, k) => a + (k ?? []).reduce((x, t) => x + t.data.byteLength, 0), 0);
   let finished = 0;
   for (let c0 = 0; c0 < todo.length; c0 += chunkSize) {
     const slice = todo.slice(c0, c0 + chunkSize);
@@ -143,7 +148,7 @@ export const computePhase1: Phase1Compute = async function computePhase1(
     for await (const b of batches()) {
       throwIfAborted(opts.signal, 'the search');
       let kept = floats?.[bi] ?? null;
-      if (floats && !kept && c0 + chunkSize < todo.length) {
+      if (floats && !kept && (opts.floatOutputs || c0 + chunkSize < todo.length)) {
         // this batch's float outputs, kept for the next chunks while they fit the budget
         kept = await sim.floatOutputs(b, opts);
         floatBytes += kept.reduce((a, t) => a + t.data.byteLength, 0);
