@@ -14,6 +14,7 @@ import { native } from '../src/native';
 import { quantBench } from './quant';
 import { searchBench } from './search';
 import { roundingBench } from './rounding';
+import { queueBench } from './queue';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const SHARED = path.resolve(ROOT, '..', 'shared');
@@ -97,7 +98,7 @@ async function main(argv: string[]): Promise<void> {
   const runs = runsIdx >= 0 ? Number(argv[runsIdx + 1]) : 7;
   const isaIdx = argv.indexOf('--isa');
   const isa = isaIdx >= 0 ? argv[isaIdx + 1] : undefined;
-  const which = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--runs' && argv[i - 1] !== '--configs' && argv[i - 1] !== '--isa' && argv[i - 1] !== '--calib');
+  const which = argv.filter((a, i) => !a.startsWith('--') && argv[i - 1] !== '--runs' && argv[i - 1] !== '--configs' && argv[i - 1] !== '--isa' && argv[i - 1] !== '--calib' && argv[i - 1] !== '--samples' && argv[i - 1] !== '--chunk');
   const log = json ? (s: string) => process.stderr.write(s + '\n') : (s: string) => process.stdout.write(s + '\n');
   const name = which[0] ?? 'engine';
   if (name === 'quant') {
@@ -119,7 +120,12 @@ async function main(argv: string[]): Promise<void> {
     if (json) process.stdout.write(JSON.stringify(rows) + '\n');
     return;
   }
-  if (name !== 'engine') throw new Error(`unknown benchmark '${name}' (available: engine, quant [mobilenet] [rec], rounding [mobilenet] [cls] [minilm] [--ranges] [--eval N], search [mobilenet] [cls] [--calib N])`);
+  if (name === 'queue') {
+    const row = await queueBench(log, argv);
+    if (json) process.stdout.write(JSON.stringify(row) + '\n');
+    return;
+  }
+  if (name !== 'engine') throw new Error(`unknown benchmark '${name}' (available: engine, quant [mobilenet] [rec], rounding [mobilenet] [cls] [minilm] [--ranges] [--eval N], search [mobilenet] [cls] [--calib N], queue [--samples N] [--chunk N])`);
   const rows = await engine(runs, log, isa);
   if (json) process.stdout.write(JSON.stringify(rows) + '\n');
   else {

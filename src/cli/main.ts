@@ -16,6 +16,7 @@ import { searchCommand } from './search';
 import { demoCommand } from './demo';
 import { builtinProfiles, candKey } from '../profiles/profile';
 import { verifyCommand } from './verify';
+import { workerCommand } from './worker';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
@@ -98,8 +99,23 @@ function program(): Command {
       .option('--rounding <nearest|gptq|auto>', 'weight rounding (auto: data-aware at 8 bits and below)')
       .option('--sequential', 'sequential data-aware rounding for evaluated points and the export (better at 4 bits, one calibration pass per evaluated point)')
       .requiredOption('--out <dir>', 'output folder')
+      .option('--redis <url>', 'run phase 1 on the workers (mpq worker) of this Redis, e.g. redis://localhost:6379')
+      .option('--queue-chunk <n>', 'phase-1 entries per queued job (with --redis)', '8')
+      .option('--blobs <dir>', 'with --redis: put model and data in this folder the workers share (mpq worker --blobs) instead of in Redis')
       .option('--json', 'print run.json and nothing else'),
   ).action(searchCommand);
+
+  p.command('worker')
+    .description('a phase-1 worker: computes the chunks that mpq search --redis enqueues, until SIGINT or SIGTERM')
+    .requiredOption('--redis <url>', 'the Redis of the pool, e.g. redis://localhost:6379')
+    .option('--concurrency <n>', 'jobs at once in this process', '1')
+    .option('--threads <n>', 'engine compute threads (default: one per core)')
+    .option('--blobs <dir>', 'a folder to read model and data blobs from, besides Redis (repeatable)', collect, [])
+    .option('--name <id>', 'name in run.json (default host:pid)')
+    .option('--queue <name>', 'queue name', 'mpq-phase1')
+    .option('--lock-duration <ms>', "a job's lock: a killed worker's job goes to another worker this long after", '30000')
+    .option('--stalled-interval <ms>', 'how often to look for jobs of killed workers', '30000')
+    .action(workerCommand);
 
   p.command('demo')
     .description('the whole job on a bundled small model (PP-OCR text-direction classifier); writes ./mpq-demo')

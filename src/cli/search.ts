@@ -30,6 +30,9 @@ export interface SearchFlags extends DataFlags {
   out: string;
   json?: boolean;
   quiet?: boolean;
+  redis?: string;
+  queueChunk?: string;
+  blobs?: string;
 }
 
 const num = (v: string | undefined, flag: string): number | undefined => {
@@ -47,6 +50,7 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
   const labels = f.labels ? loadSampleLabels(f.labels) : undefined;
   if (f.order && !['sqnr', 'efficiency', 'auto'].includes(f.order)) throw new MpqError('MPQ_BAD_INPUT', `--order must be sqnr, efficiency or auto`);
   if (f.rounding && !(ROUNDINGS as string[]).includes(f.rounding)) throw new MpqError('MPQ_BAD_INPUT', `--rounding must be one of ${ROUNDINGS.join(', ')}, got '${f.rounding}'`);
+  if (f.blobs && !f.redis) throw new MpqError('MPQ_BAD_INPUT', '--blobs goes with --redis (the folder the workers read model and data from)');
   const progress = phaseProgress(!f.quiet);
   const note = floatSubgraphsNote(model.graph);
   const notes = [note, flattenedIfsNote(model.graph)].filter((x): x is string => !!x);
@@ -67,6 +71,7 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
       rounding: f.rounding as Rounding | undefined,
       roundingOptions: { sequential: !!f.sequential },
       out: f.out,
+      queue: f.redis ? { redis: f.redis, chunk: num(f.queueChunk, 'queue-chunk'), blobs: f.blobs && path.resolve(f.blobs) } : undefined,
       onProgress: (p) => {
         if (p.phase === 'calibration') calibrating = p.done < p.total;
         else progress.update(p.phase, p.done, p.total);
@@ -85,7 +90,7 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
       process.stdout.write(
         `selected: rel_bops ${s.rel_bops.toFixed(3)}, ${(s.size_bytes / 1e6).toFixed(3)} MB, ${r.metric} ${s.metric.toFixed(4)} (float ${r.float_metric.toFixed(4)})${s.meets_target ? '' : ' - target NOT met'}\n` +
           r.homogeneous.map((h) => `  ${h.name.padEnd(7)} rel_bops ${h.rel_bops.toFixed(3)}  ${r.metric} ${h.metric.toFixed(4)}`).join('\n') +
-          `\nphase 1: ${r.phase1.computed} computed, ${r.phase1.reused} reused; ${r.seconds.total} s\nwrote ${r.files.model}, ${r.files.report}\n` +
+          `\nphase 1: ${r.phase1.computed} computed${r.phase1.workers ? ` (${Object.entries(r.phase1.workers).map(([w, n]) => `${w}: ${n}`).join(', ')})` : ''}, ${r.phase1.reused} reused; ${r.seconds.total} s\nwrote ${r.files.model}, ${r.files.report}\n` +
           (r.verification ? describeVerification(r.verification).join('\n') + '\n' : ''),
       );
     }

@@ -65,6 +65,11 @@ export interface Phase1Options extends RunOptions {
    * cache, it calls `done` once per finished entry (in any order). Default: {@link computePhase1}.
    */
   compute?: Phase1Compute;
+  /**
+   * Float outputs per calibration batch, kept across calls on the same session (a queue
+   * worker's chunks): filled by the first call, reused by the next (within the budget).
+   */
+  floatOutputs?: T[][];
   /** Filled with where the time of the local computation went. */
   timing?: Phase1Timing;
 }
@@ -109,7 +114,10 @@ export async function runPhase1(cal: Calibrated, groups: Group[], batches: Batch
   const progress = (p: Phase1Progress) => opts.onProgress?.({ ...p, done: +(reused + p.done).toFixed(2), total, reused });
   if (todo.length) await (opts.compute ?? computePhase1)(todo, done, { ...opts, onProgress: progress }, cal, groups, batches);
   opts.onProgress?.({ done: results.length, total, reused });
-  return results;
+  // in work order, however the entries arrived (cache, queue): the same inputs write the same files
+  const at = new Map(work.map((w, i) => [`${w.group.id}/${candKey(w.cand)}`, i]));
+  const pos = (e: Phase1Entry) => at.get(`${e.group}/${candKey(e.candidate)}`)!;
+  return results.sort((a, b) => pos(a) - pos(b));
 }
 
 /** Float outputs kept per batch across chunks at most (bytes); beyond, each call recomputes them. */
@@ -133,8 +141,8 @@ export const computePhase1: Phase1Compute = async function computePhase1(
   const sim = new Simulator(model, cal.placement.activations.map((a) => a.tensor), cal.placement.weights.map((w) => w.tensor), cal.shapes);
   if (sim.unsupported) return computePhase1Graphs(todo, done, opts, cal, groups, batches);
   const chunkSize = opts.chunk ?? Math.max(8, Math.min(64, Math.ceil(todo.length / 4)));
-  let floats: T[][] | null = [];
-  let floatBytes = 0;
+  let floats: T[][] | null = opts.floatOutputs ?? [];
+  let floatBytes = floats.reduce((a, k) => a + (k ?? []).reduce((x, t) => x + t.data.byteLength, 0), 0);
   let finished = 0;
   for (let c0 = 0; c0 < todo.length; c0 += chunkSize) {
     const slice = todo.slice(c0, c0 + chunkSize);
@@ -152,7 +160,7 @@ export const computePhase1: Phase1Compute = async function computePhase1(
     for await (const b of batches()) {
       throwIfAborted(opts.signal, 'the search');
       let kept = floats?.[bi] ?? null;
-      if (floats && !kept && c0 + chunkSize < todo.length) {
+      if (floats && !kept && (opts.floatOutputs || c0 + chunkSize < todo.length)) {
         // this batch's float outputs, kept for the next chunks while they fit the budget
         kept = await sim.floatOutputs(b, opts);
         floatBytes += kept.reduce((a, t) => a + t.data.byteLength, 0);

@@ -23,6 +23,7 @@ import { buildFront, FrontOrder, FrontPoint, frontQuality } from './pareto';
 import { Phase1Compute, Phase1Timing, runPhase1 } from './phase1';
 import { binarySearch, budget, interpolationSearch, TargetStrategy } from './targets';
 import { openSession } from './session';
+import type { Coordinator, QueueOptions } from '../queue/coordinator';
 import { CalibrationInput, ModelInput, resolveCalibration, resolveModel } from './inputs';
 import { OnProgress, progressReporter } from './progress';
 
@@ -69,6 +70,8 @@ export interface SearchOptions extends QuantizeOptions {
   targetSearch?: 'binary' | 'interpolation';
   /** Computes phase-1 entries elsewhere (a job queue); default: in this process. */
   phase1Compute?: Phase1Compute;
+  /** Computes phase 1 on the `mpq worker`s of a Redis (BullMQ): results land in the same cache. */
+  queue?: QueueOptions;
 }
 
 export interface EvaluatedPoint {
@@ -86,9 +89,10 @@ export interface SearchResult {
   seconds: Record<string, number>;
   /**
    * Phase-1 entries computed and reused; `float_seconds` and `entry_seconds`: time of the
-   * native calls in the shared float passes and in the entries' own downstream steps.
+   * native calls in the shared float passes and in the entries' own downstream steps;
+   * `workers`: entries computed per worker when phase 1 ran on a queue.
    */
-  phase1: { computed: number; reused: number; total: number; float_seconds?: number; entry_seconds?: number };
+  phase1: { computed: number; reused: number; total: number; float_seconds?: number; entry_seconds?: number; workers?: Record<string, number> };
   /** Data-aware roundings of a weight at a bit-width done in this run, and loaded from the cache. */
   rounding: { computed: number; loaded: number };
   groups: number;
@@ -176,16 +180,20 @@ async function searchInto(
   // rounded weights beside it, under the same key: a rerun rounds nothing
   cal.rounder?.persist(path.join(o.out, 'cache'), key);
   let entries;
+  // bullmq is loaded only for a search that uses it
+  let queue: Coordinator | undefined;
   try {
+    if (o.queue) queue = (require('../queue/coordinator') as typeof import('../queue/coordinator')).openCoordinator(o.queue, { session, modelBytes: modelBytesOf(o.model), calib: calibData });
     entries = await runPhase1(cal, groups, calibData.batches, cache, {
       signal: o.signal,
       timing: phase1Timing,
-      compute: o.phase1Compute,
+      compute: queue?.compute ?? o.phase1Compute,
       samples: calibData.count,
       onProgress: (p) => progress('phase1', p.done, p.total),
     });
   } finally {
     cache.close();
+    await queue?.close();
   }
   const reused = entries.filter((e) => e.cached).length;
   lap('phase1', t);
@@ -318,7 +326,7 @@ async function searchInto(
     versions: { node: process.version, 'onnx-mpq': pkgVersion() },
     options: { model: modelFile ?? null, profile: profile.name, target, order, weightRange: cal.weightRange, actRange: cal.actRange, calib_samples: calibData.count, ...(o.record ?? {}) },
     seconds,
-    phase1: { computed: entries.length - reused, reused, total: entries.length, float_seconds: +phase1Timing.floatSecs.toFixed(3), entry_seconds: +phase1Timing.entrySecs.toFixed(3) },
+    phase1: { computed: entries.length - reused, reused, total: entries.length, float_seconds: +phase1Timing.floatSecs.toFixed(3), entry_seconds: +phase1Timing.entrySecs.toFixed(3), ...(queue ? { workers: queue.counts } : {}) },
     rounding: { computed: cal.rounder?.computed ?? 0, loaded: cal.rounder?.loaded ?? 0 },
     groups: groups.length,
     order,
@@ -344,6 +352,13 @@ async function searchInto(
   out.write('summary.md', renderSummary(report));
   out.write('run.json', JSON.stringify(result, null, 2));
   return result;
+}
+
+/** The model's ONNX bytes for the queue's workers (a loaded Model has none: the queue needs a file or bytes). */
+function modelBytesOf(m: ModelInput): Uint8Array {
+  if (typeof m === 'string') return fs.readFileSync(m);
+  if (m instanceof Uint8Array) return m;
+  throw new MpqError('MPQ_BAD_INPUT', 'a search on a queue needs the model as an ONNX file path or bytes, not a loaded Model');
 }
 
 export type { Group };

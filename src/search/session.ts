@@ -21,6 +21,8 @@ export interface Session {
   cost: CostModel;
   /** Hash of model, profile, data and every option that determines the encodings. */
   key: string;
+  /** The options in that hash, as resolved (what a phase-1 worker opens the same session with). */
+  options: Pick<QuantizeOptions, 'weightRange' | 'actRange' | 'rounding' | 'roundingOptions'> & { samples: number };
 }
 
 /** Calibration data as a session needs it. */
@@ -70,5 +72,5 @@ export async function openSession(
   // a rerun with other settings into the same --out recomputes instead of reusing
   const options = { weightRange: cal.weightRange, actRange: cal.actRange, rounding: cal.rounding, roundingOptions, samples: data.count };
   const key = hashOf(modelHash, JSON.stringify(profile), data.fingerprint, JSON.stringify(options));
-  return { model, profile, cal, groups, cost, key };
+  return { model, profile, cal, groups, cost, key, options };
 }
