@@ -357,7 +357,7 @@ function minilmTask(ort: Ort, evalLimit?: number): Task {
 const TASKS: Record<string, (ort: Ort, evalLimit?: number) => Task> = { mobilenet: imagenetTask, cls: clsTask, det: detTask, rec: recTask, minilm: minilmTask };
 
 /** One model's bench. */
-async function benchModel(ort: Ort, t: Task, log: (s: string) => void, o: { compare: boolean; robust: boolean }): Promise<Record<string, unknown>> {
+async function benchModel(ort: Ort, t: Task, log: (s: string) => void, o: { compare: false | 'order' | 'all'; robust: boolean; prev?: () => Promise<Record<string, any>> }): Promise<Record<string, unknown>> {
   const started = Date.now();
   const sec = (since: number) => +((Date.now() - since) / 1000).toFixed(1);
   const opts = { graphOptimizationLevel: 'disabled' as const, intraOpNumThreads: THREADS, interOpNumThreads: 1 };
@@ -403,8 +403,8 @@ async function benchModel(ort: Ort, t: Task, log: (s: string) => void, o: { comp
     return { session, fronts, timing: { calibration_s: calibSec, phase1_s: phase1Sec, phase1_entries: entries.length, phase1_reused: entries.filter((e) => e.cached).length } };
   };
   const mixedCache = new Map<string, Measured & { seconds: number }>();
-  const measurePoint = async (session: Session, p: FrontPoint, tag: string) => {
-    const k = tag + ':' + p.choice.map(candKey).join(',');
+  const measurePoint = async (session: Session, p: FrontPoint) => {
+    const k = session.key + ':' + p.choice.map(candKey).join(',');
     let m = mixedCache.get(k);
     if (!m) {
       const ts = Date.now();
@@ -424,7 +424,7 @@ async function benchModel(ort: Ort, t: Task, log: (s: string) => void, o: { comp
         log(`  budget ${b}: no front point (cheapest ${front[front.length - 1].rel_cost.toFixed(3)})`);
         continue;
       }
-      const m = await measurePoint(session, p, tag);
+      const m = await measurePoint(session, p);
       r.push({ label: `mixed@${b}`, kind: 'mixed', budget: b, rel_bops: +p.rel_bops.toFixed(4), size_bytes: p.size_bytes, metric: m.metric, noise: m.noise, seconds: m.seconds, front_index: p.index, predicted_sqnr_db: +p.predicted_sqnr_db.toFixed(2) });
       log(`  ${tag} budget ${b}: rel_bops ${p.rel_bops.toFixed(3)} ${t.metric_name} ${m.metric.toFixed(4)} (${m.seconds} s, load ${load()})`);
     }
@@ -437,13 +437,13 @@ async function benchModel(ort: Ort, t: Task, log: (s: string) => void, o: { comp
       let lo = 0, hi = front.length - 1, best = -1;
       while (lo <= hi) {
         const mid = (lo + hi) >> 1;
-        if ((await measurePoint(session, front[mid], tag)).metric >= goal) {
+        if ((await measurePoint(session, front[mid])).metric >= goal) {
           best = mid;
           lo = mid + 1;
         } else hi = mid - 1;
       }
       const p = front[best >= 0 ? best : 0];
-      const m = await measurePoint(session, p, tag);
+      const m = await measurePoint(session, p);
       r.push({ label: `max-drop ${+(d * 100).toFixed(2)}`, kind: 'mixed', max_drop: d, rel_bops: +p.rel_bops.toFixed(4), size_bytes: p.size_bytes, metric: m.metric, noise: m.noise, seconds: m.seconds, front_index: p.index, predicted_sqnr_db: +p.predicted_sqnr_db.toFixed(2) });
       log(`  ${tag} max-drop ${d}: rel_bops ${p.rel_bops.toFixed(3)} ${t.metric_name} ${m.metric.toFixed(4)}${best < 0 ? ' (no front point meets it: the costliest)' : ''}`);
     }
@@ -453,19 +453,19 @@ async function benchModel(ort: Ort, t: Task, log: (s: string) => void, o: { comp
   // homogeneous, as quantize() makes them
   t0 = Date.now();
   const calib = await t.calib();
-  const homoCal = await calibrate(model, calib.batches);
-  homoCal.batches = calib.batches;
+  const homoCal = o.prev ? undefined : await calibrate(model, calib.batches);
+  if (homoCal) homoCal.batches = calib.batches;
   const homoCalSec = sec(t0);
-  log(`  quantize() calibration ${homoCalSec} s on ${calib.count} samples`);
+  if (homoCal) log(`  quantize() calibration ${homoCalSec} s on ${calib.count} samples`);
   const main = await sessionOf(calib, {}, path.join(WORK, t.model));
   const { session, fronts } = main;
   log(`  search session: calibration ${main.timing.calibration_s} s, phase 1 ${main.timing.phase1_s} s (${main.timing.phase1_reused}/${main.timing.phase1_entries} reused), ${session.groups.length} groups, front ${fronts.sqnr.length} points`);
   const homogeneous = profile.candidates.filter((c: Candidate) => session.groups.every((g) => g.candidates.some((x) => candKey(x) === candKey(c))));
-  for (const c of homogeneous) {
+  for (const c of homoCal ? homogeneous : []) {
     const name = `W${c.w}A${c.a}`;
     const ts = Date.now();
-    const q = await quantizeCalibrated(homoCal, loadBitConfig(name));
-    const bytes = exportQdq(q, homoCal);
+    const q = await quantizeCalibrated(homoCal!, loadBitConfig(name));
+    const bytes = exportQdq(q, homoCal!);
     const m = await measureBytes(bytes);
     const choice = session.groups.map(() => c);
     points.push({ label: name, kind: 'homogeneous', rel_bops: +session.cost.relBops(choice).toFixed(4), size_bytes: session.cost.sizeBytes(choice), metric: m.metric, noise: m.noise, seconds: sec(ts) });
@@ -474,11 +474,17 @@ async function benchModel(ort: Ort, t: Task, log: (s: string) => void, o: { comp
   points[0].size_bytes = 2 * (points.find((p) => p.label === 'W16A16')?.size_bytes ?? 0) || 0;
   // the search's front (its default order) at the budgets, and the max-drop answers
   const order: FrontOrder = 'sqnr';
-  const mixed = await budgetPoints(session, fronts[order], order);
-  points.push(...mixed);
-  points.push(...(await dropPoints(session, fronts[order], order)));
+  // --add: the other order's budget points first, then the earlier run's results (read now, so that both can run at once)
+  const early = o.prev && o.compare === 'order' ? await budgetPoints(session, fronts.efficiency, 'efficiency') : undefined;
+  const prev = await o.prev?.();
+  if (prev) points.splice(0, points.length, ...(prev.points as Point[]));
+  else {
+    points.push(...(await budgetPoints(session, fronts[order], order)));
+    points.push(...(await dropPoints(session, fronts[order], order)));
+  }
+  const mixed = points.filter((p) => p.budget !== undefined);
   loadAvg.push(load());
-  const result: Record<string, unknown> = {
+  const result: Record<string, unknown> = prev ? { ...prev, points } : {
     model: t.model,
     task: t.task,
     metric_name: t.metric_name,
@@ -496,7 +502,13 @@ async function benchModel(ort: Ort, t: Task, log: (s: string) => void, o: { comp
     });
   result.dominance = dominance;
   for (const d of dominance) log(`  ${d.homogeneous} (${d.rel_bops}, ${d.metric.toFixed(4)}): best mixed at no more BOPs ${d.best_mixed ?? '-'} ${d.best_mixed_metric?.toFixed(4) ?? ''} -> ${d.matched ? 'matched' : 'NOT matched'}`);
-  if (o.compare) {
+  if (o.compare === 'order') {
+    // the other phase-2 order on the same phase 1 (budgets only)
+    const other = early ?? (await budgetPoints(session, fronts.efficiency, 'efficiency'));
+    result.compare = { order: { sqnr: mixed, efficiency: other } };
+    loadAvg.push(load());
+  }
+  if (o.compare === 'all') {
     // the other phase-2 order on the same phase 1, then min/max ranges (a second session)
     const other = await budgetPoints(session, fronts.efficiency, 'efficiency');
     const otherDrop = await dropPoints(session, fronts.efficiency, 'efficiency', [0.01]);
@@ -524,6 +536,7 @@ async function benchModel(ort: Ort, t: Task, log: (s: string) => void, o: { comp
     result.robustness = { set_size: n, sets };
     loadAvg.push(load());
   }
+  if (prev) result.environment_first = prev.environment;
   result.environment = { cpu: cpuName(), node: process.version, ort_threads: THREADS, load_average: loadAvg, seconds_total: sec(started), date: new Date().toISOString() };
   return result;
 }
@@ -595,7 +608,7 @@ export function renderResults(): string {
     const env = r.environment ?? {};
     const arg = MODEL_ARG[r.model] ?? r.model;
     o.push(`## ${r.model}`, '', `Task: ${r.task}. Metric \`${r.metric_name}\`, metric_noise (std. error of the float metric) ${r.metric_noise}.`, '');
-    o.push(`Reproduce: \`npm run build:ts && npm run bench -- tradeoff ${arg}${r.compare ? ' --compare' : ''}${r.robustness ? ' --robust' : ''}\` (writes bench/results/${r.model}.json). Ran ${env.date ?? '?'} on ${env.cpu ?? '?'} (2 cores shared with other jobs), load average ${(env.load_average ?? []).join(' / ')}; ${env.seconds_total ?? '?'} s in all; phase 1 ${r.timing?.phase1_s} s (${r.timing?.phase1_entries} entries, ${r.timing?.phase1_reused} reused from the cache), the search's calibration ${r.timing?.calibration_s} s, quantize()'s ${r.timing?.quantize_calibration_s} s, on ${r.calib_samples} calibration samples. "seconds" per point: export and ORT evaluation.`, '');
+    o.push(`Reproduce: \`npm run build:ts && npm run bench -- tradeoff ${arg}\`${r.compare ? `, then \`npm run bench -- tradeoff ${arg} --add ${r.compare.ranges ? '--compare' : '--compare-order'}\`` : ''}${r.robustness ? ` and \`... ${arg} --add --robust\`` : ''} (writes bench/results/${r.model}.json). Ran ${env.date ?? '?'} on ${env.cpu ?? '?'} (2 cores shared with other jobs), load average ${(env.load_average ?? []).join(' / ')}; ${env.seconds_total ?? '?'} s in all; phase 1 ${r.timing?.phase1_s} s (${r.timing?.phase1_entries} entries, ${r.timing?.phase1_reused} reused from the cache), the search's calibration ${r.timing?.calibration_s} s, quantize()'s ${r.timing?.quantize_calibration_s} s, on ${r.calib_samples} calibration samples. "seconds" per point: export and ORT evaluation.`, '');
     o.push(...pointRows(r.points, r.metric_name), '');
     o.push(`![${r.model}](results/${r.model}.svg)`, '');
     if (r.dominance) {
@@ -615,7 +628,8 @@ export function renderResults(): string {
         o.push('', `Budgets where one is better by more than metric_noise: ${a} ${aw}, ${b} ${bw}, of ${wins.length}.`, '');
       };
       table('Phase-2 order (same phase 1)', 'sqnr', r.compare.order.sqnr, 'efficiency', r.compare.order.efficiency);
-      table('Range setting (weights and activations; own calibration and phase 1)', 'mse', r.compare.ranges.mse, 'minmax', r.compare.ranges.minmax);
+      if (r.compare.ranges) table('Range setting (weights and activations; own calibration and phase 1)', 'mse', r.compare.ranges.mse, 'minmax', r.compare.ranges.minmax);
+      else o.push('Range setting: not run for this model (see the notes).', '');
     }
     if (r.robustness) {
       o.push(`Robustness to the calibration data (front at the budgets and the max-drop 1 answer; disjoint sets of ${r.robustness.set_size} samples, and other sample counts from offset 0):`, '');
@@ -650,7 +664,16 @@ export async function tradeoffBench(argv: string[], log: (s: string) => void): P
     if (!fs.existsSync(t.file)) throw new Error(`${t.file} is missing (../shared/ is present, so it should be there)`);
     let r: Record<string, unknown>;
     try {
-      r = await benchModel(ort, t, log, { compare: flag('--compare'), robust: flag('--robust') });
+      const file = path.join(RESULTS, `${t.model}.json`);
+      const since = Date.now();
+      // --add --wait: the main run of this model is still running; wait for its results file
+      const prev = flag('--add')
+        ? async () => {
+            while (flag('--wait') && (!fs.existsSync(file) || fs.statSync(file).mtimeMs < since)) await new Promise((res) => setTimeout(res, 10000));
+            return JSON.parse(fs.readFileSync(file, 'utf8'));
+          }
+        : undefined;
+      r = await benchModel(ort, t, log, { compare: flag('--compare') ? 'all' : flag('--compare-order') ? 'order' : false, robust: flag('--robust'), prev });
     } catch (e) {
       if (w === 'minilm') {
         log(`tradeoff: skipping MiniLM: ${(e as Error).message.split('\n')[0]} (int64 inputs are not supported by this build yet)`);
