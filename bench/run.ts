@@ -15,6 +15,7 @@ import { quantBench } from './quant';
 import { searchBench } from './search';
 import { roundingBench } from './rounding';
 import { queueBench } from './queue';
+import { tradeoffBench } from './tradeoff';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const SHARED = path.resolve(ROOT, '..', 'shared');
@@ -125,7 +126,12 @@ async function main(argv: string[]): Promise<void> {
     if (json) process.stdout.write(JSON.stringify(row) + '\n');
     return;
   }
-  if (name !== 'engine') throw new Error(`unknown benchmark '${name}' (available: engine, quant [mobilenet] [rec], rounding [mobilenet] [cls] [minilm] [--ranges] [--eval N], search [mobilenet] [cls] [--calib N], queue [--samples N] [--chunk N])`);
+  if (name === 'tradeoff') {
+    const rows = await tradeoffBench(argv.filter((a) => a !== 'tradeoff' && a !== '--json'), log);
+    if (json) process.stdout.write(JSON.stringify(rows) + '\n');
+    return;
+  }
+  if (name !== 'engine') throw new Error(`unknown benchmark '${name}' (available: engine, quant [mobilenet] [rec], rounding [mobilenet] [cls] [minilm] [--ranges] [--eval N], search [mobilenet] [cls] [--calib N], queue [--samples N] [--chunk N], tradeoff [mobilenet] [cls] [det] [rec] [minilm])`);
   const rows = await engine(runs, log, isa);
   if (json) process.stdout.write(JSON.stringify(rows) + '\n');
   else {

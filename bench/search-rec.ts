@@ -6,29 +6,41 @@
  */
 import * as path from 'path';
 import { ctcGreedyDecode, Runnable, openDataSource, readCharset, readLabels, search } from '../index';
+import type { DataSource, DataTensor } from '../index';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const SHARED = path.resolve(ROOT, '..', 'shared');
 const OCR = path.join(ROOT, 'node_modules', '@gutenye', 'ocr-models', 'assets');
 
-async function main(argv: string[]): Promise<void> {
-  const arg = (k: string) => (argv.includes(k) ? argv[argv.indexOf(k) + 1] : undefined);
-  const nCalib = Number(arg('--calib') ?? 200);
-  const nEval = Number(arg('--eval') ?? 400);
+/** The rec data (calibration lines [calibStart, calibStart + nCalib), evaluation lines 200..200+nEval) and its exact-match scoring, shared with bench/tradeoff.ts. */
+export async function recData(nCalib = 200, nEval = 400, calibStart = 0): Promise<{
+  calib: DataSource;
+  evalSrc: DataSource;
+  /** 1 or 0 per sample: the greedy CTC decoding of `out` equals the label of `names[i]`. */
+  score: (out: DataTensor, names: string[]) => number[];
+}> {
   const dir = path.join(SHARED, 'data', 'textlines');
   const labels = readLabels(path.join(dir, 'labels.tsv'));
   if (labels.kind !== 'text') throw new Error('expected text labels');
   const charset = readCharset(path.join(OCR, 'ppocr_keys_v1.txt'));
-  const calib = await openDataSource(path.join(dir, 'images'), { preset: 'paddleocr-rec', inputName: 'x', range: [0, nCalib], batchSize: 16 });
+  const calib = await openDataSource(path.join(dir, 'images'), { preset: 'paddleocr-rec', inputName: 'x', range: [calibStart, calibStart + nCalib], batchSize: 16 });
   const evalSrc = await openDataSource(path.join(dir, 'images'), { preset: 'paddleocr-rec', inputName: 'x', range: [200, 200 + nEval], batchSize: 16 });
+  const score = (out: DataTensor, names: string[]) => ctcGreedyDecode(out, charset).map((t, i) => (t === labels.byFile.get(names[i]) ? 1 : 0));
+  return { calib, evalSrc, score };
+}
+
+async function main(argv: string[]): Promise<void> {
+  const arg = (k: string) => (argv.includes(k) ? argv[argv.indexOf(k) + 1] : undefined);
+  const nCalib = Number(arg('--calib') ?? 200);
+  const nEval = Number(arg('--eval') ?? 400);
+  const { calib, evalSrc, score } = await recData(nCalib, nEval);
   const evaluate = async (m: Runnable) => {
     let hit = 0, n = 0;
     for await (const b of evalSrc.batchesWithInfo()) {
-      const texts = ctcGreedyDecode((await m.run(b.inputs))[m.outputNames[0]], charset);
-      texts.forEach((t, i) => {
+      for (const s of score((await m.run(b.inputs))[m.outputNames[0]], b.names)) {
         n++;
-        if (t === labels.byFile.get(b.names[i])) hit++;
-      });
+        hit += s;
+      }
     }
     return hit / n;
   };
@@ -45,7 +57,9 @@ async function main(argv: string[]): Promise<void> {
   process.stdout.write(JSON.stringify(r, null, 2) + '\n');
 }
 
-main(process.argv.slice(2)).catch((e) => {
-  console.error(e);
-  process.exitCode = 1;
-});
+if (require.main === module) {
+  main(process.argv.slice(2)).catch((e) => {
+    console.error(e);
+    process.exitCode = 1;
+  });
+}
