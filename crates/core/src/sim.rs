@@ -82,14 +82,43 @@ pub struct Sim {
     exec: Executor,
     variants: Arc<VariantStore>,
     /// Rebuilt steps by (step, keys of the variants it reads).
-    ops: Mutex<HashMap<(usize, String), Arc<dyn Op>>>,
+    ops: Mutex<HashMap<(usize, String), StepOverride>>,
     producer: Vec<Option<usize>>,
+}
+
+/// A step rebuilt on weight variants, and the inputs it reads in their place (ops that read
+/// their weights or bias at run time get the variants there too).
+#[derive(Clone)]
+struct StepOverride {
+    op: Arc<dyn Op>,
+    args: Arc<Vec<(usize, Arc<Tensor>)>>,
+}
+
+impl StepOverride {
+    /// `args` with the replaced inputs in place (extended for an added input).
+    fn apply<'a>(&'a self, mut args: Vec<Option<&'a Tensor>>) -> Vec<Option<&'a Tensor>> {
+        for (p, t) in self.args.iter() {
+            if *p >= args.len() {
+                args.resize(p + 1, None);
+            }
+            args[*p] = Some(t.as_ref());
+        }
+        args
+    }
+}
+
+/// Runs step `si` on `args`, with its override where there is one.
+fn run_with(exec: &Executor, si: usize, ov: Option<&StepOverride>, args: Vec<Option<&Tensor>>) -> Result<Vec<Tensor>> {
+    match ov {
+        Some(o) => exec.run_step(si, o.op.as_ref(), &o.apply(args)),
+        None => exec.run_step(si, exec.steps[si].op.as_ref(), &args),
+    }
 }
 
 /// What one configuration changes, resolved against the plan.
 struct Prepared {
     fq: HashMap<usize, ActQuant>,
-    ops: HashMap<usize, Arc<dyn Op>>,
+    ops: HashMap<usize, StepOverride>,
     /// Steps to recompute, in plan order.
     dirty: Vec<usize>,
     /// Values fake-quantized from their float value (produced by unchanged steps, or inputs).
@@ -191,7 +220,7 @@ impl Sim {
     }
 
     /// Step `si` rebuilt on the variants it reads (`None` when it reads none).
-    fn step_op(&self, si: usize, variants: &HashMap<usize, (&str, Arc<WeightVariant>)>) -> Result<Option<Arc<dyn Op>>> {
+    fn step_op(&self, si: usize, variants: &HashMap<usize, (&str, Arc<WeightVariant>)>) -> Result<Option<StepOverride>> {
         let step = &self.exec.steps[si];
         let mut replace = Vec::new();
         let mut key = String::new();
@@ -213,8 +242,9 @@ impl Sim {
             replace.push((2, Arc::new(b)));
         }
         let op: Arc<dyn Op> = Arc::from(self.exec.build_step_with(si, &replace)?);
-        self.ops.lock().unwrap_or_else(|e| e.into_inner()).insert(ck, op.clone());
-        Ok(Some(op))
+        let ov = StepOverride { op, args: Arc::new(replace) };
+        self.ops.lock().unwrap_or_else(|e| e.into_inner()).insert(ck, ov.clone());
+        Ok(Some(ov))
     }
 
     /// The bias of a Conv/ConvTranspose/Gemm whose weight (input 1) has a bias correction:
@@ -254,7 +284,7 @@ impl Sim {
     }
 
     /// Resolves a configuration: fake-quant by value and rebuilt steps.
-    fn resolve(&self, cfg: &SimConfig) -> Result<(HashMap<usize, ActQuant>, HashMap<usize, Arc<dyn Op>>)> {
+    fn resolve(&self, cfg: &SimConfig) -> Result<(HashMap<usize, ActQuant>, HashMap<usize, StepOverride>)> {
         let nv = self.exec.values().len();
         let mut fq = HashMap::new();
         for &(v, q) in &cfg.acts {
@@ -353,8 +383,7 @@ impl Sim {
                     .iter()
                     .map(|v| v.and_then(|v| slots.get(&v).map(|a| a.as_ref()).or(self.exec.consts[v].as_deref())))
                     .collect();
-                let op = p.ops.get(&si).map(|o| o.as_ref()).unwrap_or(step.op.as_ref());
-                self.exec.run_step(si, op, &args)?
+                run_with(&self.exec, si, p.ops.get(&si), args)?
             };
             for (mut t, &o) in produced.into_iter().zip(&step.outputs) {
                 if let Some(q) = p.fq.get(&o) {
@@ -391,8 +420,7 @@ impl Sim {
             check_cancel(cancel)?;
             let produced = {
                 let args: Vec<Option<&Tensor>> = step.inputs.iter().map(|v| v.and_then(|v| slots[v].as_deref())).collect();
-                let op = ops.get(&si).map(|o| o.as_ref()).unwrap_or(step.op.as_ref());
-                self.exec.run_step(si, op, &args)?
+                run_with(&self.exec, si, ops.get(&si), args)?
             };
             for (mut t, &o) in produced.into_iter().zip(&step.outputs) {
                 if let Some(q) = fq.get(&o) {
