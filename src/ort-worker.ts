@@ -5,7 +5,7 @@
  */
 import { parentPort, workerData } from 'worker_threads';
 import type { Tensor } from './model';
-import { loadOrt } from './ort';
+import { fromOrt, loadOrt, ortFeeds } from './ort';
 
 type Job = { model: string | Uint8Array; levels: ('disabled' | 'all')[]; threads: number };
 type Msg = { batch: Record<string, Tensor>; outputs: string[] } | { done: true };
@@ -27,12 +27,12 @@ async function main(): Promise<void> {
         parentPort!.close();
         return;
       }
-      const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {};
-      for (const [k, v] of Object.entries(m.batch)) feeds[k] = new ort.Tensor('float32', v.data, v.shape);
+      // the model's declared input types (int64 token ids, ...): the engine's data are Float32
+      const feeds = ortFeeds(ort, sessions[0], m.batch);
       const results: Record<string, Tensor>[] = [];
       for (const s of sessions) {
         const r = await s.run(feeds);
-        results.push(Object.fromEntries(m.outputs.map((o) => [o, { shape: [...r[o].dims], data: r[o].data as Float32Array }])));
+        results.push(Object.fromEntries(m.outputs.map((o) => [o, fromOrt(r[o])])));
       }
       parentPort!.postMessage({ results }, results.flatMap((r) => Object.values(r).map((t) => t.data.buffer as ArrayBuffer)));
     } catch (e) {
