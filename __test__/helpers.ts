@@ -136,6 +136,8 @@ export function tinyModel(opts: {
   inits?: Record<string, TinyTensor>;
   opset?: number;
   outputTypes?: Record<string, number>;
+  /** ONNX element types of inputs (default 1, float; 7 is int64). */
+  inputTypes?: Record<string, number>;
 }): Uint8Array {
   const vi = (name: string, dims: (number | string)[] | null, type = 1): onnx.IValueInfoProto => ({
     name,
@@ -173,7 +175,7 @@ export function tinyModel(opts: {
     graph: {
       name: 'tiny',
       node: nodes(opts.nodes),
-      input: Object.entries(opts.inputs).map(([k, d]) => vi(k, d)),
+      input: Object.entries(opts.inputs).map(([k, d]) => vi(k, d, opts.inputTypes?.[k] ?? 1)),
       output: Object.entries(opts.outputs).map(([k, d]) => vi(k, d, opts.outputTypes?.[k] ?? 1)),
       initializer: Object.entries(opts.inits ?? {}).map(([k, t]) => tensorProto(k, t)),
     },

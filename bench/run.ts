@@ -12,6 +12,7 @@ import { Model, engineInfo, setEngineLevel } from '../index';
 import type { EngineLevel } from '../index';
 import { native } from '../src/native';
 import { quantBench } from './quant';
+import { minilmBench } from './minilm';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const SHARED = path.resolve(ROOT, '..', 'shared');
@@ -106,7 +107,12 @@ async function main(argv: string[]): Promise<void> {
     if (json) process.stdout.write(JSON.stringify(rows) + '\n');
     return;
   }
-  if (name !== 'engine') throw new Error(`unknown benchmark '${name}' (available: engine, quant [mobilenet] [rec])`);
+  if (name === 'minilm') {
+    const rows = await minilmBench(log, argv);
+    if (json) process.stdout.write(JSON.stringify(rows) + '\n');
+    return;
+  }
+  if (name !== 'engine') throw new Error(`unknown benchmark '${name}' (available: engine, quant [mobilenet] [rec], minilm)`);
   const rows = await engine(runs, log, isa);
   if (json) process.stdout.write(JSON.stringify(rows) + '\n');
   else {
