@@ -37,6 +37,7 @@ export type { CalibrationInput, CalibrationBatches, ModelInput } from './src/sea
 export type { EvaluateFn, EvalData } from './src/search/metric';
 
 export { Model } from './src/model';
+export type { Runnable } from './src/model';
 export type { Tensor, RunOptions, Compiled } from './src/model';
 export { MpqError, AbortError } from './src/errors';
 export { engineInfo, setEngineLevel, setOrtThreads } from './src/engine';

@@ -3,7 +3,7 @@ import test from 'ava';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { ctcGreedyDecode, Model, search, argmaxRows } from '../index';
+import { ctcGreedyDecode, Model, Runnable, search, argmaxRows } from '../index';
 import { OCR, randomData } from './helpers';
 
 test('greedy CTC decoding collapses repeats and drops blanks', (t) => {
@@ -25,7 +25,7 @@ test.serial('search() takes a custom async evaluation function and reports what 
   const ref = argmaxRows(float[Object.keys(float)[0]]);
   let calls = 0;
   const seen: number[] = [];
-  const evaluate = async (m: Model) => {
+  const evaluate = async (m: Runnable) => {
     calls++;
     const out = await m.run({ x });
     const pred = argmaxRows(out[m.outputNames[0]]);

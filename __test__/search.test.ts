@@ -217,3 +217,46 @@ test('phase-1 cache key covers the rounding: changing --rounding recomputes, the
   const again = await run();
   t.is(again.phase1.reused, again.phase1.total, 'the same options reuse every entry');
 });
+
+test('phase-1 cache key covers the profile scheme: another scheme recomputes; ties and unimplemented schemes are refused', async (t) => {
+  const dir = tmp();
+  const file = path.join(dir, 'm.onnx');
+  fs.writeFileSync(file, twoBranchBytes('N'));
+  const x = { x: { shape: [8, 3, 8, 8], data: randomData(8 * 3 * 64, 5) } };
+  const calib = { batches: async function* () { yield x; }, fingerprint: 'fixed-8', count: 8 };
+  const out = path.join(dir, 'out');
+  const base = loadProfile('default');
+  const run = (profile: Profile) => search({ model: file, calib, target: { maxBops: 0.9 }, out, rounding: 'nearest', profile });
+  const first = await run(base);
+  t.is(first.phase1.reused, 0);
+  const narrow = await run({ ...base, scheme: { reduce_range: true } });
+  t.is(narrow.phase1.reused, 0, 'a profile with another scheme must not reuse sensitivities');
+  const f = path.join(dir, 'ties.json');
+  fs.writeFileSync(f, JSON.stringify({ name: 'tied', candidates: base.candidates, ties: [{ op: 'Add', inputs: 'all' }] }));
+  t.throws(() => loadProfile(f), { message: /ties \(Add\) are not implemented/ });
+  fs.writeFileSync(f, JSON.stringify({ name: 'pt', candidates: base.candidates, scheme: { per_channel: false } }));
+  t.throws(() => loadProfile(f), { message: /scheme.per_channel = false is not implemented/ });
+});
+
+test('phase 1 on the simulation plan equals phase 1 on one QDQ graph per entry, bit for bit', async (t) => {
+  const { computePhase1, computePhase1Graphs } = await import('../src/search/phase1');
+  const { calibrate } = await import('../src/quant/quantize');
+  const m = Model.fromBytes(twoBranchBytes('N'));
+  const b = [0, 1].map((i) => ({ x: { shape: [4, 3, 8, 8], data: randomData(4 * 3 * 64, 20 + i) } }));
+  const batches = async function* () { yield* b; };
+  const cal = await calibrate(m, batches, { roundingOptions: { sequential: false } });
+  const groups = buildGroups(m.graph, cal.placement, loadProfile('default'));
+  const todo = groups.flatMap((g) => g.candidates.slice(0, -1).map((cand) => ({ group: g, cand })));
+  const { Simulator } = await import('../src/sim');
+  t.is(new Simulator(m, cal.placement.activations.map((a) => a.tensor), cal.placement.weights.map((w) => w.tensor), cal.shapes).unsupported, null);
+  const measure = async (f: typeof computePhase1) => {
+    const got = new Map<string, Record<string, [number, number]>>();
+    await f(todo, (r) => got.set(`${r.work.group.id}/${r.work.cand.w}/${r.work.cand.a}`, r.powers), {}, cal, groups, batches);
+    return got;
+  };
+  const sim = await measure(computePhase1);
+  const graphs = await measure(computePhase1Graphs);
+  t.is(sim.size, todo.length);
+  t.deepEqual([...sim.entries()].sort(), [...graphs.entries()].sort());
+  t.true([...sim.values()].every((p) => p.y[1] > 0), 'every entry measured some noise');
+});

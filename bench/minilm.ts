@@ -3,7 +3,7 @@
  * retrieval top-1 of each export measured in onnxruntime-node, side by side with float.
  *
  *   npm run bench -- minilm [--configs W8A8,W8A16,W4A8,W16A16] [--rounding nearest] [--eval 500]
- *                           [--search] [--search-out DIR]
+ *                           [--checks] [--search] [--search-out DIR]
  *
  * Task (../shared/data/README.md): embed each text by the mean of the last hidden state over
  * its attention mask, L2-normalise, and find each of the 500 evaluation summaries' own
@@ -12,6 +12,11 @@
  * with graph optimizations off (QDQ semantics) and with the default options; the hidden-state
  * SQNR of the export against the simulation (optimizations off, the 128 calibration rows) and
  * against float are printed beside top-1, BOPs relative to W8A8 and weight size.
+ *
+ * `--checks` measures why the W8A8 export differs from the simulation: a MatMul of a
+ * DequantizeLinear weight against onnxruntime bit for bit (beside the same MatMul of a float
+ * initializer), and how far a 1-ulp change of one weight's scales moves the engine's own W8A8
+ * hidden state.
  *
  * `--search` also runs the mixed-precision search through the API twice: `--max-bops 0.75`
  * with the CLI's label-free metric (SQNR of the float outputs) and `--max-drop 0.01` with the
@@ -95,6 +100,47 @@ async function hiddenSqnr(ref: Runner, test: Runner, batches: Batch[]): Promise<
 
 interface Row { config: string; rel_bops: number | null; size_mb: number | null; top1_ort: number; top1_ort_optimized: number; top1_sim?: number; sqnr_export_vs_sim_db?: number; sqnr_vs_float_db: number; seconds?: number }
 
+/** The fraction of outputs of `y = x W` that differ from onnxruntime (optimizations off), W a float initializer or an int8 weight through DequantizeLinear. */
+async function gemmCheck(log: (s: string) => void): Promise<void> {
+  const { tinyModel, randomData } = await import('../__test__/helpers');
+  const K = 384, N = 384, B = 2, L = 64;
+  const q = Array.from(randomData(K * N, 3), (v) => Math.round(v * 127));
+  const scales = Array.from(randomData(N, 4), (v) => 0.001 + Math.abs(v) * 0.01);
+  const wf = q.map((v, i) => Math.fround(v * scales[i % N]));
+  const x = Float32Array.from(randomData(B * L * K, 5));
+  const cases: [string, Parameters<typeof tinyModel>[0]][] = [
+    ['float initializer', { inputs: { x: [B, L, K] }, outputs: { y: null }, inits: { w: { dims: [K, N], values: wf } }, nodes: [{ op: 'MatMul', inputs: ['x', 'w'], outputs: ['y'] }], opset: 17 }],
+    ['int8 through DequantizeLinear', {
+      inputs: { x: [B, L, K] }, outputs: { y: null }, opset: 17,
+      inits: { wq: { dims: [K, N], type: 3, values: q }, sc: { dims: [N], values: scales }, zp: { dims: [N], type: 3, values: new Array(N).fill(0) } },
+      nodes: [{ op: 'DequantizeLinear', inputs: ['wq', 'sc', 'zp'], outputs: ['w'], attrs: { axis: 1 } }, { op: 'MatMul', inputs: ['x', 'w'], outputs: ['y'] }],
+    }],
+  ];
+  for (const [name, spec] of cases) {
+    const bytes = tinyModel(spec);
+    const ours = (await Model.fromBytes(bytes).run({ x: { shape: [B, L, K], data: x } })).y.data;
+    const s = await ort.InferenceSession.create(bytes, { graphOptimizationLevel: 'disabled', intraOpNumThreads: 1 });
+    const theirs = (await s.run({ x: new ort.Tensor('float32', x, [B, L, K]) })).y.data as Float32Array;
+    let d = 0;
+    for (let i = 0; i < theirs.length; i++) if (ours[i] !== theirs[i]) d++;
+    log(`MatMul [${B},${L},${K}] x [${K},${N}], weight as ${name}: ${d} of ${theirs.length} outputs differ from onnxruntime (${((100 * d) / theirs.length).toFixed(1)}%)`);
+  }
+}
+
+/** Hidden-state SQNR of the engine's simulation of `q` against itself with the scales of one weight 1 ulp larger. */
+async function ulpCheck(graph: Model['graph'], weight: string, calibRows: Batch[], label: string, log: (s: string) => void): Promise<void> {
+  const key = `${weight}_scale`;
+  const t = graph.consts.get(key);
+  if (!t) return log(`${label}: no scale constant ${key}`);
+  const d = Float32Array.from(t.data);
+  const u = new Uint32Array(d.buffer);
+  for (let i = 0; i < u.length; i++) u[i] += 1;
+  const consts = new Map(graph.consts);
+  consts.set(key, { ...t, data: d });
+  const sqnr = await hiddenSqnr(engineRunner(Model.fromGraph(graph)), engineRunner(Model.fromGraph({ ...graph, consts })), calibRows);
+  log(`${label}: the ${u.length} scales of ${weight} 1 ulp larger move the simulated hidden state to ${sqnr} dB of itself`);
+}
+
 export async function minilmBench(log: (s: string) => void, argv: string[]): Promise<Row[]> {
   if (!fs.existsSync(SHARED)) {
     log('../shared/ is absent: skipping the MiniLM benchmark');
@@ -143,9 +189,12 @@ export async function minilmBench(log: (s: string) => void, argv: string[]): Pro
     log(`${config}: top-1 ${row.top1_ort.toFixed(3)} (default options ${row.top1_ort_optimized.toFixed(3)}), rel BOPs ${row.rel_bops}, ${row.size_mb} MB, hidden SQNR export vs simulation ${row.sqnr_export_vs_sim_db} dB, vs float ${row.sqnr_vs_float_db} dB`);
   };
 
+  const checks = argv.includes('--checks');
+  if (checks) await gemmCheck(log);
   for (const name of configs) {
     const bc = loadBitConfig(name);
     const q = await quantize(cal, bc);
+    if (checks) await ulpCheck(q.graph, cal.placement.weights.find((w) => w.op === 'MatMul')!.tensor, calibRows, name, log);
     const choice = groups.map(() => ({ a: bc.a, w: bc.w }));
     await measureExport(name, exportQdq(q, cal), Model.fromGraph(q.graph), cost.relBops(choice), cost.sizeBytes(choice));
   }

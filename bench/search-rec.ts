@@ -5,7 +5,7 @@
  *   node dist/bench/search-rec.js [--calib N] [--eval N] [--max-drop X | --max-bops R] [--out DIR]
  */
 import * as path from 'path';
-import { ctcGreedyDecode, Model, openDataSource, readCharset, readLabels, search } from '../index';
+import { ctcGreedyDecode, Runnable, openDataSource, readCharset, readLabels, search } from '../index';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const SHARED = path.resolve(ROOT, '..', 'shared');
@@ -21,7 +21,7 @@ async function main(argv: string[]): Promise<void> {
   const charset = readCharset(path.join(OCR, 'ppocr_keys_v1.txt'));
   const calib = await openDataSource(path.join(dir, 'images'), { preset: 'paddleocr-rec', inputName: 'x', range: [0, nCalib], batchSize: 16 });
   const evalSrc = await openDataSource(path.join(dir, 'images'), { preset: 'paddleocr-rec', inputName: 'x', range: [200, 200 + nEval], batchSize: 16 });
-  const evaluate = async (m: Model) => {
+  const evaluate = async (m: Runnable) => {
     let hit = 0, n = 0;
     for await (const b of evalSrc.batchesWithInfo()) {
       const texts = ctcGreedyDecode((await m.run(b.inputs))[m.outputNames[0]], charset);

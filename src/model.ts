@@ -20,6 +20,24 @@ export interface RunOptions {
 }
 
 type PlanHandle = InstanceType<ReturnType<typeof native>['PlanHandle']>;
+export type SimHandle = InstanceType<ReturnType<typeof native>['SimHandle']>;
+
+/**
+ * What runs a model on named feeds: a {@link Model}, or a quantized configuration simulated on
+ * one (what phase 3 and a user's `evaluate` callback receive).
+ */
+export interface Runnable {
+  readonly inputNames: string[];
+  readonly outputNames: string[];
+  run(feeds: Record<string, Tensor>, opts?: RunOptions): Promise<Record<string, Tensor>>;
+}
+
+/** A simulation plan of {@link Model.graph} at one input shape (see `src/sim.ts`). */
+export interface SimPlan {
+  spec: Specialized;
+  lowered: Lowered;
+  handle: SimHandle;
+}
 type StoreHandle = InstanceType<ReturnType<typeof native>['WeightStoreHandle']>;
 
 export interface Compiled {
@@ -28,7 +46,7 @@ export interface Compiled {
   plan: PlanHandle;
 }
 
-export class Model {
+export class Model implements Runnable {
   /** The graph with BatchNormalization folded into its Conv/Gemm (what quantization sees). */
   readonly graph: Graph;
   /**
@@ -106,15 +124,7 @@ export class Model {
       this.compiled.set(ckey, c);
       return c;
     }
-    const spec = specialize(graph, resolved);
-    // folded values are keyed by content: the same value at another input shape is uploaded once
-    const lowered = lower(spec, (name) => {
-      if (graph.consts.has(name)) return `w:${name}`;
-      const t = spec.values.get(name)!.value!;
-      const h = crypto.createHash('sha1').update(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)).digest('hex');
-      return `f:${name}:${t.shape.join('x')}:${h}`;
-    });
-    for (const { key: k, tensor } of lowered.consts) this.upload(k, tensor);
+    const { spec, lowered } = this.lowerAt(graph, resolved);
     let plan: PlanHandle;
     const keepIds = keep.map((k) => lowered.index.get(k)).filter((i): i is number => i !== undefined);
     try {
@@ -128,6 +138,49 @@ export class Model {
     // such as text lines of many widths, would otherwise grow memory without bound)
     while (this.compiled.size > Model.MAX_PLANS) this.compiled.delete(this.compiled.keys().next().value!);
     return c;
+  }
+
+  /** Specializes and lowers `graph` at `resolved` input shapes, uploading its constants. */
+  private lowerAt(graph: Graph, resolved: Record<string, number[]>): { spec: Specialized; lowered: Lowered } {
+    const spec = specialize(graph, resolved);
+    // folded values are keyed by content: the same value at another input shape is uploaded once
+    const lowered = lower(spec, (name) => {
+      if (graph.consts.has(name)) return `w:${name}`;
+      const t = spec.values.get(name)!.value!;
+      const h = crypto.createHash('sha1').update(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)).digest('hex');
+      return `f:${name}:${t.shape.join('x')}:${h}`;
+    });
+    for (const { key: k, tensor } of lowered.consts) this.upload(k, tensor);
+    return { spec, lowered };
+  }
+
+  private sims = new Map<string, SimPlan>();
+
+  /**
+   * The simulation plan of {@link Model.graph} at these input shapes with quantizer slots on
+   * the activations `actSlots` (cached per shapes and slots; see `src/sim.ts`).
+   */
+  simPlan(shapes: Record<string, readonly number[]>, actSlots: readonly string[]): SimPlan {
+    const resolved = resolveInputShapes(this.graph, shapes);
+    const key = `${this.graph.inputs.map((i) => resolved[i.name].join('x')).join(';')}|${actSlots.join('|')}`;
+    let p = this.sims.get(key);
+    if (p) {
+      this.sims.delete(key);
+      this.sims.set(key, p);
+      return p;
+    }
+    const { spec, lowered } = this.lowerAt(this.graph, resolved);
+    const slots = actSlots.map((v) => lowered.index.get(v)).filter((i): i is number => i !== undefined);
+    let handle: SimHandle;
+    try {
+      handle = syncLimits().SimHandle.compile(this.store, JSON.stringify(lowered.plan), slots);
+    } catch (e) {
+      throw fromNative(e);
+    }
+    p = { spec, lowered, handle };
+    this.sims.set(key, p);
+    while (this.sims.size > Model.MAX_PLANS) this.sims.delete(this.sims.keys().next().value!);
+    return p;
   }
 
   private upload(key: string, t: ConstTensor): void {

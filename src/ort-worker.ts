@@ -19,7 +19,9 @@ async function main(): Promise<void> {
     const so = { graphOptimizationLevel: level, intraOpNumThreads: job.threads, logSeverityLevel: 3 as const };
     sessions.push(typeof job.model === 'string' ? await ort.InferenceSession.create(job.model, so) : await ort.InferenceSession.create(job.model, so));
   }
-  parentPort!.postMessage({ ready: true });
+  // the element type of each output (integer outputs are left out of the comparison)
+  const outputTypes = Object.fromEntries(sessions[0].outputMetadata.map((m) => [m.name, m.isTensor ? m.type : 'other']));
+  parentPort!.postMessage({ ready: true, outputTypes });
   parentPort!.on('message', async (m: Msg) => {
     try {
       if ('done' in m) {

@@ -8,7 +8,7 @@
  * retrieval top-1 instead of the label-free SQNR).
  */
 import { MpqError } from '../errors';
-import { Model, RunOptions, Tensor } from '../model';
+import { Model, RunOptions, Runnable, Tensor } from '../model';
 import type { EvaluateFn } from '../search/metric';
 
 /**
@@ -93,7 +93,7 @@ export interface RetrievalData {
 }
 
 /** Retrieval top-1 of `model` on `data` (see the module comment). */
-export async function retrievalScore(model: Model, data: RetrievalData, opts: RunOptions = {}): Promise<number> {
+export async function retrievalScore(model: Runnable, data: RetrievalData, opts: RunOptions = {}): Promise<number> {
   const maskName = data.mask ?? 'attention_mask';
   const out = data.output ?? hiddenOutput(model);
   const embed = async (batches: Record<string, Tensor>[]) => {
@@ -110,9 +110,9 @@ export async function retrievalScore(model: Model, data: RetrievalData, opts: Ru
 }
 
 /** The first float output of rank 3 (`[N, L, H]`): the last hidden state of an encoder. */
-function hiddenOutput(model: Model): string {
-  const o = model.graph.outputs.find((v) => v.dtype === 'float' && v.dims?.length === 3);
-  if (!o) throw new MpqError('MPQ_BAD_INPUT', `the model has no float output of rank 3 (a hidden state [N, L, H]) to pool: name it with 'output'`);
+function hiddenOutput(model: Runnable): string {
+  const o = model instanceof Model ? model.graph.outputs.find((v) => v.dtype === 'float' && v.dims?.length === 3) : undefined;
+  if (!o) throw new MpqError('MPQ_BAD_INPUT', `the model has no float output of rank 3 (a hidden state [N, L, H]) to pool (or it is a simulation, which does not say): name it with 'output'`);
   return o.name;
 }
 

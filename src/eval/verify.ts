@@ -7,10 +7,10 @@
  */
 import * as fs from 'fs';
 import { MpqError } from '../errors';
-import { Model, Tensor } from '../model';
+import { Runnable, Tensor } from '../model';
 import { loadOrt } from '../ort';
 import { OrtWorker } from '../verify';
-import { argmaxRows, floatOutputs, nonFloatNote, pick, SqnrMeter, Top1Meter } from './metrics';
+import { argmaxRows, nonFloatNote, pick, SqnrMeter, Top1Meter } from './metrics';
 
 /**
  * When a run counts as faithful to the simulation: argmax agreement (first output, per row)
@@ -91,7 +91,7 @@ export interface VerifyOptions {
  */
 export async function verifyExport(
   exported: string | Uint8Array,
-  sim: Model,
+  sim: Runnable,
   batches: AsyncIterable<Record<string, Tensor>>,
   o: VerifyOptions = {},
 ): Promise<Verification | undefined> {
@@ -109,7 +109,8 @@ export async function verifyExport(
   const meters = { qdq: { s: new SqnrMeter(), t: new Top1Meter() }, optimized: { s: new SqnrMeter(), t: new Top1Meter() }, cross: { s: new SqnrMeter(), t: new Top1Meter() } };
   const outputs = sim.outputNames;
   // integer outputs (ids passed through) are equal by construction: compared, they would inflate both figures
-  const floats = floatOutputs(sim);
+  const types = ort.outputTypes;
+  const floats = outputs.filter((n) => (types[n] ?? 'float32').startsWith('float'));
   const out0 = floats[0] ?? outputs[0];
   let samples = 0;
   try {
@@ -142,7 +143,7 @@ export async function verifyExport(
   const qdq = check('qdq'), optimized = check('optimized');
   const cross = check('cross');
   const v: Verification = { samples, qdq, optimized, optimized_vs_qdq: { sqnr_db: cross.sqnr_db, agreement: cross.agreement }, faithful: optimized.within_limits, limits: FAITHFUL_LIMITS, runtime: { onnxruntime: ortModule.env.versions?.common ?? 'unknown', vnni: cpuHasVnni() } };
-  const note = nonFloatNote(sim);
+  const note = nonFloatNote({ graph: { outputs: outputs.map((name) => ({ name, dtype: floats.includes(name) ? 'float' : 'int', onnxType: 0, dims: null })) } });
   if (note) v.note = note;
   if (!v.faithful) {
     v.advice =

@@ -66,6 +66,10 @@ function validate(p: unknown, where: string): Profile {
     if (seen.has(k)) throw new MpqError('MPQ_BAD_INPUT', `invalid profile ${where}: candidates[${i}]: W${c.w}A${c.a} is listed twice`);
     seen.add(k);
   });
+  if (prof.ties?.length) {
+    // refused rather than ignored: a tie changes which configurations are allowed
+    throw new MpqError('MPQ_BAD_INPUT', `invalid profile ${where}: ties (${prof.ties.map((t) => t.op).join(', ')}) are not implemented yet: the search would treat the tied inputs as independent groups; remove 'ties' to search without them`);
+  }
   for (const [k, v] of Object.entries(prof.scheme ?? {})) {
     if (!SCHEME_SUPPORTED[k].includes(v)) {
       throw new MpqError('MPQ_BAD_INPUT', `invalid profile ${where}: scheme.${k} = ${v} is not implemented (only ${SCHEME_SUPPORTED[k].join(' or ')}); remove it to get the default`);

@@ -192,9 +192,22 @@ function withRounded(e: TensorEncoding, r: RoundedWeight): void {
 
 /** Rounds the weights `config` needs (`prepareSequential` or `prepareWeights`), then {@link quantizeWith}. */
 export async function quantize(cal: Calibrated, config: BitConfig, opts: RunOptions = {}): Promise<Quantized> {
+  await prepareConfig(cal, config, opts);
+  return quantizeWith(cal, config);
+}
+
+/**
+ * The encodings of `config` with the weights {@link quantize} would export (rounded first as
+ * needed), without building the QDQ graph: what the simulation plan runs.
+ */
+export async function encodingsOf(cal: Calibrated, config: BitConfig, opts: RunOptions = {}): Promise<Encodings> {
+  await prepareConfig(cal, config, opts);
+  return encodingsFor(cal, config);
+}
+
+async function prepareConfig(cal: Calibrated, config: BitConfig, opts: RunOptions): Promise<void> {
   if (isSequential(cal)) await prepareSequential(cal, config, opts);
   else await prepareWeights(cal, config, opts);
-  return quantizeWith(cal, config);
 }
 
 const weightScaleCache = new WeakMap<Calibrated, Map<string, Float32Array>>();

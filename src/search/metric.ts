@@ -9,12 +9,12 @@
  */
 import { SampleLabels } from '../eval/labels';
 import { argmaxRows, floatOutputs, pick, SqnrMeter } from '../eval/metrics';
-import { Model, RunOptions, Tensor } from '../model';
+import { Model, RunOptions, Runnable, Tensor } from '../model';
 
 export type MetricName = 'top1' | 'agreement' | 'sqnr_db' | 'custom';
 
 /** A user-supplied evaluation: given a model (float or simulated quantized), a score, higher is better. */
-export type EvaluateFn = (model: Model, opts: RunOptions) => Promise<number>;
+export type EvaluateFn = (model: Runnable, opts: RunOptions) => Promise<number>;
 
 export interface EvalData {
   batches: () => AsyncIterable<{ inputs: Record<string, Tensor>; names: string[]; indices: number[] }>;
@@ -23,7 +23,7 @@ export interface EvalData {
 
 export interface Metric {
   name: MetricName;
-  measure(model: Model, opts: RunOptions): Promise<number>;
+  measure(model: Runnable, opts: RunOptions): Promise<number>;
 }
 
 /** Is this model a classifier (first output [N, C] with C > 1)? */

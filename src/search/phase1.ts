@@ -14,6 +14,8 @@ import { buildQdqGraph } from '../quant/qdq';
 import { Calibrated, encodingsFor, prepareWeights } from '../quant/quantize';
 import { candKey, Candidate } from '../profiles/profile';
 import { SensitivityCache, sqnrOf } from './cache';
+import { Simulator } from '../sim';
+import { Tensor as T } from '../model';
 import { configOf, Group } from './groups';
 import { Downstream, downstreamOf } from './subgraph';
 
@@ -40,22 +42,40 @@ function groupEncodings(all: Encodings, grp: Group): Encodings {
 /** Lets timers and I/O callbacks run between synchronous pieces of work. */
 export const yieldToLoop = () => new Promise<void>((r) => setImmediate(r));
 
-export async function runPhase1(
-  cal: Calibrated,
-  groups: Group[],
-  batches: Batches,
-  cache: SensitivityCache,
-  opts: RunOptions & { chunk?: number; onProgress?: (p: Phase1Progress) => void; samples?: number } = {},
-): Promise<Phase1Entry[]> {
-  const model = cal.model;
-  const spec = model.specialize(cal.shapes);
-  // frontier values become inputs of the downstream graph: the batch axis stays symbolic
-  const shapeOf = (v: string) => {
-    const s = spec.values.get(v)?.shape;
-    // axis 0 is the batch, except for scalars (a ReduceMax over everything)
-    return s ? (s.length ? ['N', ...s.slice(1)] : []) : undefined;
-  };
-  const work: { group: Group; cand: Candidate }[] = [];
+/** One phase-1 measurement to make: a group at one of its candidates, everything else float. */
+export interface Phase1Work {
+  group: Group;
+  cand: Candidate;
+}
+
+/** A finished measurement: per graph output, [signal power, noise power] over the samples. */
+export interface Phase1Result {
+  work: Phase1Work;
+  powers: Record<string, [number, number]>;
+}
+
+export interface Phase1Options extends RunOptions {
+  /** Entries per native call (default: a quarter of the work, 8 to 64). */
+  chunk?: number;
+  onProgress?: (p: Phase1Progress) => void;
+  /** Number of calibration samples (progress within a chunk). */
+  samples?: number;
+  /**
+   * Computes the measurements somewhere else (a job queue): called with the work not in the
+   * cache, it calls `done` once per finished entry (in any order). Default: {@link computePhase1}.
+   */
+  compute?: Phase1Compute;
+}
+
+/** Computes phase-1 entries, calling `done` once per finished entry (in any order). */
+export type Phase1Compute = (todo: Phase1Work[], done: (r: Phase1Result) => void, opts: Phase1Options, cal: Calibrated, groups: Group[], batches: Batches) => Promise<void>;
+
+/**
+ * Phase 1 with the cache: entries found in `cache` are reused, the others computed (by
+ * `opts.compute`, or here) and appended to the cache as each finishes.
+ */
+export async function runPhase1(cal: Calibrated, groups: Group[], batches: Batches, cache: SensitivityCache, opts: Phase1Options = {}): Promise<Phase1Entry[]> {
+  const work: Phase1Work[] = [];
   for (const grp of groups) for (const c of grp.candidates.slice(0, -1)) work.push({ group: grp, cand: c });
   const results: Phase1Entry[] = [];
   let reused = 0;
@@ -69,8 +89,107 @@ export async function runPhase1(
   });
   const total = work.length;
   opts.onProgress?.({ done: results.length, total, reused });
+  const done = (r: Phase1Result) => {
+    const sqnr = Math.min(200, sqnrOf(r.powers));
+    cache.add({ group: r.work.group.id, candidate: candKey(r.work.cand), sqnr_db: sqnr, powers: r.powers });
+    results.push({ group: r.work.group.id, candidate: r.work.cand, sqnr_db: sqnr, cached: false });
+  };
+  const progress = (p: Phase1Progress) => opts.onProgress?.({ ...p, done: +(reused + p.done).toFixed(2), total, reused });
+  if (todo.length) await (opts.compute ?? computePhase1)(todo, done, { ...opts, onProgress: progress }, cal, groups, batches);
+  opts.onProgress?.({ done: results.length, total, reused });
+  return results;
+}
+
+/** Float outputs kept per batch across chunks at most (bytes); beyond, each call recomputes them. */
+const FLOAT_OUTPUTS_BUDGET = 256 * 2 ** 20;
+
+/**
+ * Computes phase-1 entries on one simulation plan: per chunk of entries and per batch, one
+ * native call runs the float plan once and each entry's downstream steps from the float
+ * activations, accumulating signal and noise in Rust. `opts.onProgress` gets `done` in
+ * entries of `todo` (fractional within a chunk).
+ */
+export const computePhase1: Phase1Compute = async function computePhase1(
+  todo: Phase1Work[],
+  done: (r: Phase1Result) => void,
+  opts: Phase1Options,
+  cal: Calibrated,
+  groups: Group[],
+  batches: Batches,
+): Promise<void> {
+  const model = cal.model;
+  const sim = new Simulator(model, cal.placement.activations.map((a) => a.tensor), cal.placement.weights.map((w) => w.tensor), cal.shapes);
+  if (sim.unsupported) return computePhase1Graphs(todo, done, opts, cal, groups, batches);
+  const chunkSize = opts.chunk ?? Math.max(8, Math.min(64, Math.ceil(todo.length / 4)));
+  let floats: T[][] | null = [];
+  let floatBytes = 0;
+  let finished = 0;
+  for (let c0 = 0; c0 < todo.length; c0 += chunkSize) {
+    const slice = todo.slice(c0, c0 + chunkSize);
+    const configs = slice.map((w) => {
+      const choice = groups.map((g) => g.candidates[g.candidates.length - 1]);
+      choice[w.group.id] = w.cand;
+      return configOf(groups, choice);
+    });
+    // score each candidate with the weights it would really export (data-aware rounding)
+    for (const cfg of configs) await prepareWeights(cal, cfg, opts);
+    throwIfAborted(opts.signal, 'the search');
+    const encs = slice.map((w, i) => groupEncodings(encodingsFor(cal, configs[i]), w.group));
+    const powers = slice.map(() => null as Record<string, [number, number]> | null);
+    let seen = 0, bi = 0;
+    for await (const b of batches()) {
+      throwIfAborted(opts.signal, 'the search');
+      let kept = floats?.[bi] ?? null;
+      if (floats && !kept && c0 + chunkSize < todo.length) {
+        // this batch's float outputs, kept for the next chunks while they fit the budget
+        kept = await sim.floatOutputs(b, opts);
+        floatBytes += kept.reduce((a, t) => a + t.data.byteLength, 0);
+        if (floatBytes > FLOAT_OUTPUTS_BUDGET) floats = null;
+        else floats[bi] = kept;
+      }
+      const t0 = Date.now();
+      const r = await sim.phase1(b, (p) => Promise.all(encs.map((e) => sim.config(p, e))), kept, opts);
+      if (process.env.MPQ_P1_DEBUG) console.error('phase1 call', slice.length, 'entries', Date.now() - t0, 'ms; float', r.floatSecs.toFixed(3), 'entries', r.entrySecs.toFixed(3));
+      slice.forEach((_, e) => {
+        const pw = (powers[e] ??= Object.fromEntries(model.outputNames.map((o) => [o, [0, 0] as [number, number]])));
+        r.outputs.forEach((o, k) => {
+          pw[o][0] += r.signal[k];
+          pw[o][1] += r.noise[e][k];
+        });
+      });
+      bi++;
+      seen += b[model.inputNames[0]].shape[0] ?? 1;
+      if (opts.samples) opts.onProgress?.({ done: finished + Math.min(1, seen / opts.samples) * slice.length, total: todo.length, reused: 0 });
+    }
+    slice.forEach((w, e) => done({ work: w, powers: powers[e]! }));
+    finished += slice.length;
+    opts.onProgress?.({ done: finished, total: todo.length, reused: 0 });
+  }
+};
+
+/**
+ * The same measurements on one QDQ graph per entry (each entry's downstream part as a model
+ * of its own): for models whose weights the simulation plan cannot take as they are.
+ */
+export async function computePhase1Graphs(
+  todo: Phase1Work[],
+  done: (r: Phase1Result) => void,
+  opts: Phase1Options,
+  cal: Calibrated,
+  groups: Group[],
+  batches: Batches,
+): Promise<void> {
+  const model = cal.model;
+  const spec = model.specialize(cal.shapes);
+  // frontier values become inputs of the downstream graph: the batch axis stays symbolic
+  const shapeOf = (v: string) => {
+    const s = spec.values.get(v)?.shape;
+    // axis 0 is the batch, except for scalars (a ReduceMax over everything)
+    return s ? (s.length ? ['N', ...s.slice(1)] : []) : undefined;
+  };
   const chunkSize = opts.chunk ?? 12;
   const outputs = model.outputNames;
+  let finished = 0;
   for (let c0 = 0; c0 < todo.length; c0 += chunkSize) {
     const slice = todo.slice(c0, c0 + chunkSize);
     const configs = slice.map((w) => {
@@ -115,7 +234,7 @@ export async function runPhase1(
     const partial = (n: number, entries: number) => {
       if (!opts.samples) return;
       const f = Math.min(1, (seen + (n * entries) / chunk.length) / opts.samples);
-      opts.onProgress?.({ done: +(results.length + f * chunk.length).toFixed(2), total, reused });
+      opts.onProgress?.({ done: finished + f * chunk.length, total: todo.length, reused: 0 });
     };
     for await (const b of batches()) {
       throwIfAborted(opts.signal, 'the search');
@@ -151,12 +270,8 @@ export async function runPhase1(
       }
       seen += bn;
     }
-    for (const w of chunk) {
-      const sqnr = Math.min(200, sqnrOf(w.powers));
-      cache.add({ group: w.group.id, candidate: candKey(w.cand), sqnr_db: sqnr, powers: w.powers });
-      results.push({ group: w.group.id, candidate: w.cand, sqnr_db: sqnr, cached: false });
-    }
-    opts.onProgress?.({ done: results.length, total, reused });
+    for (const w of chunk) done({ work: { group: w.group, cand: w.cand }, powers: w.powers });
+    finished += chunk.length;
+    opts.onProgress?.({ done: finished, total: todo.length, reused: 0 });
   }
-  return results;
 }

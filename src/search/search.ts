@@ -8,19 +8,20 @@ import { DataSourceOptions } from '../data/source';
 import { MpqError, throwIfAborted, untilAborted } from '../errors';
 import { Verification, verifyExport, VERIFY_SAMPLES } from '../eval/verify';
 import { OutputDir } from '../fsutil';
-import { Model, RunOptions } from '../model';
+import { Model, RunOptions, Runnable } from '../model';
 import { hasOrt, ORT_INSTALL } from '../ort';
 import { loadProfile, Profile, candKey, Candidate } from '../profiles/profile';
 import { Batches } from '../quant/calibrate';
 import { encodingsToJson } from '../quant/encodings';
-import { calibrate, DEFAULT_RANGES, DEFAULT_ROUNDING, exportQdq, quantize, QuantizeOptions } from '../quant/quantize';
+import { encodingsOf, exportQdq, quantizeWith, QuantizeOptions } from '../quant/quantize';
+import { Simulator } from '../sim';
 import { renderReport, renderSummary } from '../report/html';
-import { hashOf, SensitivityCache } from './cache';
-import { CostModel } from './cost';
-import { buildGroups, configOf, Group } from './groups';
+import { SensitivityCache } from './cache';
+import { configOf, Group } from './groups';
 import { EvalData, EvaluateFn, makeMetric, MetricName } from './metric';
 import { buildFront, FrontOrder, FrontPoint, frontQuality } from './pareto';
-import { runPhase1 } from './phase1';
+import { Phase1Compute, runPhase1 } from './phase1';
+import { openSession } from './session';
 import { CalibrationInput, ModelInput, resolveCalibration, resolveModel } from './inputs';
 import { OnProgress, progressReporter } from './progress';
 
@@ -63,6 +64,8 @@ export interface SearchOptions extends QuantizeOptions {
   onProgress?: OnProgress;
   /** Extra fields recorded in run.json (for example the command line). */
   record?: Record<string, unknown>;
+  /** Computes phase-1 entries elsewhere (a job queue); default: in this process. */
+  phase1Compute?: Phase1Compute;
 }
 
 export interface EvaluatedPoint {
@@ -99,16 +102,6 @@ export interface SearchResult {
 
 function pkgVersion(): string {
   return require('../../../package.json').version;
-}
-
-/** Calibration batches that report the samples that went through them. */
-function counted(batches: Batches, tick: (samples: number) => void): Batches {
-  return async function* () {
-    for await (const b of batches()) {
-      yield b;
-      tick(Object.values(b)[0]?.shape[0] ?? 0);
-    }
-  };
 }
 
 /**
@@ -160,46 +153,21 @@ async function searchInto(
   lap('load', t);
   check();
 
-  // calibration: passes over the data (first batch, min/max, histograms for MSE ranges, layer
-  // statistics for data-aware rounding), reported in samples
+  // calibration, placement, groups and the phase-1 cache key: the quantization session
   t = Date.now();
-  const passes = 1 + ((o.actRange ?? DEFAULT_RANGES.act) === 'mse' ? 1 : 0) + ((o.rounding ?? DEFAULT_ROUNDING) === 'nearest' ? 0 : 1);
-  const calTotal = calibData.count * passes + Math.min(calibData.count, 1);
-  let calDone = 0;
-  progress('calibration', 0, calTotal);
-  const calBatches = counted(calibData.batches, (n) => progress('calibration', Math.min((calDone += n), calTotal), calTotal));
-  // Data-aware rounding per layer and bit-width (cached) unless sequential rounding is asked
-  // for: sequential rounding depends on the whole configuration (a pass over the calibration
-  // data per evaluated point), while phase 1, the evaluations and the export must all use the
-  // weights that are exported, so that the measured metric is the exported model's.
-  const cal = await calibrate(model, calBatches, { ...o, scheme: profile.scheme, roundingOptions: { ...o.roundingOptions, sequential: o.roundingOptions?.sequential ?? false } });
-  cal.batches = calibData.batches;
-  progress('calibration', calTotal, calTotal);
+  const session = await openSession(model, modelHash, calibData, profile, o, (done, total) => progress('calibration', done, total));
+  const { cal, groups, cost, key } = session;
   lap('calibration', t);
   check();
 
-  const spec = model.specialize(cal.shapes);
-  const groups = buildGroups(model.graph, cal.placement, profile);
-  const cost = new CostModel(model.graph, spec, cal.placement, groups, profile);
-
   // phase 1
   t = Date.now();
-  // everything that determines the encodings phase 1 measures: ranges, rounding (method and
-  // options, with the sequential default of the search), the profile (scheme, candidates) and
-  // the data; a rerun with other settings into the same --out recomputes instead of reusing
-  const options = {
-    weightRange: cal.weightRange,
-    actRange: cal.actRange,
-    rounding: cal.rounding,
-    roundingOptions: { ...o.roundingOptions, sequential: o.roundingOptions?.sequential ?? false },
-    samples: calibData.count,
-  };
-  const key = hashOf(modelHash, JSON.stringify(profile), calibData.fingerprint, JSON.stringify(options));
   const cache = new SensitivityCache(path.join(o.out, 'cache', 'sensitivity.jsonl'), key);
   let entries;
   try {
     entries = await runPhase1(cal, groups, calibData.batches, cache, {
       signal: o.signal,
+      compute: o.phase1Compute,
       samples: calibData.count,
       onProgress: (p) => progress('phase1', p.done, p.total),
     });
@@ -237,13 +205,19 @@ async function searchInto(
   progress('phase3', 0, plannedEvals());
   const floatMetric = await untilAborted(metric.measure(model, opt), o.signal);
   const simCache = new Map<string, number>();
+  // every evaluated configuration and the export check run on one simulation plan (the QDQ
+  // graph of a configuration as a model of its own where the plan cannot take the weights)
+  const sim = new Simulator(model, cal.placement.activations.map((a) => a.tensor), cal.placement.weights.map((w) => w.tensor), cal.shapes);
+  const simulated = async (config: ReturnType<typeof configOf>): Promise<Runnable> => {
+    const enc = await encodingsOf(cal, config, opt);
+    return sim.unsupported ? Model.fromGraph(quantizeWith(cal, config).graph) : sim.runnable(enc);
+  };
   const evaluate = async (choice: Candidate[]): Promise<number> => {
     const k = choice.map(candKey).join(',');
     let v = simCache.get(k);
     if (v === undefined) {
       check();
-      const q = await quantize(cal, configOf(groups, choice), opt);
-      v = await untilAborted(metric.measure(Model.fromGraph(q.graph), opt), o.signal);
+      v = await untilAborted(metric.measure(await simulated(configOf(groups, choice)), opt), o.signal);
       simCache.set(k, v);
       evals++;
       progress('phase3', evals, plannedEvals());
@@ -297,7 +271,9 @@ async function searchInto(
   // written, so that an abort during either leaves nothing behind)
   t = Date.now();
   progress('export', 0, 1);
-  const q = await quantize(cal, configOf(groups, selected.choice), opt);
+  const selectedConfig = configOf(groups, selected.choice);
+  const selectedSim = await simulated(selectedConfig);
+  const q = quantizeWith(cal, selectedConfig);
   const bytes = exportQdq(q, cal);
   progress('export', 1, 1);
   lap('export', t);
@@ -307,7 +283,7 @@ async function searchInto(
     // the export run in onnxruntime both ways (before any file is written: a model
     // onnxruntime cannot load leaves no output)
     progress('verify', 0, 1);
-    verification = await verifyExport(bytes, Model.fromGraph(q.graph), calibData.batches(), { limit: VERIFY_SAMPLES, profile: profile.name, signal: o.signal });
+    verification = await verifyExport(bytes, selectedSim, calibData.batches(), { limit: VERIFY_SAMPLES, profile: profile.name, signal: o.signal });
     progress('verify', 1, 1);
   }
   lap('verify', t);

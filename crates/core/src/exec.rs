@@ -23,24 +23,34 @@ pub struct BuildOptions {
     pub keep: Vec<usize>,
     /// Disable activation fusion (for debugging and tests).
     pub no_fusion: bool,
+    /// Values that must stay values of their own (not fused away into the op that reads
+    /// them), but are freed after their last use like any other: the simulation's
+    /// quantizer slots, where fake-quant is applied to the producer's output.
+    pub no_fuse: Vec<usize>,
 }
 
-struct Step {
-    name: String,
-    op_type: String,
-    op: Box<dyn Op>,
-    inputs: Vec<Option<usize>>,
-    outputs: Vec<usize>,
+pub(crate) struct Step {
+    pub(crate) name: String,
+    pub(crate) op_type: String,
+    pub(crate) op: Box<dyn Op>,
+    pub(crate) inputs: Vec<Option<usize>>,
+    pub(crate) outputs: Vec<usize>,
+    /// The plan node the step was built from, and what was fused into it (to rebuild it on
+    /// other constants, see [`Executor::build_step_with`]).
+    node: usize,
+    fused: Option<Activation>,
+    post: Option<Arc<(Vec<f32>, Vec<f32>)>>,
 }
 
 pub struct Executor {
     values: Vec<ValueDef>,
     inputs: Vec<usize>,
     outputs: Vec<usize>,
-    consts: Vec<Option<Arc<Tensor>>>,
-    steps: Vec<Step>,
+    pub(crate) consts: Vec<Option<Arc<Tensor>>>,
+    pub(crate) steps: Vec<Step>,
+    nodes: Vec<NodeDef>,
     /// For each value, the index of the last step that reads it (`usize::MAX`: never freed).
-    last_use: Vec<usize>,
+    pub(crate) last_use: Vec<usize>,
 }
 
 /// The activation a node computes, if it is one that an op epilogue can apply.
@@ -130,7 +140,7 @@ impl Executor {
                 consumers[*v].push(i);
             }
         }
-        let protected: HashSet<usize> = plan.outputs.iter().chain(opts.keep.iter()).copied().collect();
+        let protected: HashSet<usize> = plan.outputs.iter().chain(opts.keep.iter()).chain(opts.no_fuse.iter()).copied().collect();
 
         let mut fused_away = vec![false; plan.nodes.len()];
         let mut steps = Vec::with_capacity(plan.nodes.len());
@@ -192,7 +202,8 @@ impl Executor {
                 post,
             };
             let op = (r.build)(&ctx)?;
-            steps.push(Step { name, op_type: node.op.clone(), op, inputs: node.inputs.clone(), outputs });
+            let (fused, post) = (ctx.fused, ctx.post.clone());
+            steps.push(Step { name, op_type: node.op.clone(), op, inputs: node.inputs.clone(), outputs, node: i, fused, post });
         }
 
         let mut last_use = vec![0usize; nv];
@@ -204,7 +215,74 @@ impl Executor {
         for &v in plan.outputs.iter().chain(opts.keep.iter()) {
             last_use[v] = usize::MAX;
         }
-        Ok(Executor { values: plan.values, inputs: plan.inputs, outputs: plan.outputs, consts, steps, last_use })
+        Ok(Executor { values: plan.values, inputs: plan.inputs, outputs: plan.outputs, consts, steps, nodes: plan.nodes, last_use })
+    }
+
+    /// Builds step `si` again with some of its inputs replaced by constants (`(input position,
+    /// tensor)`; a position past the node's inputs or of an omitted input adds it), with the
+    /// same fusion: the simulation's weight variants (quantized weights, corrected biases).
+    pub(crate) fn build_step_with(&self, si: usize, replace: &[(usize, Arc<Tensor>)]) -> Result<Box<dyn Op>> {
+        let step = &self.steps[si];
+        let node = &self.nodes[step.node];
+        let n_in = node.inputs.len().max(replace.iter().map(|r| r.0 + 1).max().unwrap_or(0));
+        let find = |p: usize| replace.iter().find(|r| r.0 == p).map(|r| &r.1);
+        let shape_of = |v: usize| self.values[v].shape.as_slice();
+        let input = |p: usize| node.inputs.get(p).copied().flatten();
+        let ctx = BuildCtx {
+            node,
+            attrs: Attrs { op: &node.op, node: &node.name, map: &node.attrs },
+            in_shapes: (0..n_in).map(|p| find(p).map(|t| t.shape.as_slice()).or_else(|| input(p).map(shape_of))).collect(),
+            in_dtypes: (0..n_in).map(|p| find(p).map(|_| crate::plan::DType::Float).or_else(|| input(p).map(|v| self.values[v].dtype))).collect(),
+            out_shapes: step.outputs.iter().map(|&v| shape_of(v)).collect(),
+            out_dtypes: step.outputs.iter().map(|&v| self.values[v].dtype).collect(),
+            consts: (0..n_in).map(|p| find(p).cloned().or_else(|| input(p).and_then(|v| self.consts[v].clone()))).collect(),
+            fused: step.fused,
+            post: step.post.clone(),
+        };
+        (registry()[node.op.as_str()].build)(&ctx)
+    }
+
+    /// The plan node step `si` was built from.
+    pub(crate) fn node_of(&self, si: usize) -> &NodeDef {
+        &self.nodes[self.steps[si].node]
+    }
+
+    /// Runs one step's `op` (the step's own or a rebuilt one) on `args` and checks the shapes
+    /// of its outputs against the plan.
+    pub(crate) fn run_step(&self, si: usize, op: &dyn Op, args: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+        let step = &self.steps[si];
+        let outs = op.run(args)?;
+        if outs.len() < step.outputs.len() {
+            return Err(Error::node(&step.op_type, &step.name, format!("produced {} outputs, expected {}", outs.len(), step.outputs.len())));
+        }
+        for (t, &o) in outs.iter().zip(&step.outputs) {
+            let want_shape = &self.values[o].shape;
+            if &t.shape != want_shape {
+                return Err(Error::node(
+                    &step.op_type,
+                    &step.name,
+                    format!("output '{}' has shape {:?}, the plan says {:?}", self.values[o].name, t.shape, want_shape),
+                ));
+            }
+        }
+        Ok(outs)
+    }
+
+    /// Checks graph inputs against the plan and returns the value slots with the constants
+    /// and inputs in place.
+    pub(crate) fn initial_slots(&self, inputs: Vec<Tensor>) -> Result<Vec<Option<Arc<Tensor>>>> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::Plan(format!("expected {} inputs, got {}", self.inputs.len(), inputs.len())));
+        }
+        let mut slots: Vec<Option<Arc<Tensor>>> = self.consts.clone();
+        for (t, &id) in inputs.into_iter().zip(&self.inputs) {
+            let v = &self.values[id];
+            if t.shape != v.shape || t.data.len() != crate::tensor::numel(&t.shape) {
+                return Err(Error::InputShape { name: v.name.clone(), expected: v.shape.clone(), got: t.shape });
+            }
+            slots[id] = Some(Arc::new(t));
+        }
+        Ok(slots)
     }
 
     pub fn values(&self) -> &[ValueDef] {
@@ -249,19 +327,11 @@ impl Executor {
             }
             watched[o] = true;
         }
-        if inputs.len() != self.inputs.len() {
-            return Err(Error::Plan(format!("expected {} inputs, got {}", self.inputs.len(), inputs.len())));
-        }
-        let mut slots: Vec<Option<Arc<Tensor>>> = self.consts.clone();
-        for (t, &id) in inputs.into_iter().zip(&self.inputs) {
-            let v = &self.values[id];
-            if t.shape != v.shape || t.data.len() != crate::tensor::numel(&t.shape) {
-                return Err(Error::InputShape { name: v.name.clone(), expected: v.shape.clone(), got: t.shape });
-            }
+        let mut slots = self.initial_slots(inputs)?;
+        for &id in &self.inputs {
             if watched[id] {
-                observer(id, &t);
+                observer(id, slots[id].as_deref().unwrap());
             }
-            slots[id] = Some(Arc::new(t));
         }
         for &w in want {
             if w >= self.values.len() || (self.last_use[w] != usize::MAX && self.consts[w].is_none() && !self.inputs.contains(&w)) {
@@ -281,19 +351,8 @@ impl Executor {
                 .iter()
                 .map(|v| v.and_then(|v| slots[v].as_deref()))
                 .collect();
-            let outs = step.op.run(&args)?;
-            if outs.len() < step.outputs.len() {
-                return Err(Error::node(&step.op_type, &step.name, format!("produced {} outputs, expected {}", outs.len(), step.outputs.len())));
-            }
+            let outs = self.run_step(si, step.op.as_ref(), &args)?;
             for (t, &o) in outs.into_iter().zip(&step.outputs) {
-                let want_shape = &self.values[o].shape;
-                if &t.shape != want_shape {
-                    return Err(Error::node(
-                        &step.op_type,
-                        &step.name,
-                        format!("output '{}' has shape {:?}, the plan says {:?}", self.values[o].name, t.shape, want_shape),
-                    ));
-                }
                 if watched[o] {
                     observer(o, &t);
                 }

@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod limits;
 pub mod ops;
 pub mod plan;
+pub mod sim;
 pub mod ranges;
 pub mod stats;
 pub mod tensor;

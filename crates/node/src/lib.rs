@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 mod data;
 mod rounding;
+mod sim;
 
 /// Error codes, kept in step with `src/errors.ts`.
 fn code_of(e: &CoreError) -> &'static str {
@@ -239,6 +240,7 @@ impl PlanHandle {
             let opts = BuildOptions {
                 keep: keep.unwrap_or_default().into_iter().map(|v| v as usize).collect(),
                 no_fusion: no_fusion.unwrap_or(false),
+                no_fuse: Vec::new(),
             };
             Ok(PlanHandle { exec: Arc::new(Executor::with_options(plan, &store, &opts)?) })
         })

@@ -45,6 +45,12 @@ dispatch_fn!(pub fn fake_quant(x: &[f32], out: &mut [f32], scale: f32, zp: f32, 
     }
 });
 
+dispatch_fn!(pub fn fake_quant_inplace(x: &mut [f32], scale: f32, zp: f32, qmin: f32, qmax: f32) {
+    for v in x.iter_mut() {
+        *v = fake_quant_one(*v, scale, zp, qmin, qmax);
+    }
+});
+
 /// Applies `f(x, scale, zp)` per channel; see the module doc for the layout.
 #[inline(always)]
 fn per_channel(x: &[f32], out: &mut [f32], scales: &[f32], zps: &[f32], inner: usize, start: usize, f: impl Fn(f32, f32, f32) -> f32) {

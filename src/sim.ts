@@ -1,0 +1,167 @@
+/**
+ * The simulation of quantized configurations on one loaded plan (DESIGN.md section 8): the
+ * model's folded float graph is lowered once per input shape with a quantizer slot on every
+ * placed activation and weight (`crates/core/src/sim.rs`); a configuration is data (fake-quant
+ * parameters per activation, an uploaded weight variant per weight), so evaluating another
+ * configuration re-packs only the layers whose weights changed. The arithmetic is that of the
+ * QDQ graph the quantizer exports, which onnxruntime runs with the same numbers.
+ */
+import * as crypto from 'crypto';
+import { abortError, fromNative, MpqError } from './errors';
+import { Model, RunOptions, Runnable, SimPlan, Tensor } from './model';
+import { native } from './native';
+import { Encodings, TensorEncoding } from './quant/encodings';
+import { qrange } from './quant/scheme';
+
+export interface SimAct { value: number; scale: number; zp: number; qmin: number; qmax: number }
+export interface SimConfig { acts: SimAct[]; weights: { value: number; key: string }[] }
+
+/** Identity numbers of arrays (rounded integers, bias shifts), for weight variant keys. */
+const ids = new WeakMap<object, number>();
+let nextId = 1;
+const idOf = (a: object) => {
+  let i = ids.get(a);
+  if (i === undefined) ids.set(a, (i = nextId++));
+  return i;
+};
+
+type CancelToken = InstanceType<ReturnType<typeof native>['CancelToken']>;
+
+async function withToken<T>(opts: RunOptions, what: string, f: (t: CancelToken) => Promise<T>): Promise<T> {
+  if (opts.signal?.aborted) throw abortError(`${what} was aborted`);
+  const token = new (native().CancelToken)();
+  const onAbort = () => token.cancel();
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await f(token);
+  } catch (e) {
+    throw fromNative(e);
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/**
+ * Simulates configurations of one model's quantizers. `actSlots`: every activation a
+ * configuration may quantize; `weightSlots`: every weight.
+ */
+export class Simulator {
+  /** Why this model cannot be simulated on one plan (null when it can). */
+  readonly unsupported: string | null;
+
+  constructor(readonly model: Model, private readonly actSlots: readonly string[], private readonly weightSlots: readonly string[], shapes: Record<string, number[]>) {
+    this.unsupported = this.check(shapes);
+  }
+
+  /** Weights must be constants the plan reads as they are (not folded into other values). */
+  private check(shapes: Record<string, number[]>): string | null {
+    const spec = this.model.specialize(shapes);
+    const ws = new Set(this.weightSlots);
+    for (const sn of spec.nodes) {
+      if (!sn.folded) continue;
+      const w = sn.node.inputs.find((i) => ws.has(i));
+      if (w) return `weight '${w}' is folded into another constant by node '${sn.node.name}' (${sn.node.op})`;
+    }
+    return null;
+  }
+
+  plan(shapes: Record<string, readonly number[]>): SimPlan {
+    return this.model.simPlan(shapes, this.actSlots);
+  }
+
+  private valueOf(p: SimPlan, v: string): number | undefined {
+    return p.lowered.index.get(v);
+  }
+
+  /** The configuration of `enc` on plan `p`, uploading the weight variants it needs. */
+  async config(p: SimPlan, enc: Encodings): Promise<SimConfig> {
+    const acts: SimAct[] = [];
+    for (const [v, e] of enc.activations) {
+      const id = this.valueOf(p, v);
+      if (id === undefined) continue;
+      const x = e.entries[0];
+      acts.push({ value: id, scale: x.scale, zp: -x.offset, qmin: 0, qmax: 2 ** x.bitwidth - 1 });
+    }
+    const weights: { value: number; key: string }[] = [];
+    const uploads: Promise<void>[] = [];
+    for (const [w, e] of enc.weights) {
+      const id = this.valueOf(p, w);
+      if (id === undefined || !p.lowered.plan.constants.some((c) => c.value === id)) {
+        throw new MpqError('MPQ_INTERNAL', `weight '${w}' is not a constant of the simulation plan`);
+      }
+      const key = variantKey(w, e);
+      weights.push({ value: id, key });
+      if (p.handle.hasVariant(key)) continue;
+      const { qmin, qmax } = qrange(e.rangeBits ?? e.entries[0].bitwidth, true);
+      const scales = Float32Array.from(e.entries.map((x) => x.scale));
+      uploads.push(p.handle.addVariant(key, id, e.quantized ?? null, scales, e.axis ?? -1, qmin, qmax, e.biasDelta ?? null).catch((err: unknown) => Promise.reject(fromNative(err))));
+    }
+    await Promise.all(uploads);
+    return { acts, weights };
+  }
+
+  /** Runs the model with the quantizers of `enc` (graph outputs by name). */
+  async run(feeds: Record<string, Tensor>, enc: Encodings, opts: RunOptions = {}): Promise<Record<string, Tensor>> {
+    const m = this.model;
+    for (const n of m.inputNames) if (!feeds[n]) throw new MpqError('MPQ_BAD_INPUT', `missing input '${n}'; the model's inputs are: ${m.inputNames.join(', ')}`);
+    const shapes = Object.fromEntries(m.inputNames.map((n) => [n, feeds[n].shape]));
+    const p = this.plan(shapes);
+    const cfg = await this.config(p, enc);
+    const want = m.outputNames.filter((o) => !p.lowered.constOutputs.has(o));
+    const ids = want.map((o) => p.lowered.index.get(o)!);
+    const got = await withToken(opts, 'the run', (t) => p.handle.run(m.inputNames.map((n) => ({ shape: feeds[n].shape, data: feeds[n].data })), cfg, ids, t));
+    const out: Record<string, Tensor> = {};
+    let k = 0;
+    for (const o of m.outputNames) {
+      const c = p.lowered.constOutputs.get(o);
+      out[o] = c ? { shape: c.shape, data: Float32Array.from(c.data) } : { shape: got[k].shape, data: got[k++].data };
+    }
+    return out;
+  }
+
+  /** The model under the quantizers of `enc`, as something metrics and callbacks can run. */
+  runnable(enc: Encodings): Runnable {
+    return { inputNames: this.model.inputNames, outputNames: this.model.outputNames, run: (feeds, opts) => this.run(feeds, enc, opts) };
+  }
+
+  /**
+   * Phase 1 on one batch: for each configuration, [signal, noise] power per graph output
+   * (signal of the float model, noise of the configuration against it), and the seconds spent
+   * in the float pass and in the configurations' own steps.
+   */
+  async phase1(
+    feeds: Record<string, Tensor>,
+    configs: (p: SimPlan) => Promise<SimConfig[]>,
+    floatOuts: Tensor[] | null,
+    opts: RunOptions = {},
+  ): Promise<{ outputs: string[]; signal: number[]; noise: number[][]; floatSecs: number; entrySecs: number; floatOutputs?: Tensor[] }> {
+    const m = this.model;
+    const shapes = Object.fromEntries(m.inputNames.map((n) => [n, feeds[n].shape]));
+    const p = this.plan(shapes);
+    const cfgs = await configs(p);
+    const outputs = m.outputNames.filter((o) => !p.lowered.constOutputs.has(o));
+    const ids = outputs.map((o) => p.lowered.index.get(o)!);
+    const inputs = m.inputNames.map((n) => ({ shape: feeds[n].shape, data: feeds[n].data }));
+    const r = await withToken(opts, 'the search', (t) => p.handle.phase1(inputs, cfgs, ids, floatOuts, t));
+    const no = outputs.length;
+    const signal = Array.from(r.subarray(0, no));
+    const noise = cfgs.map((_, e) => Array.from(r.subarray(no + e * no, no + (e + 1) * no)));
+    return { outputs, signal, noise, floatSecs: r[r.length - 2], entrySecs: r[r.length - 1] };
+  }
+
+  /** The float outputs of one batch on the simulation plan (no quantizer). */
+  async floatOutputs(feeds: Record<string, Tensor>, opts: RunOptions = {}): Promise<Tensor[]> {
+    const m = this.model;
+    const shapes = Object.fromEntries(m.inputNames.map((n) => [n, feeds[n].shape]));
+    const p = this.plan(shapes);
+    const ids = m.outputNames.filter((o) => !p.lowered.constOutputs.has(o)).map((o) => p.lowered.index.get(o)!);
+    return withToken(opts, 'the run', (t) => p.handle.run(m.inputNames.map((n) => ({ shape: feeds[n].shape, data: feeds[n].data })), { acts: [], weights: [] }, ids, t));
+  }
+}
+
+/** The key of a weight variant: its tensor, range, scales and (by identity) rounded integers. */
+function variantKey(w: string, e: TensorEncoding): string {
+  const scales = Float32Array.from(e.entries.map((x) => x.scale));
+  const h = crypto.createHash('sha1').update(Buffer.from(scales.buffer)).digest('base64');
+  return `${w}|${e.entries[0].bitwidth}|${e.rangeBits ?? ''}|${e.axis ?? ''}|${h}|${e.quantized ? idOf(e.quantized) : 'n'}|${e.biasDelta ? idOf(e.biasDelta) : ''}`;
+}
