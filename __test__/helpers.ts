@@ -136,6 +136,7 @@ export function tinyModel(opts: {
   inits?: Record<string, TinyTensor>;
   opset?: number;
   outputTypes?: Record<string, number>;
+  /** ONNX element types of inputs (default 1, float; 7 is int64). */
   inputTypes?: Record<string, number>;
 }): Uint8Array {
   const vi = (name: string, dims: (number | string)[] | null, type = 1): onnx.IValueInfoProto => ({

@@ -16,6 +16,7 @@ import { searchBench } from './search';
 import { roundingBench } from './rounding';
 import { queueBench } from './queue';
 import { tradeoffBench } from './tradeoff';
+import { minilmBench } from './minilm';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const SHARED = path.resolve(ROOT, '..', 'shared');
@@ -131,7 +132,12 @@ async function main(argv: string[]): Promise<void> {
     if (json) process.stdout.write(JSON.stringify(rows) + '\n');
     return;
   }
-  if (name !== 'engine') throw new Error(`unknown benchmark '${name}' (available: engine, quant [mobilenet] [rec], rounding [mobilenet] [cls] [minilm] [--ranges] [--eval N], search [mobilenet] [cls] [--calib N], queue [--samples N] [--chunk N], tradeoff [mobilenet] [cls] [det] [rec] [minilm])`);
+  if (name === 'minilm') {
+    const rows = await minilmBench(log, argv);
+    if (json) process.stdout.write(JSON.stringify(rows) + '\n');
+    return;
+  }
+  if (name !== 'engine') throw new Error(`unknown benchmark '${name}' (available: engine, quant [mobilenet] [rec], rounding [mobilenet] [cls] [minilm] [--ranges] [--eval N], search [mobilenet] [cls] [--calib N], queue [--samples N] [--chunk N], tradeoff [mobilenet] [cls] [det] [rec] [minilm], minilm)`);
   const rows = await engine(runs, log, isa);
   if (json) process.stdout.write(JSON.stringify(rows) + '\n');
   else {

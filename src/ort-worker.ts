@@ -5,7 +5,7 @@
  */
 import { parentPort, workerData } from 'worker_threads';
 import type { Tensor } from './model';
-import { loadOrt } from './ort';
+import { fromOrt, loadOrt, ortFeeds } from './ort';
 
 type Job = { model: string | Uint8Array; levels: ('disabled' | 'all')[]; threads: number };
 type Msg = { batch: Record<string, Tensor>; outputs: string[] } | { done: true };
@@ -19,7 +19,9 @@ async function main(): Promise<void> {
     const so = { graphOptimizationLevel: level, intraOpNumThreads: job.threads, logSeverityLevel: 3 as const };
     sessions.push(typeof job.model === 'string' ? await ort.InferenceSession.create(job.model, so) : await ort.InferenceSession.create(job.model, so));
   }
-  parentPort!.postMessage({ ready: true });
+  // the element type of each output (integer outputs are left out of the comparison)
+  const outputTypes = Object.fromEntries(sessions[0].outputMetadata.map((m) => [m.name, m.isTensor ? m.type : 'other']));
+  parentPort!.postMessage({ ready: true, outputTypes });
   parentPort!.on('message', async (m: Msg) => {
     try {
       if ('done' in m) {
@@ -27,21 +29,12 @@ async function main(): Promise<void> {
         parentPort!.close();
         return;
       }
-      const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {};
-      // the engine's data is float32; integer and boolean inputs (a sample rate, token ids) get their declared type
-      const types = new Map(sessions[0].inputMetadata.map((i) => [i.name, i.isTensor ? i.type : 'float32']));
-      for (const [k, v] of Object.entries(m.batch)) {
-        const t = types.get(k);
-        feeds[k] = t === 'int64' ? new ort.Tensor('int64', BigInt64Array.from(v.data, (x) => BigInt(Math.round(x))), v.shape)
-          : t === 'int32' ? new ort.Tensor('int32', Int32Array.from(v.data), v.shape)
-          : t === 'bool' ? new ort.Tensor('bool', Uint8Array.from(v.data, (x) => (x ? 1 : 0)), v.shape)
-          : new ort.Tensor('float32', v.data, v.shape);
-      }
+      // the model's declared input types (int64 token ids, ...): the engine's data are Float32
+      const feeds = ortFeeds(ort, sessions[0], m.batch);
       const results: Record<string, Tensor>[] = [];
       for (const s of sessions) {
         const r = await s.run(feeds);
-        const f32 = (d: unknown) => (d instanceof Float32Array ? d : Float32Array.from(d as ArrayLike<number | bigint>, Number));
-        results.push(Object.fromEntries(m.outputs.map((o) => [o, { shape: [...r[o].dims], data: f32(r[o].data) }])));
+        results.push(Object.fromEntries(m.outputs.map((o) => [o, fromOrt(r[o])])));
       }
       parentPort!.postMessage({ results }, results.flatMap((r) => Object.values(r).map((t) => t.data.buffer as ArrayBuffer)));
     } catch (e) {

@@ -12,6 +12,8 @@ import type { Tensor } from './model';
 export class OrtWorker {
   private pending?: { resolve: (v: Record<string, Tensor>[]) => void; reject: (e: Error) => void };
   private failed?: Error;
+  /** Element type of each output of the model as onnxruntime declares it ('float32', 'int64', ...). */
+  outputTypes: Record<string, string> = {};
 
   private constructor(private readonly w: Worker, private readonly signal?: AbortSignal) {
     const fail = (e: Error) => {
@@ -39,8 +41,9 @@ export class OrtWorker {
     const o = new OrtWorker(w, signal);
     return new Promise((resolve, reject) => {
       o.pending = { resolve: () => resolve(o), reject };
-      w.once('message', (m: { ready?: boolean }) => {
+      w.once('message', (m: { ready?: boolean; outputTypes?: Record<string, string> }) => {
         if (m.ready && o.pending) {
+          o.outputTypes = m.outputTypes ?? {};
           o.pending = undefined;
           resolve(o);
         }

@@ -86,7 +86,7 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
   const outModel = path.join(f.out, 'model.qdq.onnx');
   const outEnc = path.join(f.out, 'encodings.json');
   out.write('encodings.json', JSON.stringify(encodingsToJson(q.encodings), null, 1));
-  out.write('config.json', JSON.stringify({ default: `W${config.w}A${config.a}`, weights: config.weights, activations: config.activations }, null, 2));
+  out.write('config.json', JSON.stringify({ default: `W${config.w}A${config.a}`, weights: config.weights, activations: config.activations, ...(config.float ? { float: config.float } : {}) }, null, 2));
   const summary = {
     tool: 'onnx-mpq',
     version: require('../../../package.json').version,
@@ -102,6 +102,8 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
     files: { model: outModel, encodings: outEnc },
     size_bytes: bytes.length,
     notes,
+    // values the placement leaves float on purpose (masks, sentinels), with the reason
+    left_float: cal.placement.skipped,
     seconds: { calibration: (tCal - t0) / 1000, rounding_stats: cal.rounder?.statsSeconds ?? 0, rounding: cal.rounder?.seconds ?? 0, verify: (Date.now() - tExp) / 1000, total: (Date.now() - t0) / 1000 },
     verification,
   };
@@ -112,6 +114,7 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
   if (f.json) return JSON.stringify(summary, null, 2) + '\n';
   return (
     `wrote ${outModel} (${(bytes.length / 1e6).toFixed(2)} MB) and ${outEnc}: ${q.encodings.weights.size} weight and ${q.encodings.activations.size} activation quantizers, ${summary.seconds.total.toFixed(1)} s\n` +
+    (cal.placement.skipped.length ? `left float (not quantized): ${cal.placement.skipped.map((v) => `${v.tensor}: ${v.reason}`).join('; ')}\n` : '') +
     (verification ? describeVerification(verification).join('\n') + '\n' : '')
   );
 }

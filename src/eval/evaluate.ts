@@ -2,7 +2,7 @@
 import { BatchInfo } from '../data/source';
 import { Model, RunOptions } from '../model';
 import { MpqError } from '../errors';
-import { argmaxRows, classesOf, SqnrMeter, Top1Meter } from './metrics';
+import { argmaxRows, classesOf, floatOutputs, nonFloatNote, pick, SqnrMeter, Top1Meter } from './metrics';
 import { SampleLabels } from './labels';
 
 export interface EvalResult {
@@ -27,7 +27,9 @@ export async function evaluateModels(
   const fl = new Top1Meter();
   const qm = new Top1Meter();
   const sq = new SqnrMeter();
-  const out0 = model.outputNames[0];
+  // integer outputs (ids passed through, shapes) are carried through unchanged: not measured
+  const floats = floatOutputs(model);
+  const out0 = floats[0] ?? model.outputNames[0];
   let samples = 0;
   // top-1 and agreement need class scores: an output with one value per sample has a single "class"
   let classes = Infinity;
@@ -43,14 +45,16 @@ export async function evaluateModels(
       const qp = argmaxRows(got[out0]);
       if (labels) qm.addLabels(qp, lab);
       qm.addAgreement(qp, pred);
-      sq.add(ref, got);
+      sq.add(pick(ref, floats), pick(got, floats));
     }
     opts.onProgress?.(samples);
   }
   const scores = classes > 1;
   const r: EvalResult = { samples, task: opts.task ?? 'classification', top1: scores ? fl.top1 : null };
   if (quantized) r.quantized = { top1: scores ? qm.top1 : null, agreement: scores ? qm.agreement : null, sqnr_db: sq.db() };
-  if (!scores) r.note = `output '${out0}' has ${classes === 1 ? 'one value' : 'no values'} per sample, so top-1 and agreement (one class) mean nothing and are not measured`;
+  const nf = nonFloatNote(model);
+  if (nf) r.note = nf;
+  if (!scores) r.note = `${nf ? `${nf}; ` : ''}output '${out0}' has ${classes === 1 ? 'one value' : 'no values'} per sample, so top-1 and agreement (one class) mean nothing and are not measured`;
   if (!scores && !quantized) throw new MpqError('MPQ_BAD_INPUT', `${r.note}; nothing to measure (give --encodings to compare a quantized model with float by SQNR)`);
   return r;
 }

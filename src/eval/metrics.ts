@@ -1,5 +1,29 @@
 /** Metrics: top-1 (against labels or another model), and output SQNR. */
+import { Graph } from '../graph/ir';
 import { Tensor } from '../model';
+
+/**
+ * The outputs that carry float values. Integer and boolean outputs (token ids passed through,
+ * shapes, masks) are carried through unchanged by quantization, so SQNR, top-1 and agreement
+ * are measured on the float outputs only (else an id output makes agreement 100%).
+ */
+export function floatOutputs(model: { graph: Pick<Graph, 'outputs'> }): string[] {
+  return model.graph.outputs.filter((o) => o.dtype === 'float').map((o) => o.name);
+}
+
+/** Why some outputs are not measured (undefined when every output is float). */
+export function nonFloatNote(model: { graph: Pick<Graph, 'outputs'> }): string | undefined {
+  const other = model.graph.outputs.filter((o) => o.dtype !== 'float');
+  if (!other.length) return undefined;
+  return `output${other.length > 1 ? 's' : ''} ${other.map((o) => `'${o.name}' (${o.dtype})`).join(', ')} ${other.length > 1 ? 'are' : 'is'} not float: carried through unchanged and left out of SQNR, top-1 and agreement`;
+}
+
+/** The entries of `t` named in `names`. */
+export function pick<T>(t: Record<string, T>, names: readonly string[]): Record<string, T> {
+  const out: Record<string, T> = {};
+  for (const n of names) if (n in t) out[n] = t[n];
+  return out;
+}
 
 /** Index of the largest value in each row of a [N, C] (or [N, ..., C] flattened per sample) tensor. */
 export function argmaxRows(t: Tensor): number[] {

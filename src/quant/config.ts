@@ -6,6 +6,9 @@
  * { "default": "W8A8", "weights": { "conv1.weight": 4 }, "activations": { "relu1": 16 } }
  * ```
  * Keys are tensor names (weights: the weight constant; activations: the quantized value).
+ * `"float"` instead of a bit-width leaves that quantizer out (the value stays float), for
+ * example an attention mask the placement did not recognise: `"activations": { "mask": "float" }`;
+ * a list `"float": ["name", ...]` does the same for any quantizer.
  */
 import * as fs from 'fs';
 import { MpqError } from '../errors';
@@ -17,6 +20,8 @@ export interface BitConfig {
   /** Per-tensor overrides. */
   weights: Record<string, number>;
   activations: Record<string, number>;
+  /** Quantizers (weight or activation tensor names) left out: those values stay float. */
+  float?: string[];
 }
 
 export const NAMED_CONFIGS = ['W8A8', 'W4A8', 'W8A16', 'W16A16', 'W4A16'] as const;
@@ -48,14 +53,23 @@ export function loadBitConfig(spec: string): BitConfig {
   }
   const def = parseName(String(j.default ?? 'W8A8'));
   if (!def) throw new MpqError('MPQ_BAD_INPUT', `${spec}: 'default' must look like W8A8`);
+  const float = new Set<string>();
+  const list = j.float ?? [];
+  if (!Array.isArray(list) || list.some((x) => typeof x !== 'string')) throw new MpqError('MPQ_BAD_INPUT', `${spec}: 'float' must be a list of tensor names`);
+  for (const name of list as string[]) float.add(name);
   const table = (k: string): Record<string, number> => {
     const v = j[k] ?? {};
-    if (typeof v !== 'object' || Array.isArray(v)) throw new MpqError('MPQ_BAD_INPUT', `${spec}: '${k}' must map tensor names to bit-widths`);
+    if (typeof v !== 'object' || Array.isArray(v)) throw new MpqError('MPQ_BAD_INPUT', `${spec}: '${k}' must map tensor names to bit-widths or "float"`);
     const out: Record<string, number> = {};
-    for (const [name, b] of Object.entries(v as Record<string, unknown>)) out[name] = checkBits(b, `${spec}: ${k}.${name}`);
+    for (const [name, b] of Object.entries(v as Record<string, unknown>)) {
+      if (b === 'float') float.add(name);
+      else out[name] = checkBits(b, `${spec}: ${k}.${name}`);
+    }
     return out;
   };
-  return { w: checkBits(def.w, spec), a: checkBits(def.a, spec), weights: table('weights'), activations: table('activations') };
+  const c: BitConfig = { w: checkBits(def.w, spec), a: checkBits(def.a, spec), weights: table('weights'), activations: table('activations') };
+  if (float.size) c.float = [...float];
+  return c;
 }
 
 export function weightBits(c: BitConfig, tensor: string): number {
@@ -63,4 +77,9 @@ export function weightBits(c: BitConfig, tensor: string): number {
 }
 export function actBits(c: BitConfig, tensor: string): number {
   return c.activations[tensor] ?? c.a;
+}
+
+/** Does `c` leave the quantizer of `tensor` out (the value stays float)? */
+export function leftFloat(c: BitConfig, tensor: string): boolean {
+  return !!c.float?.includes(tensor);
 }

@@ -10,7 +10,7 @@ import { Model, RunOptions, Tensor } from '../model';
 import { saveGraph } from '../onnx/save';
 import { upgradeOpset } from '../onnx/upgrade';
 import { activationRange, Batches, collectStats } from './calibrate';
-import { actBits, BitConfig, weightBits } from './config';
+import { actBits, BitConfig, leftFloat, weightBits } from './config';
 import { Encodings, TensorEncoding } from './encodings';
 import { Placement, placeQuantizers } from './placement';
 import { buildQdqGraph } from './qdq';
@@ -178,7 +178,7 @@ export async function prepareSequential(cal: Calibrated, config: BitConfig, opts
   const order = new Map<string, number>();
   cal.model.graph.nodes.forEach((n, i) => n.inputs[1] && !order.has(n.inputs[1]) && order.set(n.inputs[1], i));
   const jobs = cal.placement.weights
-    .filter((w) => methodFor(cal.rounding, weightBits(config, w.tensor)) === 'gptq' && r.has(w.tensor))
+    .filter((w) => !leftFloat(config, w.tensor) && methodFor(cal.rounding, weightBits(config, w.tensor)) === 'gptq' && r.has(w.tensor))
     .sort((a, b) => (order.get(a.tensor) ?? 0) - (order.get(b.tensor) ?? 0))
     .map((w) => {
       const t = cal.model.graph.consts.get(w.tensor)!;
@@ -232,6 +232,7 @@ export function encodingsFor(cal: Calibrated, config: BitConfig, sequential = tr
   const weights = new Map<string, TensorEncoding>();
   const seq = sequential ? cal.rounder?.sequentialFor(configKey(cal, config)) : undefined;
   for (const w of cal.placement.weights) {
+    if (leftFloat(config, w.tensor)) continue;
     const bits = weightBits(config, w.tensor);
     const rb = weightRangeBits(cal, bits);
     const base = scalesOf(cal, w.tensor, w.axis, rb);
@@ -253,7 +254,7 @@ export function encodingsFor(cal: Calibrated, config: BitConfig, sequential = tr
   if (!rangeCache) actRangeCache.set(cal, (rangeCache = new Map()));
   for (const a of cal.placement.activations) {
     const s = cal.stats.get(a.tensor);
-    if (!s) continue;
+    if (!s || leftFloat(config, a.tensor)) continue;
     const bits = actBits(config, a.tensor);
     const rkey = `act:${a.tensor}@${bits}`;
     let range = rangeCache.get(rkey);

@@ -50,8 +50,9 @@ export function buildGroups(g: Graph, placement: Placement, profile: Profile): G
       if (!grp.ops.includes(n.op)) grp.ops.push(n.op);
     }
     const ws = weightsOf.get(n.name);
-    if (!ws || !WEIGHTED.has(n.op)) continue;
-    const src = placement.encodingOf.get(n.inputs[0]);
+    if (!ws) continue;
+    // the activation a weighted op reads (an embedding Gather reads its table: a group of its own)
+    const src = WEIGHTED.has(n.op) ? placement.encodingOf.get(n.inputs[0]) : undefined;
     const grp = src ? byAct.get(src)! : undefined;
     if (grp) {
       for (const w of ws) if (!grp.weights.includes(w)) grp.weights.push(w);

@@ -2,9 +2,13 @@
  * What phase 3 measures: top-1 against labels (classification with labels), else top-1
  * agreement with the float model (classifiers), else output SQNR against float (dB); or a
  * user's own async function. Higher is always better.
+ *
+ * Only float outputs are measured: integer outputs (token ids a transformer passes through,
+ * shapes) are carried through unchanged, so they would make agreement 100% and add noise-free
+ * terms to SQNR. The first float output is the one a classifier's top-1 reads.
  */
 import { SampleLabels } from '../eval/labels';
-import { argmaxRows, SqnrMeter } from '../eval/metrics';
+import { argmaxRows, floatOutputs, pick, SqnrMeter } from '../eval/metrics';
 import { Model, RunOptions, Runnable, Tensor } from '../model';
 
 export type MetricName = 'top1' | 'agreement' | 'sqnr_db' | 'custom';
@@ -25,7 +29,7 @@ export interface Metric {
 /** Is this model a classifier (first output [N, C] with C > 1)? */
 function isClassifier(model: Model, shapes: Record<string, number[]>): boolean {
   const spec = model.specialize(shapes);
-  const s = spec.values.get(model.outputNames[0])?.shape;
+  const s = spec.values.get(floatOutputs(model)[0] ?? model.outputNames[0])?.shape;
   return !!s && s.length === 2 && s[1] > 1;
 }
 
@@ -42,7 +46,8 @@ export async function makeMetric(
     const f = opts.custom;
     return { name: 'custom', measure: (m, o) => f(m, o) };
   }
-  const out0 = float.outputNames[0];
+  const floats = floatOutputs(float);
+  const out0 = floats[0] ?? float.outputNames[0];
   if (data.labels && (opts.task === 'classification' || isClassifier(float, shapes))) {
     const labels = data.labels;
     return {
@@ -70,7 +75,7 @@ export async function makeMetric(
   let ref: Record<string, Tensor>[] | null = [];
   let refBytes = 0;
   for await (const b of data.batches()) {
-    const r = await float.run(b.inputs, { signal: opts.signal });
+    const r = pick(await float.run(b.inputs, { signal: opts.signal }), floats);
     if (classifier) refTop.push(argmaxRows(r[out0]));
     else if (ref) {
       refBytes += Object.values(r).reduce((a, t) => a + t.data.byteLength, 0);
@@ -102,7 +107,7 @@ export async function makeMetric(
       if (m === float) return 200;
       const meter = new SqnrMeter();
       let k = 0;
-      for await (const b of data.batches()) meter.add(ref ? ref[k++] : await float.run(b.inputs, o), await m.run(b.inputs, o));
+      for await (const b of data.batches()) meter.add(ref ? ref[k++] : pick(await float.run(b.inputs, o), floats), pick(await m.run(b.inputs, o), floats));
       return Math.min(200, meter.db());
     },
   };
