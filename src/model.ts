@@ -300,9 +300,12 @@ function dataKey(known: DataValues): string {
 
 type CancelToken = InstanceType<ReturnType<typeof native>['CancelToken']>;
 
-/** Runs a native task with a cancel token wired to `opts.signal`; native errors become MpqErrors. */
-async function cancellable<T>(opts: RunOptions, f: (token: CancelToken) => Promise<T>): Promise<T> {
-  if (opts.signal?.aborted) throw abortError('the run was aborted before it started');
+/**
+ * Runs a native task with a cancel token wired to `opts.signal`; native errors become
+ * MpqErrors. `what` names the work in the abort message.
+ */
+export async function cancellable<T>(opts: RunOptions, f: (token: CancelToken) => Promise<T>, what = 'the run'): Promise<T> {
+  if (opts.signal?.aborted) throw abortError(`${what} was aborted before it started`);
   const token = new (native().CancelToken)();
   const onAbort = () => token.cancel();
   opts.signal?.addEventListener('abort', onAbort, { once: true });

@@ -7,9 +7,8 @@
  * QDQ graph the quantizer exports, which onnxruntime runs with the same numbers.
  */
 import * as crypto from 'crypto';
-import { abortError, fromNative, MpqError } from './errors';
-import { Model, RunOptions, Runnable, SimPlan, Tensor } from './model';
-import { native } from './native';
+import { fromNative, MpqError } from './errors';
+import { cancellable, Model, RunOptions, Runnable, SimPlan, Tensor } from './model';
 import { Encodings, TensorEncoding } from './quant/encodings';
 import { qrange } from './quant/scheme';
 
@@ -24,22 +23,6 @@ const idOf = (a: object) => {
   if (i === undefined) ids.set(a, (i = nextId++));
   return i;
 };
-
-type CancelToken = InstanceType<ReturnType<typeof native>['CancelToken']>;
-
-async function withToken<T>(opts: RunOptions, what: string, f: (t: CancelToken) => Promise<T>): Promise<T> {
-  if (opts.signal?.aborted) throw abortError(`${what} was aborted`);
-  const token = new (native().CancelToken)();
-  const onAbort = () => token.cancel();
-  opts.signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    return await f(token);
-  } catch (e) {
-    throw fromNative(e);
-  } finally {
-    opts.signal?.removeEventListener('abort', onAbort);
-  }
-}
 
 /**
  * Simulates configurations of one model's quantizers. `actSlots`: every activation a
@@ -109,7 +92,7 @@ export class Simulator {
     const cfg = await this.config(p, enc);
     const want = m.outputNames.filter((o) => !p.lowered.constOutputs.has(o));
     const ids = want.map((o) => p.lowered.index.get(o)!);
-    const got = await withToken(opts, 'the run', (t) => p.handle.run(m.inputNames.map((n) => ({ shape: feeds[n].shape, data: feeds[n].data })), cfg, ids, t));
+    const got = await cancellable(opts, (t) => p.handle.run(m.inputNames.map((n) => ({ shape: feeds[n].shape, data: feeds[n].data })), cfg, ids, t));
     const out: Record<string, Tensor> = {};
     let k = 0;
     for (const o of m.outputNames) {
@@ -142,7 +125,7 @@ export class Simulator {
     const outputs = m.outputNames.filter((o) => !p.lowered.constOutputs.has(o));
     const ids = outputs.map((o) => p.lowered.index.get(o)!);
     const inputs = m.inputNames.map((n) => ({ shape: feeds[n].shape, data: feeds[n].data }));
-    const r = await withToken(opts, 'the search', (t) => p.handle.phase1(inputs, cfgs, ids, floatOuts, t));
+    const r = await cancellable(opts, (t) => p.handle.phase1(inputs, cfgs, ids, floatOuts, t), 'the search');
     const no = outputs.length;
     const signal = Array.from(r.subarray(0, no));
     const noise = cfgs.map((_, e) => Array.from(r.subarray(no + e * no, no + (e + 1) * no)));
@@ -155,7 +138,7 @@ export class Simulator {
     const shapes = Object.fromEntries(m.inputNames.map((n) => [n, feeds[n].shape]));
     const p = this.plan(shapes);
     const ids = m.outputNames.filter((o) => !p.lowered.constOutputs.has(o)).map((o) => p.lowered.index.get(o)!);
-    return withToken(opts, 'the run', (t) => p.handle.run(m.inputNames.map((n) => ({ shape: feeds[n].shape, data: feeds[n].data })), { acts: [], weights: [] }, ids, t));
+    return cancellable(opts, (t) => p.handle.run(m.inputNames.map((n) => ({ shape: feeds[n].shape, data: feeds[n].data })), { acts: [], weights: [] }, ids, t));
   }
 }
 

@@ -120,6 +120,20 @@ export async function runPhase1(cal: Calibrated, groups: Group[], batches: Batch
   return results.sort((a, b) => pos(a) - pos(b));
 }
 
+/**
+ * The bit configuration of each entry (its group at its candidate, the others at their
+ * highest), with the weights it would really export rounded (data-aware rounding) first.
+ */
+async function entryConfigs(cal: Calibrated, groups: Group[], slice: Phase1Work[], opts: RunOptions): Promise<ReturnType<typeof configOf>[]> {
+  const configs = slice.map((w) => {
+    const choice = groups.map((g) => g.candidates[g.candidates.length - 1]);
+    choice[w.group.id] = w.cand;
+    return configOf(groups, choice);
+  });
+  for (const cfg of configs) await prepareWeights(cal, cfg, opts);
+  return configs;
+}
+
 /** Float outputs kept per batch across chunks at most (bytes); beyond, each call recomputes them. */
 const FLOAT_OUTPUTS_BUDGET = 256 * 2 ** 20;
 
@@ -146,13 +160,7 @@ export const computePhase1: Phase1Compute = async function computePhase1(
   let finished = 0;
   for (let c0 = 0; c0 < todo.length; c0 += chunkSize) {
     const slice = todo.slice(c0, c0 + chunkSize);
-    const configs = slice.map((w) => {
-      const choice = groups.map((g) => g.candidates[g.candidates.length - 1]);
-      choice[w.group.id] = w.cand;
-      return configOf(groups, choice);
-    });
-    // score each candidate with the weights it would really export (data-aware rounding)
-    for (const cfg of configs) await prepareWeights(cal, cfg, opts);
+    const configs = await entryConfigs(cal, groups, slice, opts);
     throwIfAborted(opts.signal, 'the search');
     const encs = slice.map((w, i) => groupEncodings(encodingsFor(cal, configs[i]), w.group));
     const powers = slice.map(() => null as Record<string, [number, number]> | null);
@@ -215,13 +223,7 @@ export async function computePhase1Graphs(
   let finished = 0;
   for (let c0 = 0; c0 < todo.length; c0 += chunkSize) {
     const slice = todo.slice(c0, c0 + chunkSize);
-    const configs = slice.map((w) => {
-      const choice = groups.map((g) => g.candidates[g.candidates.length - 1]);
-      choice[w.group.id] = w.cand;
-      return configOf(groups, choice);
-    });
-    // score each candidate with the weights it would really export (data-aware rounding)
-    for (const cfg of configs) await prepareWeights(cal, cfg, opts);
+    const configs = await entryConfigs(cal, groups, slice, opts);
     // each entry's graphs are built in JS: give the event loop a turn between entries
     const chunk: Awaited<ReturnType<typeof prepare>>[] = [];
     for (let wi = 0; wi < slice.length; wi++) {
