@@ -252,7 +252,7 @@ test('phase 1 on the simulation plan equals phase 1 on one QDQ graph per entry, 
   const groups = buildGroups(m.graph, cal.placement, loadProfile('default'));
   const todo = groups.flatMap((g) => g.candidates.slice(0, -1).map((cand) => ({ group: g, cand })));
   const { Simulator } = await import('../src/sim');
-  t.is(new Simulator(m, cal.placement.activations.map((a) => a.tensor), cal.placement.weights.map((w) => w.tensor), cal.shapes).unsupported, null);
+  t.is(Simulator.of(cal).unsupported, null);
   const measure = async (f: typeof computePhase1) => {
     const got = new Map<string, Record<string, [number, number]>>();
     await f(todo, (r) => got.set(`${r.work.group.id}/${r.work.cand.w}/${r.work.cand.a}`, r.powers), {}, cal, groups, batches);

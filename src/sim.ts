@@ -11,6 +11,7 @@ import { fromNative, MpqError } from './errors';
 import { cancellable, Model, RunOptions, Runnable, SimPlan, Tensor } from './model';
 import { Encodings, TensorEncoding } from './quant/encodings';
 import { qrange } from './quant/scheme';
+import type { Calibrated } from './quant/quantize';
 
 export interface SimAct { value: number; scale: number; zp: number; qmin: number; qmax: number }
 export interface SimConfig { acts: SimAct[]; weights: { value: number; key: string }[] }
@@ -48,8 +49,23 @@ export class Simulator {
     return null;
   }
 
+  /** The simulator of every quantizer `cal` placed, at its calibration shapes. */
+  static of(cal: Pick<Calibrated, 'model' | 'placement' | 'shapes'>): Simulator {
+    return new Simulator(cal.model, cal.placement.activations.map((a) => a.tensor), cal.placement.weights.map((w) => w.tensor), cal.shapes);
+  }
+
   plan(shapes: Record<string, readonly number[]>): SimPlan {
     return this.model.simPlan(shapes, this.actSlots);
+  }
+
+  /** The plan for one batch, the graph outputs it computes (not constants), their ids and the inputs. */
+  private at(feeds: Record<string, Tensor>) {
+    const m = this.model;
+    const p = this.plan(Object.fromEntries(m.inputNames.map((n) => [n, feeds[n].shape])));
+    const outputs = m.outputNames.filter((o) => !p.lowered.constOutputs.has(o));
+    const ids = outputs.map((o) => p.lowered.index.get(o)!);
+    const inputs = m.inputNames.map((n) => ({ shape: feeds[n].shape, data: feeds[n].data }));
+    return { p, outputs, ids, inputs };
   }
 
   private valueOf(p: SimPlan, v: string): number | undefined {
@@ -87,12 +103,9 @@ export class Simulator {
   async run(feeds: Record<string, Tensor>, enc: Encodings, opts: RunOptions = {}): Promise<Record<string, Tensor>> {
     const m = this.model;
     for (const n of m.inputNames) if (!feeds[n]) throw new MpqError('MPQ_BAD_INPUT', `missing input '${n}'; the model's inputs are: ${m.inputNames.join(', ')}`);
-    const shapes = Object.fromEntries(m.inputNames.map((n) => [n, feeds[n].shape]));
-    const p = this.plan(shapes);
+    const { p, ids, inputs } = this.at(feeds);
     const cfg = await this.config(p, enc);
-    const want = m.outputNames.filter((o) => !p.lowered.constOutputs.has(o));
-    const ids = want.map((o) => p.lowered.index.get(o)!);
-    const got = await cancellable(opts, (t) => p.handle.run(m.inputNames.map((n) => ({ shape: feeds[n].shape, data: feeds[n].data })), cfg, ids, t));
+    const got = await cancellable(opts, (t) => p.handle.run(inputs, cfg, ids, t));
     const out: Record<string, Tensor> = {};
     let k = 0;
     for (const o of m.outputNames) {
@@ -117,14 +130,9 @@ export class Simulator {
     configs: (p: SimPlan) => Promise<SimConfig[]>,
     floatOuts: Tensor[] | null,
     opts: RunOptions = {},
-  ): Promise<{ outputs: string[]; signal: number[]; noise: number[][]; floatSecs: number; entrySecs: number; floatOutputs?: Tensor[] }> {
-    const m = this.model;
-    const shapes = Object.fromEntries(m.inputNames.map((n) => [n, feeds[n].shape]));
-    const p = this.plan(shapes);
+  ): Promise<{ outputs: string[]; signal: number[]; noise: number[][]; floatSecs: number; entrySecs: number }> {
+    const { p, outputs, ids, inputs } = this.at(feeds);
     const cfgs = await configs(p);
-    const outputs = m.outputNames.filter((o) => !p.lowered.constOutputs.has(o));
-    const ids = outputs.map((o) => p.lowered.index.get(o)!);
-    const inputs = m.inputNames.map((n) => ({ shape: feeds[n].shape, data: feeds[n].data }));
     const r = await cancellable(opts, (t) => p.handle.phase1(inputs, cfgs, ids, floatOuts, t), 'the search');
     const no = outputs.length;
     const signal = Array.from(r.subarray(0, no));
@@ -134,11 +142,8 @@ export class Simulator {
 
   /** The float outputs of one batch on the simulation plan (no quantizer). */
   async floatOutputs(feeds: Record<string, Tensor>, opts: RunOptions = {}): Promise<Tensor[]> {
-    const m = this.model;
-    const shapes = Object.fromEntries(m.inputNames.map((n) => [n, feeds[n].shape]));
-    const p = this.plan(shapes);
-    const ids = m.outputNames.filter((o) => !p.lowered.constOutputs.has(o)).map((o) => p.lowered.index.get(o)!);
-    return cancellable(opts, (t) => p.handle.run(m.inputNames.map((n) => ({ shape: feeds[n].shape, data: feeds[n].data })), { acts: [], weights: [] }, ids, t));
+    const { p, ids, inputs } = this.at(feeds);
+    return cancellable(opts, (t) => p.handle.run(inputs, { acts: [], weights: [] }, ids, t));
   }
 }
 

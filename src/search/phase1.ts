@@ -152,7 +152,7 @@ export const computePhase1: Phase1Compute = async function computePhase1(
   batches: Batches,
 ): Promise<void> {
   const model = cal.model;
-  const sim = new Simulator(model, cal.placement.activations.map((a) => a.tensor), cal.placement.weights.map((w) => w.tensor), cal.shapes);
+  const sim = Simulator.of(cal);
   if (sim.unsupported) return computePhase1Graphs(todo, done, opts, cal, groups, batches);
   const chunkSize = opts.chunk ?? Math.max(8, Math.min(64, Math.ceil(todo.length / 4)));
   let floats: T[][] | null = opts.floatOutputs ?? [];

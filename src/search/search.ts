@@ -228,7 +228,7 @@ async function searchInto(
   const simCache = new Map<string, number>();
   // every evaluated configuration and the export check run on one simulation plan (the QDQ
   // graph of a configuration as a model of its own where the plan cannot take the weights)
-  const sim = new Simulator(model, cal.placement.activations.map((a) => a.tensor), cal.placement.weights.map((w) => w.tensor), cal.shapes);
+  const sim = Simulator.of(cal);
   const simulated = async (config: ReturnType<typeof configOf>): Promise<Runnable> => {
     const enc = await encodingsOf(cal, config, opt);
     return sim.unsupported ? Model.fromGraph(quantizeWith(cal, config).graph) : sim.runnable(enc);
