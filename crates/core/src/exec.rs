@@ -40,6 +40,8 @@ pub(crate) struct Step {
     node: usize,
     fused: Option<Activation>,
     post: Option<Arc<(Vec<f32>, Vec<f32>)>>,
+    /// A fused elementwise chain (`node` is its first node; it cannot be rebuilt).
+    chain: bool,
 }
 
 pub struct Executor {
@@ -148,6 +150,16 @@ impl Executor {
             if fused_away[i] {
                 continue;
             }
+            // a run of elementwise nodes on one activation: one pass over memory (chain.rs)
+            if !opts.no_fusion {
+                if let Some(ch) = crate::ops::chain::find(&plan, i, &consts, &consumers, &protected, &fused_away) {
+                    for &j in &ch.members {
+                        fused_away[j] = true;
+                    }
+                    steps.push(Step { name: ch.name, op_type: "Chain".into(), op: ch.op, inputs: vec![Some(ch.x)], outputs: ch.exits, node: i, fused: None, post: None, chain: true });
+                    continue;
+                }
+            }
             let r = reg[node.op.as_str()];
             let mut fused = None;
             let mut outputs = node.outputs.clone();
@@ -203,7 +215,7 @@ impl Executor {
             };
             let op = (r.build)(&ctx)?;
             let (fused, post) = (ctx.fused, ctx.post.clone());
-            steps.push(Step { name, op_type: node.op.clone(), op, inputs: node.inputs.clone(), outputs, node: i, fused, post });
+            steps.push(Step { name, op_type: node.op.clone(), op, inputs: node.inputs.clone(), outputs, node: i, fused, post, chain: false });
         }
 
         let mut last_use = vec![0usize; nv];
@@ -223,6 +235,9 @@ impl Executor {
     /// same fusion: the simulation's weight variants (quantized weights, corrected biases).
     pub(crate) fn build_step_with(&self, si: usize, replace: &[(usize, Arc<Tensor>)]) -> Result<Box<dyn Op>> {
         let step = &self.steps[si];
+        if step.chain {
+            return Err(Error::Plan(format!("step '{}' is a fused elementwise chain and reads no weights to replace", step.name)));
+        }
         let node = &self.nodes[step.node];
         let n_in = node.inputs.len().max(replace.iter().map(|r| r.0 + 1).max().unwrap_or(0));
         let find = |p: usize| replace.iter().find(|r| r.0 == p).map(|r| &r.1);

@@ -30,7 +30,7 @@ pub(crate) fn checked<'t>(op: &str, node: &str, inputs: &[Option<&'t Tensor>], i
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Bin {
+pub(crate) enum Bin {
     Add,
     Sub,
     Mul,
@@ -115,6 +115,62 @@ fn apply(k: Bin, bc: &Bcast, a: &[f32], b: &[f32], out: &mut [f32]) {
         };
     }
     go!(Add, Sub, Mul, Div, DivInt, Pow, Mod, FMod, Equal, Less, Greater, LessOrEqual, GreaterOrEqual, And, Or, Xor, Min, Max, PRelu)
+}
+
+/// One operand of [`apply_src`]: a number or a run of values as long as the output.
+#[derive(Clone, Copy)]
+pub(crate) enum Src<'a> {
+    Num(f32),
+    Run(&'a [f32]),
+}
+
+#[inline(always)]
+fn src2<F: Fn(f32, f32) -> f32>(a: Src, b: Src, o: &mut [f32], f: F) {
+    let n = o.len();
+    match (a, b) {
+        (Src::Num(x), Src::Num(y)) => o.fill(f(x, y)),
+        (Src::Num(x), Src::Run(b)) => {
+            for (o, &y) in o.iter_mut().zip(&b[..n]) {
+                *o = f(x, y);
+            }
+        }
+        (Src::Run(a), Src::Num(y)) => {
+            for (o, &x) in o.iter_mut().zip(&a[..n]) {
+                *o = f(x, y);
+            }
+        }
+        (Src::Run(a), Src::Run(b)) => {
+            for ((o, &x), &y) in o.iter_mut().zip(&a[..n]).zip(&b[..n]) {
+                *o = f(x, y);
+            }
+        }
+    }
+}
+
+/// `out = k(a, b)` over one run, in the same arithmetic as the op (fused elementwise chains,
+/// see `chain.rs`).
+pub(crate) fn apply_src(k: Bin, a: Src, b: Src, out: &mut [f32]) {
+    macro_rules! go {
+        ($($v:ident),*) => {
+            match k {
+                $(Bin::$v => src2(a, b, out, |x, y| scalar(Bin::$v, x, y)),)*
+            }
+        };
+    }
+    go!(Add, Sub, Mul, Div, DivInt, Pow, Mod, FMod, Equal, Less, Greater, LessOrEqual, GreaterOrEqual, And, Or, Xor, Min, Max, PRelu)
+}
+
+/// The arithmetic of a float two-input node `op` that a fused chain may run (`None`: not one).
+pub(crate) fn chainable_bin(op: &str) -> Option<Bin> {
+    Some(match op {
+        "Add" => Bin::Add,
+        "Sub" => Bin::Sub,
+        "Mul" => Bin::Mul,
+        "Div" => Bin::Div,
+        "Min" => Bin::Min,
+        "Max" => Bin::Max,
+        _ => return None,
+    })
 }
 
 fn plan(ctx: &BuildCtx, ins: &[&[usize]], out: &[usize]) -> Result<Bcast> {

@@ -22,6 +22,7 @@ pub mod reduce;
 pub mod resize;
 pub mod softmax;
 pub mod qdq;
+pub(crate) mod chain;
 pub mod rnn;
 
 /// Everything an op may look at when it is built.

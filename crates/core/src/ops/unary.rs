@@ -21,14 +21,14 @@ pub fn register(r: &mut Registry) {
 }
 
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Act(Activation),
     Kernel(k::Kernel),
     Elu(f32),
 }
 
 impl Kind {
-    fn apply(&self, level: SimdLevel, x: &mut [f32]) {
+    pub(crate) fn apply(&self, level: SimdLevel, x: &mut [f32]) {
         match *self {
             Kind::Act(a) => a.apply_at(level, x),
             Kind::Kernel(f) => f(level, x),
@@ -122,8 +122,20 @@ fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
     if ctx.node.op == "Clip" && (ctx.has_input(1) || ctx.has_input(2)) {
         return build_runtime_clip(ctx);
     }
-    let a = &ctx.attrs;
-    let kind = match ctx.node.op.as_str() {
+    let kind = kind_of(&ctx.node.op, &ctx.attrs)?.ok_or_else(|| ctx.err(format!("not a unary op: {}", ctx.node.op)))?;
+    let x = ctx.in_shape(0)?;
+    let out = *ctx.out_shapes.first().ok_or_else(|| ctx.err("expects 1 output"))?;
+    if numel(x) != numel(out) {
+        return Err(ctx.err(format!("output shape {out:?} does not match input shape {x:?}")));
+    }
+    Ok(Box::new(Unary { op: ctx.node.op.clone(), name: ctx.node.name.clone(), kind, shape: out.to_vec() }))
+}
+
+/// The kernel of unary op `op` with attributes `a` (`None`: not a unary op; a Clip with bound
+/// inputs is built by [`build_runtime_clip`], and by a fused chain when they are constants).
+pub(crate) fn kind_of(op: &str, a: &crate::attrs::Attrs) -> Result<Option<Kind>> {
+    let err = |m: String| crate::error::Error::node(a.op, a.node, m);
+    Ok(Some(match op {
         "Relu" => Kind::Act(Activation::Relu),
         "Sigmoid" => Kind::Act(Activation::Sigmoid),
         "Tanh" => Kind::Act(Activation::Tanh),
@@ -133,7 +145,7 @@ fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
         "Clip" => {
             let (lo, hi) = (a.float("min", f32::NEG_INFINITY)?, a.float("max", f32::INFINITY)?);
             if lo.is_nan() || hi.is_nan() {
-                return Err(ctx.err("min and max must not be NaN"));
+                return Err(err("min and max must not be NaN".into()));
             }
             Kind::Act(Activation::Clip(lo, hi))
         }
@@ -156,16 +168,10 @@ fn build(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
         "Gelu" => match a.str("approximate", "none")?.as_str() {
             "none" => Kind::Kernel(k::gelu),
             "tanh" => Kind::Kernel(k::gelu_tanh),
-            other => return Err(ctx.err(format!("approximate must be \"none\" or \"tanh\", got \"{other}\""))),
+            other => return Err(err(format!("approximate must be \"none\" or \"tanh\", got \"{other}\""))),
         },
-        other => return Err(ctx.err(format!("not a unary op: {other}"))),
-    };
-    let x = ctx.in_shape(0)?;
-    let out = *ctx.out_shapes.first().ok_or_else(|| ctx.err("expects 1 output"))?;
-    if numel(x) != numel(out) {
-        return Err(ctx.err(format!("output shape {out:?} does not match input shape {x:?}")));
-    }
-    Ok(Box::new(Unary { op: ctx.node.op.clone(), name: ctx.node.name.clone(), kind, shape: out.to_vec() }))
+        _ => return Ok(None),
+    }))
 }
 
 #[cfg(test)]
