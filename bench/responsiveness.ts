@@ -4,7 +4,8 @@
  * resolution; p50/p99/max over the run, and every stall over 100 ms with the phase it fell
  * in), the progress events (how many in the first 4 s, the longest gap), and, with
  * `--abort-at S`, the time from abort() to the promise's rejection, its name and code, and
- * whether anything in `out` changed after the abort.
+ * whether anything in `out` changed after the abort (`changes`; `out_written_after_abort` leaves
+ * out the run's own lock file, which the aborted run removes as it stops).
  *
  *   npm run build:ts && node dist/bench/responsiveness.js [--abort-at 4] [--images 64] [--out DIR] [--json FILE]
  *
@@ -98,9 +99,15 @@ async function main(): Promise<void> {
   clearInterval(tick);
   const rejectMs = abortedAt !== undefined && error ? Math.round(end - abortedAt) : undefined;
   let changedAfter: boolean | undefined;
+  let changes: string[] = [];
   if (abortedAt !== undefined) {
     await new Promise((r) => setTimeout(r, 3000)); // anything still running would write now
-    changedAfter = snapshot(out) !== snapAtAbort;
+    const after = snapshot(out);
+    changedAfter = after !== snapAtAbort;
+    if (changedAfter) {
+      const [a, b] = [new Set(snapAtAbort.split('\n')), new Set(after.split('\n'))];
+      changes = [...[...a].filter((l) => !b.has(l)).map((l) => `- ${l}`), ...[...b].filter((l) => !a.has(l)).map((l) => `+ ${l}`)];
+    }
   }
   const gaps = events.map((e, i) => (i ? e.at_s - events[i - 1].at_s : e.at_s));
   const report = {
@@ -114,7 +121,7 @@ async function main(): Promise<void> {
       longest_gap_s: +Math.max(0, ...gaps).toFixed(2),
       phases: [...new Set(events.map((e) => e.p.phase))],
     },
-    abort: abortAt === undefined ? undefined : { at_s: abortAt, rejected_after_ms: rejectMs, name: error?.name, code: error?.code, message: error?.message, out_changed_after_abort: changedAfter },
+    abort: abortAt === undefined ? undefined : { at_s: abortAt, rejected_after_ms: rejectMs, name: error?.name, code: error?.code, message: error?.message, out_changed_after_abort: changedAfter, changes, out_written_after_abort: changes.some((c) => !c.startsWith('- .mpq.lock ')) },
     error: abortAt === undefined && error ? { name: error.name, code: error.code, message: error.message } : undefined,
     ok: !!result,
   };

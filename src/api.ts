@@ -11,7 +11,7 @@ import { inspectModel, InspectReport } from './inspect';
 import { Model, RunOptions, Tensor } from './model';
 import { BitConfig, loadBitConfig } from './quant/config';
 import { encodingsFromJson, EncodingsJson, encodingsToJson } from './quant/encodings';
-import { calibrate, exportQdq, quantize as quantizeCalibrated, QuantizeOptions as CalibrateOptions } from './quant/quantize';
+import { calibrate, encodingsOf, exportQdqOffThread, QuantizeOptions as CalibrateOptions } from './quant/quantize';
 import { buildQdqGraph } from './quant/qdq';
 import { readEncodings } from './quant/simulate';
 import { CalibrationInput, ModelInput, resolveCalibration, resolveModel } from './search/inputs';
@@ -91,9 +91,9 @@ export async function quantize(o: QuantizeOptions): Promise<QuantizeResult> {
   cal.batches = data.batches;
   progress('calibration', total, total);
   progress('export', 0, 1);
-  const q = await quantizeCalibrated(cal, config, o);
+  const q = { encodings: await encodingsOf(cal, config, o) };
   throwIfAborted(o.signal, 'the quantization');
-  const bytes = exportQdq(q, cal);
+  const bytes = await exportQdqOffThread(cal, q.encodings, o.signal);
   progress('export', 1, 1);
   return { model: bytes, encodings: encodingsToJson(q.encodings), config, quantizers: { weights: q.encodings.weights.size, activations: q.encodings.activations.size } };
 }

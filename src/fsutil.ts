@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { MpqError } from './errors';
+import { MpqError, throwIfAborted } from './errors';
 
 export function writeFileAtomic(file: string, data: string | Uint8Array): void {
   const dir = path.dirname(file);
@@ -106,9 +106,22 @@ export class OutputDir {
     ioError(this.dir, () => this.swap());
   }
 
-  private swap(): void {
+  /**
+   * {@link commit}, with the staged files flushed to disk off the event loop first (a model
+   * of some megabytes takes a few hundred milliseconds to sync). A `signal` aborted by then
+   * leaves the folder as it was and rejects with an AbortError.
+   */
+  async commitAsync(signal?: AbortSignal, what = 'the run'): Promise<void> {
+    if (this.done) throw new MpqError('MPQ_INTERNAL', 'output set committed twice');
+    await Promise.all(safeReaddir(this.staging).map((n) => fsyncPathAsync(path.join(this.staging, n))));
+    throwIfAborted(signal, what);
+    ioError(this.dir, () => this.swap(false));
+  }
+
+  /** `syncFiles`: flush the staged files first (false: {@link commitAsync} did). */
+  private swap(syncFiles = true): void {
     const names = fs.readdirSync(this.staging);
-    for (const n of names) fsyncPath(path.join(this.staging, n));
+    if (syncFiles) for (const n of names) fsyncPath(path.join(this.staging, n));
     fsyncPath(this.staging);
     const current = path.join(this.dir, CURRENT);
     const old = currentGeneration(this.dir);
@@ -288,6 +301,18 @@ function fsyncPath(p: string): void {
     /* some file systems refuse fsync on folders */
   } finally {
     if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+async function fsyncPathAsync(p: string): Promise<void> {
+  let h: fs.promises.FileHandle | undefined;
+  try {
+    h = await fs.promises.open(p, 'r');
+    await h.sync();
+  } catch {
+    /* as fsyncPath */
+  } finally {
+    await h?.close();
   }
 }
 

@@ -3,9 +3,9 @@
  * graph IR and posts it back, its tensor buffers transferred rather than copied.
  */
 import { parentPort, workerData } from 'worker_threads';
-import { MpqError } from '../errors';
 import { Graph } from '../graph/ir';
 import { foldBatchNorm } from '../graph/passes/fold-bn';
+import { workerError } from '../worker';
 import { loadGraph, loadGraphFromFile } from './load';
 
 function buffersOf(g: Graph): ArrayBuffer[] {
@@ -22,8 +22,7 @@ try {
   // the folded one (what quantization sees) go back in one message, sharing their tensors
   const g = job.file !== undefined ? loadGraphFromFile(job.file) : loadGraph(job.bytes!, { baseDir: job.baseDir });
   const folded = foldBatchNorm(g);
-  parentPort!.postMessage({ graph: g, folded }, [...new Set([...buffersOf(g), ...buffersOf(folded)])]);
+  parentPort!.postMessage({ result: { graph: g, folded } }, [...new Set([...buffersOf(g), ...buffersOf(folded)])]);
 } catch (e) {
-  const err = e as Error;
-  parentPort!.postMessage({ error: { code: e instanceof MpqError ? e.code : 'MPQ_INTERNAL', message: err.message } });
+  parentPort!.postMessage(workerError(e));
 }

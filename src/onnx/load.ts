@@ -5,9 +5,9 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { runInWorker } from '../worker';
 import { onnx } from './proto/onnx';
-import { Worker } from 'worker_threads';
-import { abortError, ErrorCode, MpqError } from '../errors';
+import { MpqError } from '../errors';
 import { AttrValue, ConstTensor, Graph, isGraph, Node, ValueInfo } from '../graph/ir';
 import { dtypeOfOnnx, numel } from '../graph/tensor';
 import { checkTensorSize } from '../limits';
@@ -380,25 +380,5 @@ export function readTensor(t: onnx.ITensorProto, ctx: TensorCtx = {}): ConstTens
  * and rejects with an AbortError.
  */
 export function loadGraphOffThread(src: { file: string } | { bytes: Uint8Array; baseDir?: string }, signal?: AbortSignal): Promise<{ graph: Graph; folded: Graph }> {
-  return new Promise<{ graph: Graph; folded: Graph }>((resolve, reject) => {
-    if (signal?.aborted) return reject(abortError('the model load was aborted'));
-    const w = new Worker(path.join(__dirname, 'load-worker.js'), { workerData: src });
-    let settled = false;
-    const settle = (f: () => void) => {
-      if (settled) return;
-      settled = true;
-      signal?.removeEventListener('abort', onAbort);
-      f();
-    };
-    const onAbort = () => settle(() => {
-      void w.terminate();
-      reject(abortError('the model load was aborted'));
-    });
-    signal?.addEventListener('abort', onAbort, { once: true });
-    w.once('message', (m: { graph?: Graph; folded?: Graph; error?: { code: ErrorCode; message: string } }) =>
-      settle(() => (m.graph && m.folded ? resolve({ graph: m.graph, folded: m.folded }) : reject(new MpqError(m.error!.code, m.error!.message)))),
-    );
-    w.once('error', (e) => settle(() => reject(new MpqError('MPQ_INTERNAL', `internal error: the model loader stopped: ${e.message}`, { cause: e }))));
-    w.once('exit', (code) => settle(() => reject(new MpqError('MPQ_INTERNAL', `internal error: the model loader exited with code ${code}`))));
-  });
+  return runInWorker<{ graph: Graph; folded: Graph }>(path.join(__dirname, 'load-worker.js'), src, 'the model load', signal);
 }

@@ -46,11 +46,17 @@ export const SCHEMA_FILE = path.join(DIR, 'profile.schema.json');
 
 let validator: ((x: unknown) => boolean) & { errors?: { instancePath: string; message?: string; params: Record<string, unknown> }[] | null } | undefined;
 
+/** The validator `npm run build:ts` compiled from the schema (scripts/profile-validator.js), if built. */
+function compiledValidator(): typeof validator {
+  const file = path.join(__dirname, 'profile-validator.js');
+  if (!fs.existsSync(file)) return undefined;
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const m = require(file) as { default?: typeof validator } & typeof validator;
+  return m.default ?? m;
+}
+
 function validate(p: unknown, where: string): Profile {
-  if (!validator) {
-    const ajv = new Ajv2020({ allErrors: true, strict: false });
-    validator = ajv.compile(JSON.parse(fs.readFileSync(SCHEMA_FILE, 'utf8')));
-  }
+  validator ??= compiledValidator() ?? new Ajv2020({ allErrors: true, strict: false }).compile(JSON.parse(fs.readFileSync(SCHEMA_FILE, 'utf8')));
   if (!validator(p)) {
     const msgs = (validator.errors ?? []).map((e) => {
       const field = e.instancePath ? e.instancePath.slice(1).replace(/\/(\d+)/g, '[$1]').replace(/\//g, '.') : '(top level)';

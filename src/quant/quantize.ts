@@ -6,7 +6,9 @@ import { abortError, fromNative, MpqError } from '../errors';
 import { ConstTensor } from '../graph/ir';
 import { native } from '../native';
 import { Graph } from '../graph/ir';
+import * as path from 'path';
 import { Model, RunOptions, Tensor } from '../model';
+import { runInWorker } from '../worker';
 import { saveGraph } from '../onnx/save';
 import { upgradeOpset } from '../onnx/upgrade';
 import { activationRange, Batches, collectStats } from './calibrate';
@@ -275,8 +277,8 @@ export function quantizeWith(cal: Calibrated, config: BitConfig): Quantized {
 }
 
 /** The opset an export needs: 21 when 4- or 16-bit types occur, else at least 13. */
-export function exportOpset(q: Quantized, from: number): number {
-  const all = [...q.encodings.weights.values(), ...q.encodings.activations.values()];
+export function exportOpset(encodings: Encodings, from: number): number {
+  const all = [...encodings.weights.values(), ...encodings.activations.values()];
   for (const e of all) {
     const b = e.entries[0].bitwidth;
     if (![4, 8, 16].includes(b)) {
@@ -287,11 +289,33 @@ export function exportOpset(q: Quantized, from: number): number {
   return Math.max(from, needs21 ? 21 : 13);
 }
 
+/** The rank of each value of the model at the calibration shapes (what an opset upgrade needs). */
+function ranksOf(cal: Calibrated): (v: string) => number | undefined {
+  const spec = cal.model.specialize(cal.shapes);
+  return (v: string) => spec.values.get(v)?.shape.length;
+}
+
+/** `rank` for the values of a QDQ graph, which carry the shape of the float value they stand for. */
+const qdqRank = (rank: (v: string) => number | undefined) => (v: string) => rank(v.replace(/_(dequantized|quantized|float)$/, ''));
+
+/** The exported model bytes of `graph` quantized with `encodings` (opset converted as needed). */
+export function exportBytes(graph: Graph, encodings: Encodings, rank: (v: string) => number | undefined): Uint8Array {
+  const q = buildQdqGraph(graph, encodings);
+  return saveGraph(upgradeOpset(q, exportOpset(encodings, q.opset), qdqRank(rank)));
+}
+
 /** The exported QDQ model bytes (opset converted as needed). */
 export function exportQdq(q: Quantized, cal: Calibrated): Uint8Array {
+  return saveGraph(upgradeOpset(q.graph, exportOpset(q.encodings, q.graph.opset), qdqRank(ranksOf(cal))));
+}
+
+/**
+ * {@link exportQdq} of `encodings` in a worker thread: building the QDQ graph and encoding
+ * the bytes take about a second of CPU for a model of a few million weights, which would
+ * otherwise hold up the event loop. `signal` aborts it (AbortError).
+ */
+export async function exportQdqOffThread(cal: Calibrated, encodings: Encodings, signal?: AbortSignal): Promise<Uint8Array> {
   const spec = cal.model.specialize(cal.shapes);
-  // QDQ values carry the shape of the float value they stand for
-  const rank = (v: string) => spec.values.get(v.replace(/_(dequantized|quantized|float)$/, ''))?.shape.length;
-  const g = upgradeOpset(q.graph, exportOpset(q, q.graph.opset), rank);
-  return saveGraph(g);
+  const ranks = new Map<string, number>([...spec.values].map(([v, s]) => [v, s.shape.length]));
+  return runInWorker<Uint8Array>(path.join(__dirname, 'export-worker.js'), { graph: cal.model.graph, encodings, ranks }, 'the export', signal);
 }

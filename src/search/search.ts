@@ -13,7 +13,7 @@ import { hasOrt, ORT_INSTALL } from '../ort';
 import { loadProfile, Profile, candKey, Candidate } from '../profiles/profile';
 import { Batches } from '../quant/calibrate';
 import { encodingsToJson } from '../quant/encodings';
-import { encodingsOf, exportQdq, quantizeWith, QuantizeOptions } from '../quant/quantize';
+import { encodingsFor, encodingsOf, exportQdqOffThread, quantizeWith, QuantizeOptions } from '../quant/quantize';
 import { Simulator } from '../sim';
 import { renderReport, renderSummary } from '../report/html';
 import { SensitivityCache } from './cache';
@@ -140,7 +140,7 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
   const out = OutputDir.open(o.out);
   try {
     const r = await searchInto(o, out, { t0, seconds, lap, opt, profile });
-    out.commit();
+    await out.commitAsync(o.signal, 'the search');
     return r;
   } finally {
     out.abort();
@@ -273,8 +273,8 @@ async function searchInto(
   progress('export', 0, 1);
   const selectedConfig = configOf(groups, selected.choice);
   const selectedSim = await simulated(selectedConfig);
-  const q = quantizeWith(cal, selectedConfig);
-  const bytes = exportQdq(q, cal);
+  const q = { encodings: encodingsFor(cal, selectedConfig), config: selectedConfig };
+  const bytes = await exportQdqOffThread(cal, q.encodings, o.signal);
   progress('export', 1, 1);
   lap('export', t);
   t = Date.now();
