@@ -58,7 +58,7 @@ test.after.always(() => {
 /** An `mpq worker` of one engine thread, with a short lock so that a killed one's chunk moves on fast. */
 function startWorker(name: string, queue: string): { proc: ChildProcess; log: () => string } {
   let log = '';
-  const proc = spawn(process.execPath, [path.join(ROOT, 'bin', 'mpq.js'), 'worker', '--redis', url, '--queue', queue, '--threads', '1', '--name', name, '--lock-duration', '3000', '--stalled-interval', '1000'], {
+  const proc = spawn(process.execPath, [path.join(ROOT, 'bin', 'mpq.js'), 'worker', '--redis', url, '--queue', queue, '--search-queue', `${queue}s`, '--threads', '1', '--name', name, '--lock-duration', '3000', '--stalled-interval', '1000'], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   proc.stderr!.on('data', (d) => (log += d));
@@ -138,6 +138,31 @@ test.serial('a worker killed with SIGKILL mid phase 1: its chunk goes to the oth
     t.true(counts.wb > (counts.wa ?? 0));
   } finally {
     await Promise.all([stop(a.proc), stop(b.proc)]);
+  }
+});
+
+test.serial('a whole search as one job on a worker: the same files as the local run, in --out', async (t) => {
+  if (!redisBin) return t.pass(SKIP_REDIS);
+  if (!HAS_SHARED) return t.pass(SKIP_SHARED_MSG);
+  const w = startWorker('ws', 'q3');
+  try {
+    const dir = path.join(tmp, 'whole');
+    const phases = new Set<string>();
+    const r = await search({ ...base(), out: dir, queue: { redis: url, whole: true, searchQueue: 'q3s' }, onProgress: (p) => phases.add(p.phase) });
+    await sameAsLocal(t, dir, r);
+    const ldir = path.join(tmp, 'local');
+    t.true(fs.readFileSync(path.join(dir, 'model.qdq.onnx')).equals(fs.readFileSync(path.join(ldir, 'model.qdq.onnx'))), 'the exported model differs from the local run\'s');
+    t.is(read(dir, 'encodings.json'), read(ldir, 'encodings.json'));
+    const run = JSON.parse(read(dir, 'run.json'));
+    t.is(run.remote.worker, 'ws');
+    t.is(run.files.model, path.join(dir, 'model.qdq.onnx'));
+    // the worker's progress reached the caller
+    t.true(phases.has('phase1') && phases.has('phase3'), [...phases].join(','));
+    // a local rerun into the same folder reuses the job's cache
+    const again = await search({ ...base(), out: dir });
+    t.is(again.phase1.computed, 0);
+  } finally {
+    await stop(w.proc);
   }
 });
 

@@ -18,6 +18,7 @@ export interface SimConfig { acts: SimAct[]; weights: { value: number; key: stri
 
 /** Identity numbers of arrays (rounded integers, bias shifts), for weight variant keys. */
 const ids = new WeakMap<object, number>();
+const simulators = new WeakMap<object, Simulator>();
 let nextId = 1;
 const idOf = (a: object) => {
   let i = ids.get(a);
@@ -50,8 +51,11 @@ export class Simulator {
   }
 
   /** The simulator of every quantizer `cal` placed, at its calibration shapes. */
+  /** The simulator of a calibration (one per calibration: phase-1 chunks, evaluations and the export check share it). */
   static of(cal: Pick<Calibrated, 'model' | 'placement' | 'shapes'>): Simulator {
-    return new Simulator(cal.model, cal.placement.activations.map((a) => a.tensor), cal.placement.weights.map((w) => w.tensor), cal.shapes);
+    let s = simulators.get(cal);
+    if (!s) simulators.set(cal, (s = new Simulator(cal.model, cal.placement.activations.map((a) => a.tensor), cal.placement.weights.map((w) => w.tensor), cal.shapes)));
+    return s;
   }
 
   plan(shapes: Record<string, readonly number[]>): SimPlan {

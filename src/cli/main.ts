@@ -102,17 +102,20 @@ function program(): Command {
       .option('--redis <url>', 'run phase 1 on the workers (mpq worker) of this Redis, e.g. redis://localhost:6379')
       .option('--queue-chunk <n>', 'phase-1 entries per queued job (with --redis)', '8')
       .option('--blobs <dir>', 'with --redis: put model and data in this folder the workers share (mpq worker --blobs) instead of in Redis')
+      .option('--whole-job', 'with --redis: run the whole search as one job on a worker of the pool; its files come back into --out')
       .option('--json', 'print run.json and nothing else'),
   ).action(searchCommand);
 
   p.command('worker')
-    .description('a phase-1 worker: computes the chunks that mpq search --redis enqueues, until SIGINT or SIGTERM')
+    .description('a worker of a pool: computes the phase-1 chunks that mpq search --redis enqueues, and whole searches (--whole-job), until SIGINT or SIGTERM')
     .requiredOption('--redis <url>', 'the Redis of the pool, e.g. redis://localhost:6379')
     .option('--concurrency <n>', 'jobs at once in this process', '1')
     .option('--threads <n>', 'engine compute threads (default: one per core)')
     .option('--blobs <dir>', 'a folder to read model and data blobs from, besides Redis (repeatable)', collect, [])
     .option('--name <id>', 'name in run.json (default host:pid)')
     .option('--queue <name>', 'queue name', 'mpq-phase1')
+    .option('--search-queue <name>', 'queue of whole searches', 'mpq-search')
+    .option('--no-searches', 'take phase-1 chunks only, no whole searches')
     .option('--lock-duration <ms>', "a job's lock: a killed worker's job goes to another worker this long after", '30000')
     .option('--stalled-interval <ms>', 'how often to look for jobs of killed workers', '30000')
     .action(workerCommand);

@@ -33,6 +33,7 @@ export interface SearchFlags extends DataFlags {
   redis?: string;
   queueChunk?: string;
   blobs?: string;
+  wholeJob?: boolean;
 }
 
 const num = (v: string | undefined, flag: string): number | undefined => {
@@ -51,6 +52,8 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
   if (f.order && !['sqnr', 'efficiency', 'auto'].includes(f.order)) throw new MpqError('MPQ_BAD_INPUT', `--order must be sqnr, efficiency or auto`);
   if (f.rounding && !(ROUNDINGS as string[]).includes(f.rounding)) throw new MpqError('MPQ_BAD_INPUT', `--rounding must be one of ${ROUNDINGS.join(', ')}, got '${f.rounding}'`);
   if (f.blobs && !f.redis) throw new MpqError('MPQ_BAD_INPUT', '--blobs goes with --redis (the folder the workers read model and data from)');
+  if (f.wholeJob && !f.redis) throw new MpqError('MPQ_BAD_INPUT', '--whole-job goes with --redis (the pool whose workers run the search)');
+  if (f.wholeJob && f.eval) throw new MpqError('MPQ_BAD_INPUT', '--whole-job evaluates on the calibration data on the worker: --eval is not taken there yet (drop one of them)');
   const progress = phaseProgress(!f.quiet);
   const note = floatSubgraphsNote(model.graph);
   const notes = [note, flattenedIfsNote(model.graph)].filter((x): x is string => !!x);
@@ -71,7 +74,7 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
       rounding: f.rounding as Rounding | undefined,
       roundingOptions: { sequential: !!f.sequential },
       out: f.out,
-      queue: f.redis ? { redis: f.redis, chunk: num(f.queueChunk, 'queue-chunk'), blobs: f.blobs && path.resolve(f.blobs) } : undefined,
+      queue: f.redis ? { redis: f.redis, chunk: num(f.queueChunk, 'queue-chunk'), blobs: f.blobs && path.resolve(f.blobs), whole: !!f.wholeJob } : undefined,
       onProgress: (p) => {
         if (p.phase === 'calibration') calibrating = p.done < p.total;
         else progress.update(p.phase, p.done, p.total);

@@ -11,6 +11,8 @@ export interface WorkerFlags {
   blobs: string[];
   name?: string;
   queue?: string;
+  searchQueue?: string;
+  searches?: boolean;
   lockDuration?: string;
   stalledInterval?: string;
   quiet?: boolean;
@@ -34,6 +36,8 @@ export async function workerCommand(f: WorkerFlags): Promise<void> {
     blobs: f.blobs.map((d) => path.resolve(d)),
     name: f.name,
     queue: f.queue,
+    searchQueue: f.searchQueue,
+    searches: f.searches !== false,
     lockDurationMs: int(f.lockDuration, 'lock-duration', 1000),
     stalledIntervalMs: int(f.stalledInterval, 'stalled-interval', 500),
     log,

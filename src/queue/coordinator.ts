@@ -29,6 +29,13 @@ export interface QueueOptions {
   blobs?: string;
   /** Queue name (default mpq-phase1; workers take `--queue`). */
   queue?: string;
+  /**
+   * Run the whole search as one job on a worker of the pool (see `src/queue/remote.ts`)
+   * instead of only phase 1: its output files come back into `out`.
+   */
+  whole?: boolean;
+  /** Queue of whole searches (default mpq-search; workers take `--search-queue`). */
+  searchQueue?: string;
   /** Tries per chunk (default 3), with exponential backoff from `backoffMs` (default 1000). */
   attempts?: number;
   backoffMs?: number;

@@ -3,9 +3,13 @@
  * path as a local run ({@link computePhase1} on the session's simulation plan). The model and
  * the calibration data come as content-addressed blobs, from the worker's own `--blobs`
  * folders or from Redis, never from a path in a job; each session (model loaded, calibrated
- * and compiled) is kept for the following chunks of the same search.
+ * and compiled) is kept for the following chunks of the same search. It also takes whole
+ * searches (`mpq search --redis URL --whole-job`): run here from start to end, into a
+ * temporary folder whose files go back as blobs.
  */
+import * as fs from 'fs';
 import * as os from 'os';
+import * as path from 'path';
 import { Job, UnrecoverableError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { MpqError } from '../errors';
@@ -14,8 +18,9 @@ import { candKey } from '../profiles/profile';
 import { hashOf } from '../search/cache';
 import { computePhase1, Phase1Work } from '../search/phase1';
 import { openSession, Session } from '../search/session';
-import { getBlob, unpackBatches } from './blobs';
-import { connect, Phase1JobData, Phase1JobResult, PREFIX, QUEUE } from './jobs';
+import { search } from '../search/search';
+import { getBlob, putBlob, unpackBatches } from './blobs';
+import { CACHE_FILE, connect, Phase1JobData, Phase1JobResult, PREFIX, QUEUE, SEARCH_QUEUE, SearchJobData, SearchJobResult } from './jobs';
 
 export interface WorkerOptions {
   redis: string;
@@ -26,6 +31,9 @@ export interface WorkerOptions {
   /** Name in results and run.json (default host:pid). */
   name?: string;
   queue?: string;
+  /** Take whole searches too (default true), from this queue (default mpq-search). */
+  searches?: boolean;
+  searchQueue?: string;
   /** BullMQ lock of a running job (ms, default 30000): a killed worker's chunk goes to another this long after. */
   lockDurationMs?: number;
   /** How often stalled jobs are looked for (ms, default 30000). */
@@ -49,6 +57,13 @@ function checkJob(d: Phase1JobData): void {
     Number.isInteger(d.count) && d.profile && typeof d.profile === 'object' && d.options && typeof d.options === 'object' &&
     Array.isArray(d.entries) && d.entries.every((e) => Array.isArray(e) && Number.isInteger(e[0]) && typeof e[1] === 'string');
   if (!ok) throw new UnrecoverableError('MPQ_BAD_INPUT: not a phase-1 job of this version of mpq');
+}
+
+function checkSearchJob(d: SearchJobData): void {
+  const ok =
+    d && d.kind === 'search' && typeof d.model === 'string' && typeof d.data === 'string' && typeof d.fingerprint === 'string' && Number.isInteger(d.count) &&
+    d.profile && typeof d.profile === 'object' && d.target && typeof d.target === 'object' && d.options && typeof d.options === 'object';
+  if (!ok) throw new UnrecoverableError('MPQ_BAD_INPUT: not a search job of this version of mpq');
 }
 
 export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
@@ -103,23 +118,72 @@ export async function startWorker(o: WorkerOptions): Promise<RunningWorker> {
     return { worker: name, results };
   };
 
-  const worker = new Worker<Phase1JobData, Phase1JobResult>(o.queue ?? QUEUE, processor, {
+  // a whole search, from its blobs, into a folder of its own; the files go back as blobs
+  const processSearch = async (job: Job<SearchJobData, SearchJobResult>): Promise<SearchJobResult> => {
+    const t0 = Date.now();
+    const d = job.data;
+    checkSearchJob(d);
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-search-job-'));
+    try {
+      const bytes = await getBlob(conn, PREFIX, d.model, o.blobs ?? []);
+      const batches = unpackBatches(await getBlob(conn, PREFIX, d.data, o.blobs ?? []));
+      let last = 0;
+      try {
+        await search({
+          ...d.options,
+          model: bytes,
+          calib: { batches: async function* () { yield* batches; }, fingerprint: d.fingerprint, count: d.count },
+          profile: d.profile,
+          target: d.target,
+          out,
+          onProgress: (p) => {
+            // a few updates a second at most (each is a Redis round trip)
+            if (Date.now() - last < 250 && p.done < p.total) return;
+            last = Date.now();
+            void job.updateProgress({ phase: p.phase, done: p.done, total: p.total }).catch(() => {});
+          },
+        });
+      } catch (e) {
+        // bad input fails the same way on every try
+        if (e instanceof MpqError && e.code !== 'MPQ_INTERNAL' && e.code !== 'MPQ_ABORTED') throw new UnrecoverableError(`${e.code}: ${e.message}`);
+        throw e;
+      }
+      const files: Record<string, string> = {};
+      for (const f of fs.readdirSync(out)) {
+        const at = path.join(out, f);
+        if (f.startsWith('.') || !fs.statSync(at).isFile()) continue; // the cache folder, the generation links' targets
+        files[f] = await putBlob(conn, PREFIX, fs.readFileSync(at));
+      }
+      const cache = path.join(out, CACHE_FILE);
+      if (fs.existsSync(cache)) files[CACHE_FILE] = await putBlob(conn, PREFIX, fs.readFileSync(cache));
+      o.log?.(`${name}: search job ${job.id}: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      return { worker: name, files };
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  };
+
+  const opts = {
     connection: conn,
     prefix: PREFIX,
-    concurrency: o.concurrency ?? 1,
     lockDuration: o.lockDurationMs ?? 30000,
     stalledInterval: o.stalledIntervalMs ?? 30000,
-    // a chunk whose worker died goes back to the queue a few times before it counts as failed
+    // a job whose worker died goes back to the queue a few times before it counts as failed
     maxStalledCount: 3,
-  });
-  worker.on('error', (e) => o.log?.(`${name}: ${e.message}`));
-  worker.on('failed', (job, e) => o.log?.(`${name}: job ${job?.id} failed: ${e.message}`));
-  await worker.waitUntilReady();
+  };
+  const worker = new Worker<Phase1JobData, Phase1JobResult>(o.queue ?? QUEUE, processor, { ...opts, concurrency: o.concurrency ?? 1 });
+  // one search at a time: it uses every engine thread
+  const searches = o.searches === false ? undefined : new Worker<SearchJobData, SearchJobResult>(o.searchQueue ?? SEARCH_QUEUE, processSearch, { ...opts, concurrency: 1 });
+  for (const w of [worker, searches]) {
+    w?.on('error', (e) => o.log?.(`${name}: ${e.message}`));
+    w?.on('failed', (job, e) => o.log?.(`${name}: job ${job?.id} failed: ${e.message}`));
+  }
+  await Promise.all([worker.waitUntilReady(), searches?.waitUntilReady()]);
   return {
     name,
     computed: () => computed,
     async close() {
-      await worker.close();
+      await Promise.all([worker.close(), searches?.close()]);
       conn.disconnect();
     },
   };

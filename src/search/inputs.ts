@@ -98,3 +98,16 @@ export async function resolveCalibration(c: CalibrationInput, model: Model, data
   }
   throw new MpqError('MPQ_BAD_INPUT', 'calibration must be a data path (.npy, folder, NAME=PATH,...), a batch or an array of batches ({ input: { shape, data: Float32Array } }), or { batches, fingerprint?, count? }');
 }
+
+/** The model's ONNX bytes for the queue's workers (a loaded Model has none: the queue needs a file or bytes). */
+export function modelBytesOf(m: ModelInput): Uint8Array {
+  if (typeof m === 'string') {
+    try {
+      return fs.readFileSync(m);
+    } catch (e) {
+      throw new MpqError('MPQ_BAD_MODEL', `cannot read model file '${m}': ${(e as Error).message}`);
+    }
+  }
+  if (m instanceof Uint8Array) return m;
+  throw new MpqError('MPQ_BAD_INPUT', 'a search on a queue needs the model as an ONNX file path or bytes, not a loaded Model');
+}

@@ -24,7 +24,7 @@ import { Phase1Compute, Phase1Timing, runPhase1 } from './phase1';
 import { binarySearch, budget, interpolationSearch, TargetStrategy } from './targets';
 import { openSession } from './session';
 import type { Coordinator, QueueOptions } from '../queue/coordinator';
-import { CalibrationInput, ModelInput, resolveCalibration, resolveModel } from './inputs';
+import { CalibrationInput, modelBytesOf, ModelInput, resolveCalibration, resolveModel } from './inputs';
 import { OnProgress, progressReporter } from './progress';
 
 export interface SearchTarget {
@@ -135,6 +135,8 @@ export async function search(o: SearchOptions): Promise<SearchResult> {
   const profile = typeof o.profile === 'object' ? o.profile : loadProfile(o.profile ?? 'default');
   const opt: RunOptions = { signal: o.signal };
   check();
+  // bullmq is loaded only for a search that uses it
+  if (o.queue?.whole) return (require('../queue/remote') as typeof import('../queue/remote')).submitSearch(o, profile);
   // all files or none: written into a staging folder, put in place at once at the end
   // (cache/ is written in place, line by line, so that a killed run resumes)
   const out = OutputDir.open(o.out);
@@ -352,13 +354,6 @@ async function searchInto(
   out.write('summary.md', renderSummary(report));
   out.write('run.json', JSON.stringify(result, null, 2));
   return result;
-}
-
-/** The model's ONNX bytes for the queue's workers (a loaded Model has none: the queue needs a file or bytes). */
-function modelBytesOf(m: ModelInput): Uint8Array {
-  if (typeof m === 'string') return fs.readFileSync(m);
-  if (m instanceof Uint8Array) return m;
-  throw new MpqError('MPQ_BAD_INPUT', 'a search on a queue needs the model as an ONNX file path or bytes, not a loaded Model');
 }
 
 export type { Group };
