@@ -75,8 +75,10 @@ fn fill_channel(vals: &[f32], inner: usize, start: usize, buf: &mut [f32]) {
 }
 
 /// Operand `o` over one block of `len` elements (a channel operand was filled into `t`).
-fn view<'a>(o: &Operand, t: &'a [f32], regs: &'a [Vec<f32>], len: usize) -> Src<'a> {
+fn view<'a>(o: &Operand, t: &'a [f32], x: &'a [f32], regs: &'a [Vec<f32>], len: usize) -> Src<'a> {
     match o {
+        // register 0 is the input itself
+        Operand::Reg(0) => Src::Run(&x[..len]),
         Operand::Reg(r) => Src::Run(&regs[*r][..len]),
         Operand::Num(v) => Src::Num(*v),
         Operand::Channel(..) => Src::Run(&t[..len]),
@@ -86,14 +88,13 @@ fn view<'a>(o: &Operand, t: &'a [f32], regs: &'a [Vec<f32>], len: usize) -> Src<
 impl Chain {
     fn block(&self, x: &[f32], start: usize, len: usize, regs: &mut [Vec<f32>], tmp: &mut [Vec<f32>; 2]) {
         let level = simd_level();
-        regs[0][..len].copy_from_slice(x);
         for (k, ins) in self.instrs.iter().enumerate() {
             let dst = k + 1;
             let (src_regs, rest) = regs.split_at_mut(dst);
             let d = &mut rest[0][..len];
             match ins {
                 Instr::Unary(kind, src) => {
-                    d.copy_from_slice(&src_regs[*src][..len]);
+                    d.copy_from_slice(if *src == 0 { &x[..len] } else { &src_regs[*src][..len] });
                     kind.apply(level, d);
                 }
                 Instr::Binary(bin, a, b) => {
@@ -105,7 +106,7 @@ impl Chain {
                     if let Operand::Channel(vals, inner) = b {
                         fill_channel(vals, *inner, start, &mut tb[..len]);
                     }
-                    apply_src(*bin, view(a, ta, src_regs, len), view(b, tb, src_regs, len), d);
+                    apply_src(*bin, view(a, ta, x, src_regs, len), view(b, tb, x, src_regs, len), d);
                 }
             }
         }
@@ -114,7 +115,8 @@ impl Chain {
     /// Elements `start..start + x.len()` into `outs` (one slice per output, as long as `x`).
     fn span(&self, x: &[f32], start: usize, outs: &mut [&mut [f32]]) {
         let n = x.len().min(BLOCK);
-        let mut regs = vec![vec![0.0f32; n]; self.instrs.len() + 1];
+        // register 0 is read from `x` itself
+        let mut regs: Vec<Vec<f32>> = (0..=self.instrs.len()).map(|k| if k == 0 { Vec::new() } else { vec![0.0f32; n] }).collect();
         let mut tmp = [vec![0.0f32; n], vec![0.0f32; n]];
         for s in (0..x.len()).step_by(BLOCK) {
             let len = BLOCK.min(x.len() - s);
