@@ -45,6 +45,17 @@ export interface Inliner {
   needData(name: string, why: string): never;
   /** Specialises `nodes` (in order) under `rename`, their node names prefixed with `prefix`. */
   nodes(nodes: Node[], rename: Rename, prefix?: string): void;
+  /** Records that If node `node` (its plan name) runs one branch only, and why. */
+  picked(node: string, pick: BranchPick): void;
+  /** Records that If node `node` runs both branches and selects with Where on its condition `cond`. */
+  ranBoth(node: string, cond: string): void;
+}
+
+/** The one branch an If runs in a plan: its condition is known from shapes or measured on the data. */
+export interface BranchPick {
+  branch: 'then_branch' | 'else_branch';
+  /** 'shapes': a constant or computed from shapes; 'data': measured on the data (checked at run time). */
+  from: 'shapes' | 'data';
 }
 
 export const CONTROL_FLOW = new Set(['If', 'Loop', 'Scan']);
@@ -121,12 +132,16 @@ export function inlineControlFlow(n: Node, rename: Rename, ix: Inliner): void {
       ix.nodes(g.nodes, r, own || `${n.name}/`);
       return g.outputs.map((o) => r(o.name));
     };
-    const pick = (c: ConstTensor) => {
-      const outs = branch(c.data[0] ? 'then_branch' : 'else_branch', '');
+    const pick = (c: ConstTensor, from: BranchPick['from']) => {
+      const attr = c.data[0] ? 'then_branch' : 'else_branch';
+      ix.picked(n.name, { branch: attr, from });
+      const outs = branch(attr, '');
       ix.nodes(outs.map((o, i) => identity(`${n.name}/out${i}`, o, n.outputs[i])).filter((x) => x.outputs[0]), (x) => x);
     };
-    const c = ix.constant(declared[0]) ?? ix.measured(declared[0]);
-    if (c) return pick(c);
+    const known = ix.constant(declared[0]);
+    if (known) return pick(known, 'shapes');
+    const measured = ix.measured(declared[0]);
+    if (measured) return pick(measured, 'data');
     // a condition known only from the data: both branches run and Where picks, when their
     // outputs agree in shape (ONNX ops have no side effects); otherwise the condition is measured
     let why: string;
@@ -134,6 +149,7 @@ export function inlineControlFlow(n: Node, rename: Rename, ix: Inliner): void {
       const a = branch('then_branch', `${n.name}/then/`), b = branch('else_branch', `${n.name}/else/`);
       const differ = a.findIndex((v, i) => ix.shape(v).join() !== ix.shape(b[i]).join());
       if (differ < 0) {
+        ix.ranBoth(n.name, declared[0]);
         ix.nodes(a.map((v, i) => ({ name: `${n.name}/select${i}`, op: 'Where', domain: '', inputs: [declared[0], v, b[i]], outputs: [n.outputs[i]], attrs: {} })).filter((x) => x.outputs[0]), (x) => x);
         return;
       }
