@@ -16,9 +16,12 @@
  * - Scan: unrolled over its scan axis (known from shapes), slicing inputs with Gather and
  *   stacking outputs with Unsqueeze + Concat, in either direction.
  *
- * The graph IR keeps the node with its subgraphs (placement sees it as one node, export
- * writes it back as it was); only the plan sees the inlined nodes. So quantizers go on the
- * values around a control-flow node, and the nodes inside its subgraphs stay float.
+ * The graph IR keeps the node with its subgraphs; only the plan sees the inlined nodes. The
+ * specialisation records which If nodes run one branch (`picks`) and which run both and a
+ * Where (`both`): an If that runs one branch is written out as that branch for placement
+ * (taken-branches.ts) and gets its quantizers inside it; the nodes inside other control flow
+ * (Loop and Scan bodies, an If run as both branches) stay float, quantizers going on the
+ * values around them.
  */
 import { MpqError } from '../errors';
 import { ConstTensor, Graph, isGraph, Node } from './ir';
@@ -60,7 +63,11 @@ export interface BranchPick {
 
 export const CONTROL_FLOW = new Set(['If', 'Loop', 'Scan']);
 
-/** A note on the control-flow nodes of `g`, whose subgraphs stay float when quantizing (null when there are none). */
+/**
+ * A note on the control-flow nodes of `g`, whose subgraphs stay float when quantizing (null
+ * when there are none). `g` is the graph quantizers are placed on: the If nodes whose branch
+ * the calibration runs are written out in it already (taken-branches.ts).
+ */
 export function floatSubgraphsNote(g: Graph): string | null {
   const cf = g.nodes.filter((n) => CONTROL_FLOW.has(n.op));
   if (cf.length === 0) return null;

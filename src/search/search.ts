@@ -96,6 +96,8 @@ export interface SearchResult {
   /** Data-aware roundings of a weight at a bit-width done in this run, and loaded from the cache. */
   rounding: { computed: number; loaded: number };
   groups: number;
+  /** Values the placement leaves float on purpose (masks, sentinels, what a Log reads), with the reason (as quantize.json's). */
+  left_float: { tensor: string; reason: string }[];
   order: FrontOrder;
   metric: MetricName;
   float_metric: number;
@@ -336,6 +338,7 @@ async function searchInto(
     phase1: { computed: entries.length - reused, reused, total: entries.length, float_seconds: +phase1Timing.floatSecs.toFixed(3), entry_seconds: +phase1Timing.entrySecs.toFixed(3), ...(queue ? { workers: queue.counts } : {}) },
     rounding: { computed: cal.rounder?.computed ?? 0, loaded: cal.rounder?.loaded ?? 0 },
     groups: groups.length,
+    left_float: cal.placement.skipped,
     order,
     metric: metric.name,
     float_metric: floatMetric,
