@@ -652,4 +652,8 @@ test('an If on an int64 sample-rate input (silero VAD style) is quantized inside
   t.true(res.verification.faithful, JSON.stringify(res.verification));
   t.regex(res.options.notes.join(' '), /its else_branch stays float/);
   t.regex(fs.readFileSync(path.join(dir, 's', 'report.html'), 'utf8'), /<b>Note<\/b>: If &#39;If_\d+&#39; ran its then_branch/);
+  // mpq verify applies encodings.json (quantizers inside the branch) to the float model again
+  const v = await mpq(['verify', path.join(dir, 's'), '--json']);
+  t.is(v.code, 0, v.stderr);
+  t.true(JSON.parse(v.stdout).qdq.sqnr_db > 60, v.stdout);
 });

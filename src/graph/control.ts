@@ -79,8 +79,8 @@ const fail = (n: Node, msg: string): never => {
   throw new MpqError('MPQ_BAD_NODE', `node '${n.name}' (${n.op}): ${msg}`);
 };
 
-/** Every name a subgraph defines, nested subgraphs included. */
-function definedIn(g: Graph, out = new Set<string>()): Set<string> {
+/** Every name a graph or subgraph defines, nested subgraphs included. */
+export function definedIn(g: Graph, out = new Set<string>()): Set<string> {
   for (const i of g.inputs) out.add(i.name);
   for (const k of g.consts.keys()) out.add(k);
   for (const n of g.nodes) {
