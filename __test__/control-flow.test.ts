@@ -657,3 +657,38 @@ test('an If on an int64 sample-rate input (silero VAD style) is quantized inside
   t.is(v.code, 0, v.stderr);
   t.true(JSON.parse(v.stdout).qdq.sqnr_db > 60, v.stdout);
 });
+
+test('a 16-bit export (opset 21) converts the ops inside If branches too (ReduceMean axes become an input): onnxruntime loads it and equals the simulation', async (t) => {
+  const thenG: TinyGraph = {
+    outputs: { t2: null },
+    nodes: [
+      { op: 'MatMul', inputs: ['x', 'w'], outputs: ['t1'] },
+      { op: 'ReduceMean', inputs: ['t1'], outputs: ['t2'], attrs: { axes: [1], keepdims: 1 } },
+    ],
+  };
+  const elseG: TinyGraph = { outputs: { e1: null }, nodes: [{ op: 'ReduceMean', inputs: ['x'], outputs: ['e1'], attrs: { axes: [1], keepdims: 1 } }] };
+  const bytes = tinyModel({
+    inputs: { x: ['N', 4] },
+    outputs: { y: null },
+    nodes: [
+      { op: 'Shape', inputs: ['x'], outputs: ['s'] },
+      { op: 'Gather', inputs: ['s', 'one'], outputs: ['k'], attrs: { axis: 0 } },
+      { op: 'Greater', inputs: ['k', 'three'], outputs: ['cond'] },
+      { op: 'If', inputs: ['cond'], outputs: ['z'], attrs: { then_branch: { graph: thenG }, else_branch: { graph: elseG } } },
+      { op: 'Mul', inputs: ['z', 'z'], outputs: ['y'] },
+    ],
+    inits: { w: f32([4, 6], 80), one: { dims: [], type: INT64, values: [1] }, three: { dims: [], type: INT64, values: [3] } },
+    opset: 13,
+  });
+  const m = Model.fromBytes(bytes);
+  const batch = { x: { shape: [5, 4], data: randomData(20, 81) } };
+  const cal = await calibrate(m, async function* () { yield batch; }, { rounding: 'nearest' });
+  const q = await quantize(cal, loadBitConfig('W8A16'));
+  const file = exportQdq(q, cal);
+  const ifNode = loadGraph(file).nodes.find((n) => n.op === 'If')!;
+  const rm = (ifNode.attrs.then_branch as Graph).nodes.find((n) => n.op === 'ReduceMean')!;
+  t.is(rm.attrs.axes, undefined, 'axes moved to an input at opset 21');
+  const sim = await Simulator.of(cal).run(batch, q.encodings);
+  const ref = await ortRun(file, batch, { optimize: false });
+  t.true(relMaxDiff(sim.y.data, ref.y.data) < 1e-5, `simulation vs onnxruntime: ${relMaxDiff(sim.y.data, ref.y.data)}`);
+});
