@@ -11,6 +11,9 @@ import { calibrate, exportQdq, quantize } from '../src/quant/quantize';
 import { loadBitConfig } from '../src/quant/config';
 import { MpqError } from '../src/errors';
 import { encodeNpy } from '../src/npy';
+import { loadGraph } from '../src/onnx/load';
+import { Graph } from '../src/graph/ir';
+import { Simulator } from '../src/sim';
 import { mpq, ortRun, randomData, relMaxDiff, tinyModel, TinyGraph } from './helpers';
 
 const f32 = (dims: number[], seed: number) => ({ dims, values: Array.from(randomData(dims.reduce((a, b) => a * b, 1), seed)) });
@@ -191,7 +194,7 @@ test('If on a condition that depends on the input data: both branches run and th
   t.is(seen.size, 2, 'both branches taken');
 });
 
-test('a model with If is quantized W8A8: quantizers around the If, its branches float; the exported file runs in onnxruntime as simulated', async (t) => {
+test('a model with an If whose condition the shapes decide is quantized W8A8 inside the branch those shapes take; the exported file runs in onnxruntime as simulated', async (t) => {
   // Conv -> If (branch reads the conv output from the outer scope) -> Gemm
   const thenG: TinyGraph = { outputs: { t1: null }, nodes: [{ op: 'Relu', inputs: ['c'], outputs: ['t1'] }] };
   const elseG: TinyGraph = { outputs: { e1: null }, nodes: [{ op: 'Neg', inputs: ['c'], outputs: ['e1'] }] };
@@ -216,7 +219,9 @@ test('a model with If is quantized W8A8: quantizers around the If, its branches 
   const m = Model.fromBytes(bytes);
   const batch = { x: { shape: [8, 3, 6, 6], data: randomData(8 * 108, 11) } };
   const cal = await calibrate(m, async function* () { yield batch; }, { rounding: 'nearest' });
-  t.true(cal.placement.activations.some((a) => a.tensor === 'z'), 'the If output is quantized');
+  // the then branch (3 channels) is written out: its Relu is the Conv's epilogue, quantized at its output
+  t.true(cal.placement.activations.some((a) => a.tensor === 't1'), 'the then branch output is quantized');
+  t.false(cal.placement.activations.some((a) => a.tensor === 'c' || a.tensor === 'e1'), 'neither the fused Conv output nor the else branch');
   t.true(cal.placement.weights.some((w) => w.tensor === 'w') && cal.placement.weights.some((w) => w.tensor === 'gw'));
   const q = await quantize(cal, loadBitConfig('W8A8'));
   const sim = await Model.fromGraph(q.graph).run(batch);
@@ -228,12 +233,17 @@ test('a model with If is quantized W8A8: quantizers around the If, its branches 
   const float = await ortRun(bytes, batch);
   const d = relMaxDiff(sim.y.data, float.y.data);
   t.true(d > 0 && d < 0.1, `quantized vs float ${d}`);
-  // the command line says that the branches stay float
+  // the quantizer sits inside the then branch of the exported If
+  const ifNode = loadGraph(file).nodes.find((n) => n.op === 'If')!;
+  const ops = (b: string) => (ifNode.attrs[b] as Graph).nodes.map((n) => n.op);
+  t.true(ops('then_branch').includes('QuantizeLinear'), ops('then_branch').join());
+  t.false(ops('else_branch').includes('QuantizeLinear'), ops('else_branch').join());
+  // the command line says that the other branch stays float
   fs.writeFileSync(path.join(dir, 'calib.npy'), encodeNpy(batch.x.shape, batch.x.data));
   fs.writeFileSync(path.join(dir, 'float.onnx'), bytes);
   const r = await mpq(['quantize', path.join(dir, 'float.onnx'), '--calib', path.join(dir, 'calib.npy'), '--config', 'W8A8', '--out', path.join(dir, 'q')]);
   t.is(r.code, 0, r.stderr);
-  t.regex(r.stderr, /note: the subgraphs of 'If_\d+' \(If\) stay float/);
+  t.regex(r.stderr, /note: 1 If node whose condition the input shapes decide is quantized in the branch the calibration shapes take; the other branch stays float/);
   t.is(JSON.parse(fs.readFileSync(path.join(dir, 'q', 'quantize.json'), 'utf8')).notes.length, 1);
 });
 
@@ -470,7 +480,9 @@ test('a PyTorch-export-style model (batch 1, If, Loop, LSTM, Clip bound from the
   t.is(q.code, 0, q.stderr);
   t.true(progress(q.stderr).some((l) => l.startsWith('mpq: calibration 24/24')), q.stderr);
   const qj = JSON.parse(fs.readFileSync(path.join(dir, 'q', 'quantize.json'), 'utf8'));
-  t.regex(qj.notes.join(' '), /subgraphs of .*If.*stay float/);
+  // the If on the sequence length is quantized in the branch taken; the Loop body stays float
+  t.regex(qj.notes.join(' '), /1 If node whose condition the input shapes decide is quantized/);
+  t.regex(qj.notes.join(' '), /subgraphs of 'Loop_\d+' \(Loop\) stay float/);
   t.true(qj.verification.qdq.sqnr_db > 30, JSON.stringify(qj.verification));
   const s = await mpq(['search', model, '--calib', data, '--max-bops', '0.75', '--out', path.join(dir, 's')]);
   t.is(s.code, 0, s.stderr);
@@ -552,4 +564,131 @@ test('an If on the data with same-shaped branches (a detector and its verifier, 
   t.true(JSON.parse(r.stdout).selected.rel_bops <= 0.75);
   const notes: string[] = JSON.parse(fs.readFileSync(path.join(dir, 's', 'run.json'), 'utf8')).options.notes;
   t.deepEqual(notes, [`If 'If_4' (a condition from the data, branches of one shape) is quantized inside: the exported model computes both branches and picks with Where`]);
+});
+
+test('an If on an int64 sample-rate input (silero VAD style) is quantized inside the branch the calibration data take; the export keeps the If, runs in onnxruntime as simulated, and the other branch stays float', async (t) => {
+  // x [B, 8] -> MatMul -> Relu -> Transpose -> rt [6, B], read inside both branches (outer scope)
+  // If sr == 16000: Transpose -> Gemm (outer weight) -> Tanh -> MatMul (branch weight); else: Transpose -> MatMul
+  // -> z [B, 3] -> MatMul -> y. Both branches give [B, 3]: the plan could run both and a Where.
+  const thenG: TinyGraph = {
+    outputs: { tout: null },
+    nodes: [
+      { op: 'Transpose', inputs: ['rt'], outputs: ['u'], attrs: { perm: [1, 0] } },
+      { op: 'Gemm', inputs: ['u', 'tw', 'tb'], outputs: ['g1'], attrs: { transB: 1 } },
+      { op: 'Tanh', inputs: ['g1'], outputs: ['t1'] },
+      { op: 'MatMul', inputs: ['t1', 'tw2'], outputs: ['tout'] },
+    ],
+    inits: { tw2: f32([5, 3], 62) },
+  };
+  const elseG: TinyGraph = {
+    outputs: { eout: null },
+    nodes: [
+      { op: 'Transpose', inputs: ['rt'], outputs: ['u2'], attrs: { perm: [1, 0] } },
+      { op: 'MatMul', inputs: ['u2', 'ew'], outputs: ['eout'] },
+    ],
+  };
+  const bytes = tinyModel({
+    inputs: { x: ['batch', 8], sr: [] },
+    inputTypes: { sr: INT64 },
+    outputs: { y: null },
+    nodes: [
+      { op: 'MatMul', inputs: ['x', 'w0'], outputs: ['a'] },
+      { op: 'Relu', inputs: ['a'], outputs: ['r'] },
+      { op: 'Transpose', inputs: ['r'], outputs: ['rt'], attrs: { perm: [1, 0] } },
+      { op: 'Equal', inputs: ['sr', 'k16'], outputs: ['is16'] },
+      { op: 'If', inputs: ['is16'], outputs: ['z'], attrs: { then_branch: { graph: thenG }, else_branch: { graph: elseG } } },
+      { op: 'MatMul', inputs: ['z', 'fw'], outputs: ['y'] },
+    ],
+    inits: { w0: f32([8, 6], 60), tw: f32([5, 6], 61), tb: f32([5], 63), ew: f32([6, 3], 64), fw: f32([3, 1], 65), k16: { dims: [], type: INT64, values: [16000] } },
+  });
+  const feeds = (sr: number, seed: number) => ({ x: { shape: [4, 8], data: randomData(32, seed) }, sr: { shape: [], data: Float32Array.of(sr) } });
+  const m = Model.fromBytes(bytes);
+  for (const sr of [16000, 8000]) {
+    const ref = await ortRun(bytes, feeds(sr, 70), { ints: ['sr'] });
+    t.true(relMaxDiff((await m.run(feeds(sr, 70))).y.data, ref.y.data) < 1e-6, `float, sr ${sr}`);
+  }
+  const cal = await calibrate(m, async function* () { yield feeds(16000, 71); yield feeds(16000, 72); }, { rounding: 'nearest' });
+  t.regex(cal.notes[0], /^If 'If_\d+' ran its then_branch on the calibration data .* its else_branch stays float: no calibration sample took it/);
+  const ws = cal.placement.weights.map((w) => w.tensor).sort();
+  t.deepEqual(ws, ['fw', 'tw', 'tw2', 'w0'], 'the weights of the branch taken, not those of the other');
+  t.true(cal.placement.activations.some((a) => a.tensor === 'tout'), 'the branch output is quantized inside the branch');
+  const q = await quantize(cal, loadBitConfig('W8A8'));
+  const file = exportQdq(q, cal);
+  const ifNode = loadGraph(file).nodes.find((n) => n.op === 'If')!;
+  const inThen = (ifNode.attrs.then_branch as Graph).nodes.map((n) => n.name);
+  for (const v of ['tw', 'tw2']) t.true(inThen.includes(`${v}_DequantizeLinear`), `${v}'s DequantizeLinear inside the then branch: ${inThen}`);
+  t.true(inThen.includes('tout_QuantizeLinear'));
+  t.false((ifNode.attrs.else_branch as Graph).nodes.some((n) => /Quantize/.test(n.op)), 'the else branch stays float');
+  // the search's simulation (one plan, quantizer slots) equals the export in onnxruntime, optimizations off and on
+  const sim = Simulator.of(cal);
+  for (const seed of [73, 74, 75]) {
+    const s = await sim.run(feeds(16000, seed), q.encodings);
+    const off = await ortRun(file, feeds(16000, seed), { optimize: false, ints: ['sr'] });
+    t.true(relMaxDiff(s.y.data, off.y.data) < 1e-5, `simulation vs onnxruntime on the export: ${relMaxDiff(s.y.data, off.y.data)}`);
+    const on = await ortRun(file, feeds(16000, seed), { ints: ['sr'] });
+    t.true(relMaxDiff(s.y.data, on.y.data) < 0.05, `default optimizations: ${relMaxDiff(s.y.data, on.y.data)}`);
+    const float = await ortRun(bytes, feeds(16000, seed), { ints: ['sr'] });
+    const d = relMaxDiff(s.y.data, float.y.data);
+    t.true(d > 0 && d < 0.1, `quantized vs float ${d}`);
+  }
+  // an input taking the other branch: the export runs it, in float on the quantized values around it (whose ranges
+  // come from data that took the then branch, hence only near float); the simulation refuses it
+  const other = await ortRun(file, feeds(8000, 76), { optimize: false, ints: ['sr'] });
+  const otherFloat = await ortRun(bytes, feeds(8000, 76), { ints: ['sr'] });
+  t.deepEqual(other.y.shape, otherFloat.y.shape);
+  t.true(relMaxDiff(other.y.data, otherFloat.y.data) < 0.5, `${other.y.data} vs float ${otherFloat.y.data}`);
+  const e = await t.throwsAsync(sim.run(feeds(8000, 76), q.encodings), { instanceOf: MpqError });
+  t.is(e!.code, 'MPQ_BAD_INPUT');
+  // the command line: a budget below W8A8 is met by lowering the bits inside the branch, the note says what stays float
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-cf-'));
+  fs.writeFileSync(path.join(dir, 'm.onnx'), bytes);
+  fs.writeFileSync(path.join(dir, 'x.npy'), encodeNpy([16, 8], randomData(128, 77)));
+  fs.writeFileSync(path.join(dir, 'sr.npy'), encodeNpy([16], new Float32Array(16).fill(16000)));
+  const data = `x=${path.join(dir, 'x.npy')},sr=${path.join(dir, 'sr.npy')}`;
+  const r = await mpq(['search', path.join(dir, 'm.onnx'), '--calib', data, '--max-bops', '0.75', '--out', path.join(dir, 's'), '--quiet', '--json']);
+  t.is(r.code, 0, r.stderr);
+  const res = JSON.parse(r.stdout);
+  t.true(res.selected.rel_bops <= 0.75 && res.selected.meets_target, JSON.stringify(res.selected));
+  t.true(res.verification.faithful, JSON.stringify(res.verification));
+  t.regex(res.options.notes.join(' '), /its else_branch stays float/);
+  t.regex(fs.readFileSync(path.join(dir, 's', 'report.html'), 'utf8'), /<b>Note<\/b>: If &#39;If_\d+&#39; ran its then_branch/);
+  // mpq verify applies encodings.json (quantizers inside the branch) to the float model again
+  const v = await mpq(['verify', path.join(dir, 's'), '--json']);
+  t.is(v.code, 0, v.stderr);
+  t.true(JSON.parse(v.stdout).qdq.sqnr_db > 60, v.stdout);
+});
+
+test('a 16-bit export (opset 21) converts the ops inside If branches too (ReduceMean axes become an input): onnxruntime loads it and equals the simulation', async (t) => {
+  const thenG: TinyGraph = {
+    outputs: { t2: null },
+    nodes: [
+      { op: 'MatMul', inputs: ['x', 'w'], outputs: ['t1'] },
+      { op: 'ReduceMean', inputs: ['t1'], outputs: ['t2'], attrs: { axes: [1], keepdims: 1 } },
+    ],
+  };
+  const elseG: TinyGraph = { outputs: { e1: null }, nodes: [{ op: 'ReduceMean', inputs: ['x'], outputs: ['e1'], attrs: { axes: [1], keepdims: 1 } }] };
+  const bytes = tinyModel({
+    inputs: { x: ['N', 4] },
+    outputs: { y: null },
+    nodes: [
+      { op: 'Shape', inputs: ['x'], outputs: ['s'] },
+      { op: 'Gather', inputs: ['s', 'one'], outputs: ['k'], attrs: { axis: 0 } },
+      { op: 'Greater', inputs: ['k', 'three'], outputs: ['cond'] },
+      { op: 'If', inputs: ['cond'], outputs: ['z'], attrs: { then_branch: { graph: thenG }, else_branch: { graph: elseG } } },
+      { op: 'Mul', inputs: ['z', 'z'], outputs: ['y'] },
+    ],
+    inits: { w: f32([4, 6], 80), one: { dims: [], type: INT64, values: [1] }, three: { dims: [], type: INT64, values: [3] } },
+    opset: 13,
+  });
+  const m = Model.fromBytes(bytes);
+  const batch = { x: { shape: [5, 4], data: randomData(20, 81) } };
+  const cal = await calibrate(m, async function* () { yield batch; }, { rounding: 'nearest' });
+  const q = await quantize(cal, loadBitConfig('W8A16'));
+  const file = exportQdq(q, cal);
+  const ifNode = loadGraph(file).nodes.find((n) => n.op === 'If')!;
+  const rm = (ifNode.attrs.then_branch as Graph).nodes.find((n) => n.op === 'ReduceMean')!;
+  t.is(rm.attrs.axes, undefined, 'axes moved to an input at opset 21');
+  const sim = await Simulator.of(cal).run(batch, q.encodings);
+  const ref = await ortRun(file, batch, { optimize: false });
+  t.true(relMaxDiff(sim.y.data, ref.y.data) < 1e-5, `simulation vs onnxruntime: ${relMaxDiff(sim.y.data, ref.y.data)}`);
 });

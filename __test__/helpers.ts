@@ -49,7 +49,7 @@ export function randomData(n: number, seed = 1): Float32Array {
 export async function ortRun(
   model: string | Uint8Array,
   feeds: Record<string, { shape: number[]; data: Float32Array }>,
-  opts: { optimize?: boolean } = {},
+  opts: { optimize?: boolean; ints?: string[] } = {},
 ): Promise<Record<string, { shape: number[]; data: Float32Array }>> {
   const so: ort.InferenceSession.SessionOptions = {
     intraOpNumThreads: 2,
@@ -58,7 +58,9 @@ export async function ortRun(
   };
   const s = typeof model === 'string' ? await ort.InferenceSession.create(model, so) : await ort.InferenceSession.create(model, so);
   const f: Record<string, ort.Tensor> = {};
-  for (const [k, v] of Object.entries(feeds)) f[k] = new ort.Tensor('float32', v.data, v.shape);
+  for (const [k, v] of Object.entries(feeds)) {
+    f[k] = opts.ints?.includes(k) ? new ort.Tensor('int64', BigInt64Array.from(v.data, (x) => BigInt(x)), v.shape) : new ort.Tensor('float32', v.data, v.shape);
+  }
   const r = await s.run(f);
   const out: Record<string, { shape: number[]; data: Float32Array }> = {};
   for (const [k, v] of Object.entries(r)) {

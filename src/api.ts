@@ -64,6 +64,8 @@ export interface QuantizeResult {
   encodings: EncodingsJson;
   config: BitConfig;
   quantizers: { weights: number; activations: number };
+  /** What stays float and why (If branches the calibration data did not take, Loop bodies, ...), as in quantize.json. */
+  notes: string[];
 }
 
 /**
@@ -95,7 +97,7 @@ export async function quantize(o: QuantizeOptions): Promise<QuantizeResult> {
   throwIfAborted(o.signal, 'the quantization');
   const bytes = await exportQdqOffThread(cal, q.encodings, o.signal);
   progress('export', 1, 1);
-  return { model: bytes, encodings: encodingsToJson(q.encodings), config, quantizers: { weights: q.encodings.weights.size, activations: q.encodings.activations.size } };
+  return { model: bytes, encodings: encodingsToJson(q.encodings), config, quantizers: { weights: q.encodings.weights.size, activations: q.encodings.activations.size }, notes: cal.notes };
 }
 
 export interface EvaluateOptions extends RunOptions {

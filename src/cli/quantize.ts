@@ -2,8 +2,6 @@
 import * as path from 'path';
 import { MpqError } from '../errors';
 import { OutputDir } from '../fsutil';
-import { floatSubgraphsNote } from '../graph/control';
-import { flattenedIfsNote } from '../graph/flatten-if';
 import { Model } from '../model';
 import { BitConfig, loadBitConfig } from '../quant/config';
 import { encodingsToJson } from '../quant/encodings';
@@ -62,9 +60,6 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
   const { t0, config, round, model, profile } = o;
   const data = await openData(f.calib, model, f);
   const progress = phaseProgress(!f.quiet);
-  const note = floatSubgraphsNote(model.graph);
-  const notes = [note, flattenedIfsNote(model.graph)].filter((x): x is string => !!x);
-  if (!f.quiet) for (const n of notes) process.stderr.write(`mpq: note: ${n}\n`);
   const cal = await calibrate(model, countedPasses(() => data.batches(), data.count, 'calibration', progress), {
     weightRange: method(f.weightRange, 'weight-range'),
     actRange: method(f.actRange, 'act-range'),
@@ -72,7 +67,9 @@ async function quantizeInto(out: OutputDir, file: string, f: QuantizeFlags, o: {
     rounding: round ?? (Math.min(config.w, ...Object.values(config.weights)) <= 8 ? undefined : 'nearest'),
     scheme: profile?.scheme,
   });
-  if (profile) checkConfigAllowed(buildGroups(model.graph, cal.placement, profile), config, profile);
+  const notes = cal.notes;
+  if (!f.quiet) for (const n of notes) process.stderr.write(`mpq: note: ${n}\n`);
+  if (profile) checkConfigAllowed(buildGroups(cal.graph, cal.placement, profile), config, profile);
   const tCal = Date.now();
   const q = await quantize(cal, config);
   progress.stop();

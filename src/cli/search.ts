@@ -2,8 +2,6 @@
 import * as path from 'path';
 import { MpqError } from '../errors';
 import { loadSampleLabels } from '../eval/labels';
-import { floatSubgraphsNote } from '../graph/control';
-import { flattenedIfsNote } from '../graph/flatten-if';
 import { Model } from '../model';
 import { RangeMethod } from '../quant/ranges';
 import { Rounding, ROUNDINGS } from '../quant/rounding';
@@ -55,9 +53,6 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
   if (f.wholeJob && !f.redis) throw new MpqError('MPQ_BAD_INPUT', '--whole-job goes with --redis (the pool whose workers run the search)');
   if (f.wholeJob && f.eval) throw new MpqError('MPQ_BAD_INPUT', '--whole-job evaluates on the calibration data on the worker: --eval is not taken there yet (drop one of them)');
   const progress = phaseProgress(!f.quiet);
-  const note = floatSubgraphsNote(model.graph);
-  const notes = [note, flattenedIfsNote(model.graph)].filter((x): x is string => !!x);
-  if (!f.quiet) for (const n of notes) process.stderr.write(`mpq: note: ${n}\n`);
   // passes over the calibration data are shown while calibrating; after that, the search's phases
   let calibrating = true;
   try {
@@ -83,10 +78,10 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
         calib: calibRecord(f.calib, f, calib.count),
         eval: f.eval && absoluteDataSpec(f.eval),
         labels: f.labels && path.resolve(f.labels),
-        notes,
       },
     });
     progress.stop();
+    if (!f.quiet) for (const n of (r.options.notes as string[] | undefined) ?? []) process.stderr.write(`mpq: note: ${n}\n`);
     if (f.json) process.stdout.write(JSON.stringify(r, null, 2) + '\n');
     else {
       const s = r.selected;
@@ -99,12 +94,6 @@ export async function searchCommand(file: string, f: SearchFlags): Promise<void>
     }
     const warning = verificationWarning(r.verification, r.files.model);
     if (warning) process.stderr.write(warning + '\n');
-  } catch (e) {
-    // a budget out of reach because the compute is inside float subgraphs: say so
-    if (note && e instanceof MpqError && e.code === 'MPQ_BAD_INPUT' && /^no configuration meets the budget/.test(e.message)) {
-      throw new MpqError(e.code, `${e.message} (${note}, so nothing inside them can be made cheaper)`, { cause: e });
-    }
-    throw e;
   } finally {
     progress.stop();
   }

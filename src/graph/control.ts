@@ -16,9 +16,12 @@
  * - Scan: unrolled over its scan axis (known from shapes), slicing inputs with Gather and
  *   stacking outputs with Unsqueeze + Concat, in either direction.
  *
- * The graph IR keeps the node with its subgraphs (placement sees it as one node, export
- * writes it back as it was); only the plan sees the inlined nodes. So quantizers go on the
- * values around a control-flow node, and the nodes inside its subgraphs stay float.
+ * The graph IR keeps the node with its subgraphs; only the plan sees the inlined nodes. The
+ * specialisation records which If nodes run one branch (`picks`) and which run both and a
+ * Where (`both`): an If that runs one branch is written out as that branch for placement
+ * (taken-branches.ts) and gets its quantizers inside it; the nodes inside other control flow
+ * (Loop and Scan bodies, an If run as both branches) stay float, quantizers going on the
+ * values around them.
  */
 import { MpqError } from '../errors';
 import { ConstTensor, Graph, isGraph, Node } from './ir';
@@ -45,11 +48,26 @@ export interface Inliner {
   needData(name: string, why: string): never;
   /** Specialises `nodes` (in order) under `rename`, their node names prefixed with `prefix`. */
   nodes(nodes: Node[], rename: Rename, prefix?: string): void;
+  /** Records that If node `node` (its plan name) runs one branch only, and why. */
+  picked(node: string, pick: BranchPick): void;
+  /** Records that If node `node` runs both branches and selects with Where on its condition `cond`. */
+  ranBoth(node: string, cond: string): void;
+}
+
+/** The one branch an If runs in a plan: its condition is known from shapes or measured on the data. */
+export interface BranchPick {
+  branch: 'then_branch' | 'else_branch';
+  /** 'shapes': a constant or computed from shapes; 'data': measured on the data (checked at run time). */
+  from: 'shapes' | 'data';
 }
 
 export const CONTROL_FLOW = new Set(['If', 'Loop', 'Scan']);
 
-/** A note on the control-flow nodes of `g`, whose subgraphs stay float when quantizing (null when there are none). */
+/**
+ * A note on the control-flow nodes of `g`, whose subgraphs stay float when quantizing (null
+ * when there are none). `g` is the graph quantizers are placed on: the If nodes whose branch
+ * the calibration runs are written out in it already (taken-branches.ts).
+ */
 export function floatSubgraphsNote(g: Graph): string | null {
   const cf = g.nodes.filter((n) => CONTROL_FLOW.has(n.op));
   if (cf.length === 0) return null;
@@ -61,8 +79,8 @@ const fail = (n: Node, msg: string): never => {
   throw new MpqError('MPQ_BAD_NODE', `node '${n.name}' (${n.op}): ${msg}`);
 };
 
-/** Every name a subgraph defines, nested subgraphs included. */
-function definedIn(g: Graph, out = new Set<string>()): Set<string> {
+/** Every name a graph or subgraph defines, nested subgraphs included. */
+export function definedIn(g: Graph, out = new Set<string>()): Set<string> {
   for (const i of g.inputs) out.add(i.name);
   for (const k of g.consts.keys()) out.add(k);
   for (const n of g.nodes) {
@@ -121,12 +139,16 @@ export function inlineControlFlow(n: Node, rename: Rename, ix: Inliner): void {
       ix.nodes(g.nodes, r, own || `${n.name}/`);
       return g.outputs.map((o) => r(o.name));
     };
-    const pick = (c: ConstTensor) => {
-      const outs = branch(c.data[0] ? 'then_branch' : 'else_branch', '');
+    const pick = (c: ConstTensor, from: BranchPick['from']) => {
+      const attr = c.data[0] ? 'then_branch' : 'else_branch';
+      ix.picked(n.name, { branch: attr, from });
+      const outs = branch(attr, '');
       ix.nodes(outs.map((o, i) => identity(`${n.name}/out${i}`, o, n.outputs[i])).filter((x) => x.outputs[0]), (x) => x);
     };
-    const c = ix.constant(declared[0]) ?? ix.measured(declared[0]);
-    if (c) return pick(c);
+    const known = ix.constant(declared[0]);
+    if (known) return pick(known, 'shapes');
+    const measured = ix.measured(declared[0]);
+    if (measured) return pick(measured, 'data');
     // a condition known only from the data: both branches run and Where picks, when their
     // outputs agree in shape (ONNX ops have no side effects); otherwise the condition is measured
     let why: string;
@@ -134,6 +156,7 @@ export function inlineControlFlow(n: Node, rename: Rename, ix: Inliner): void {
       const a = branch('then_branch', `${n.name}/then/`), b = branch('else_branch', `${n.name}/else/`);
       const differ = a.findIndex((v, i) => ix.shape(v).join() !== ix.shape(b[i]).join());
       if (differ < 0) {
+        ix.ranBoth(n.name, declared[0]);
         ix.nodes(a.map((v, i) => ({ name: `${n.name}/select${i}`, op: 'Where', domain: '', inputs: [declared[0], v, b[i]], outputs: [n.outputs[i]], attrs: {} })).filter((x) => x.outputs[0]), (x) => x);
         return;
       }

@@ -5,7 +5,7 @@
  */
 import { MpqError } from '../errors';
 import { limits } from '../limits';
-import { CONTROL_FLOW, inlineControlFlow, Rename } from './control';
+import { BranchPick, CONTROL_FLOW, inlineControlFlow, Rename } from './control';
 import { ConstTensor, Graph, isGraph, Node } from './ir';
 import { OPS } from './ops';
 import { DataDependent, NeedsData, OpCtx, Val } from './opctx';
@@ -30,6 +30,10 @@ export interface Specialized {
   inputShapes: Record<string, number[]>;
   values: Map<string, Val>;
   nodes: SpecializedNode[];
+  /** The If nodes (by plan name) that run one branch only, and which. */
+  picks: Map<string, BranchPick>;
+  /** The If nodes (by plan name) that run both branches and a Where, with their condition's plan value. */
+  both: Map<string, string>;
 }
 
 /** Throws one error naming every op the tool cannot handle, before any work. */
@@ -107,6 +111,8 @@ export function specialize(graph: Graph, inputShapes: Record<string, number[]>, 
   for (const [name, t] of graph.consts) values.set(name, { dtype: t.dtype, shape: t.shape, value: t });
   for (const inp of graph.inputs) values.set(inp.name, { dtype: inp.dtype, shape: inputShapes[inp.name] });
   const nodes: SpecializedNode[] = [];
+  const picks = new Map<string, BranchPick>();
+  const both = new Map<string, string>();
   const ctxOf = (node: Node) => {
     const inputs = node.inputs.map((n) => {
       if (!n) return undefined;
@@ -123,7 +129,7 @@ export function specialize(graph: Graph, inputShapes: Record<string, number[]>, 
     const v = values.get(name)!;
     const t = known?.get(name);
     if (!t) {
-      throw new NeedsData(name, `${why}; its value is measured on the data when the model runs on data (run, quantize, search), not known from shapes alone`, { graph, inputShapes, values, nodes: nodes.slice() });
+      throw new NeedsData(name, `${why}; its value is measured on the data when the model runs on data (run, quantize, search), not known from shapes alone`, { graph, inputShapes, values, nodes: nodes.slice(), picks, both });
     }
     if (t.shape.join() !== v.shape.join()) {
       throw new MpqError('MPQ_INPUT_SHAPE', `the shapes depend on the value of '${name}', measured on the data with shape [${t.shape}]; at these input shapes it has shape [${v.shape}] (a model whose shapes depend on its data needs all batches of one size)`);
@@ -178,6 +184,8 @@ export function specialize(graph: Graph, inputShapes: Record<string, number[]>, 
     },
     define: (name: string, t: ConstTensor) => void values.set(name, { dtype: t.dtype, shape: t.shape, value: t }),
     measured: (name: string) => (known?.has(name) ? values.get(fromData(name, ''))!.value : undefined),
+    picked: (node: string, pick: BranchPick) => void picks.set(node, pick),
+    ranBoth: (node: string, cond: string) => void both.set(node, cond),
     needData: (name: string, why: string): never => {
       fromData(name, why);
       throw new MpqError('MPQ_INTERNAL', `data value '${name}' was asked for though it was measured`);
@@ -197,7 +205,7 @@ export function specialize(graph: Graph, inputShapes: Record<string, number[]>, 
   for (const o of graph.outputs) {
     if (!values.has(o.name)) throw new MpqError('MPQ_BAD_MODEL', `graph output '${o.name}' is not computed by any node`);
   }
-  return { graph, inputShapes, values, nodes };
+  return { graph, inputShapes, values, nodes, picks, both };
 }
 
 /** Most values one specialisation measures on the data (one per round of {@link probeDataValues}). */

@@ -1,11 +1,13 @@
 /**
  * Builds the QDQ graph: weights stored as integers feeding DequantizeLinear, and a
- * QuantizeLinear -> DequantizeLinear pair on every quantized activation. The same graph is
- * run by the engine (simulation) and written as the exported model, so both see the same numbers.
+ * QuantizeLinear -> DequantizeLinear pair on every quantized activation. The exported model
+ * computes what the simulation plan computes, so both see the same numbers.
  */
 import { MpqError } from '../errors';
-import { ConstTensor, Graph, Node } from '../graph/ir';
-import { Encodings } from './encodings';
+import { ConstTensor, Graph, isGraph, Node } from '../graph/ir';
+import { outerReads } from '../onnx/load';
+import { Encodings, TensorEncoding } from './encodings';
+import { PASS_THROUGH } from './placement';
 import { qrange, quantize } from './scheme';
 
 /** ONNX element type of a quantized integer tensor of `bits` bits. */
@@ -15,17 +17,29 @@ export function intType(bits: number, signed: boolean): number {
   return signed ? 5 : 4;
 }
 
+/**
+ * The QDQ graph of `g` under `enc`. Quantizers of values inside subgraphs (the branch of an
+ * If that the calibration data ran, see taken-branches.ts) are written inside that subgraph:
+ * an activation's pair after its producer, in the producer's scope (a subgraph output is
+ * produced under a new name and dequantized into its own); a weight's DequantizeLinear and
+ * integers in the scope of the nodes that read it (the scope that holds the weight when they
+ * are in several). Every reader, in any scope, reads the dequantized value; control-flow
+ * nodes then read the outer-scope values their rebuilt subgraphs read. ONNX value names are
+ * unique across a model's scopes, so one rename serves all of them.
+ */
 export function buildQdqGraph(g: Graph, enc: Encodings): Graph {
-  const consts = new Map(g.consts);
-  const outputs = new Set(g.outputs.map((o) => o.name));
+  const scopes = scopesOf(g);
+  const scopeOf = (v: string): Scope | undefined => scopes.find((sc) => sc.defines.has(v));
   const rename = new Map<string, string>(); // value read by consumers -> value they read instead
-  const front: Node[] = [];
-  const after = new Map<string, Node[]>(); // value -> nodes to insert after its producer
+  const producerRename = new Map<string, string>(); // subgraph or graph output produced under a new name
   const biasFix = new Map<string, Float32Array>(); // weight -> bias correction of its node
 
   for (const [w, e] of enc.weights) {
-    const t = g.consts.get(w);
-    if (!t) continue;
+    const home = scopes.find((sc) => sc.graph.consts.has(w));
+    if (!home) continue;
+    const t = home.graph.consts.get(w)!;
+    const readers = scopes.filter((sc) => sc.reads.has(w));
+    const sc = readers.length === 1 ? readers[0] : home;
     const bits = e.entries[0].bitwidth;
     const { qmin, qmax } = qrange(e.rangeBits ?? bits, true);
     const axis = e.axis ?? 0;
@@ -48,10 +62,10 @@ export function buildQdqGraph(g: Graph, enc: Encodings): Graph {
     if (e.biasDelta) biasFix.set(w, e.biasDelta);
     const type = intType(bits, true);
     const sShape = e.axis === undefined ? [] : [ch];
-    consts.set(`${w}_quantized`, { dtype: 'int', shape: t.shape, data: q, onnxType: type });
-    consts.set(`${w}_scale`, { dtype: 'float', shape: sShape, data: scales, onnxType: 1 });
-    consts.set(`${w}_zero_point`, { dtype: 'int', shape: sShape, data: new Float64Array(scales.length), onnxType: type });
-    front.push({
+    sc.consts.set(`${w}_quantized`, { dtype: 'int', shape: t.shape, data: q, onnxType: type });
+    sc.consts.set(`${w}_scale`, { dtype: 'float', shape: sShape, data: scales, onnxType: 1 });
+    sc.consts.set(`${w}_zero_point`, { dtype: 'int', shape: sShape, data: new Float64Array(scales.length), onnxType: type });
+    sc.front.push({
       name: `${w}_DequantizeLinear`, op: 'DequantizeLinear', domain: '',
       inputs: [`${w}_quantized`, `${w}_scale`, `${w}_zero_point`], outputs: [`${w}_dequantized`],
       attrs: e.axis === undefined ? {} : { axis },
@@ -59,15 +73,16 @@ export function buildQdqGraph(g: Graph, enc: Encodings): Graph {
     rename.set(w, `${w}_dequantized`);
   }
 
-  const producerRename = new Map<string, string>(); // graph output produced under a new name
-  for (const [v, e] of enc.activations) {
+  for (const [v, e] of [...enc.activations, ...carriedIntoSubgraphs(scopes, enc)]) {
+    const sc = scopeOf(v);
+    if (!sc) continue;
     const x = e.entries[0];
     const type = intType(x.bitwidth, false);
     const scale: ConstTensor = { dtype: 'float', shape: [], data: Float32Array.of(x.scale), onnxType: 1 };
     const zp: ConstTensor = { dtype: 'int', shape: [], data: Float64Array.of(-x.offset), onnxType: type };
-    consts.set(`${v}_scale`, scale);
-    consts.set(`${v}_zero_point`, zp);
-    const isOutput = outputs.has(v);
+    sc.consts.set(`${v}_scale`, scale);
+    sc.consts.set(`${v}_zero_point`, zp);
+    const isOutput = sc.graph.outputs.some((o) => o.name === v);
     const src = isOutput ? `${v}_float` : v;
     const dst = isOutput ? v : `${v}_dequantized`;
     if (isOutput) producerRename.set(v, src);
@@ -80,37 +95,97 @@ export function buildQdqGraph(g: Graph, enc: Encodings): Graph {
       },
       { name: `${v}_DequantizeLinear`, op: 'DequantizeLinear', domain: '', inputs: [`${v}_quantized`, `${v}_scale`, `${v}_zero_point`], outputs: [dst], attrs: {} },
     ];
-    if (g.inputs.some((i) => i.name === v)) front.push(...pair);
-    else after.set(v, pair);
+    if (sc.graph.inputs.some((i) => i.name === v)) sc.front.push(...pair);
+    else sc.after.set(v, pair);
   }
 
-  const nodes: Node[] = [...front];
-  for (const n of g.nodes) {
-    const fix = biasFix.get(n.inputs[1]);
-    const inputs = fix ? correctBias(n, fix, consts) : n.inputs;
-    const m: Node = {
-      ...n,
-      inputs: inputs.map((i) => rename.get(i) ?? i),
-      outputs: n.outputs.map((o) => producerRename.get(o) ?? o),
-    };
-    nodes.push(m);
-    for (const o of n.outputs) {
-      const ins = after.get(o);
-      if (ins) nodes.push(...ins);
+  const rebuild = (sc: Scope): Graph => {
+    const nodes: Node[] = [...sc.front];
+    for (const n of sc.graph.nodes) {
+      const fix = biasFix.get(n.inputs[1]);
+      const inputs = fix ? correctBias(n, fix, (k) => scopes.find((x) => x.consts.has(k))?.consts.get(k), sc.consts) : n.inputs;
+      const attrs = Object.fromEntries(Object.entries(n.attrs).map(([k, a]) => [k, isGraph(a) ? rebuild(scopes.find((x) => x.graph === a)!) : a]));
+      const declared = n.declaredInputs ?? inputs.length;
+      const m: Node = {
+        ...n,
+        attrs,
+        inputs: inputs.slice(0, declared).map((i) => rename.get(i) ?? i),
+        outputs: n.outputs.map((o) => producerRename.get(o) ?? o),
+      };
+      if (n.declaredInputs !== undefined) {
+        // the outer-scope values the rebuilt subgraphs read (a weight's integers may now be inside)
+        for (const sg of Object.values(attrs).filter(isGraph)) for (const v of outerReads(sg)) if (!m.inputs.includes(v)) m.inputs.push(v);
+      }
+      nodes.push(m);
+      for (const o of n.outputs) {
+        const ins = sc.after.get(o);
+        if (ins) nodes.push(...ins);
+      }
+    }
+    return { ...sc.graph, nodes, consts: sc.consts };
+  };
+  return rebuild(scopes[0]);
+}
+
+/**
+ * Values that subgraphs read from outside (implicit inputs of If, Loop, Scan) and that carry a
+ * quantized value's encoding through data movement (a Transpose of a dequantized value), each
+ * with that encoding: they get a QuantizeLinear/DequantizeLinear pair of their own. Their
+ * values are on that grid already, so the pair changes no number (round(k s / s) = k); it
+ * keeps onnxruntime's optimizer (1.30, default options) from aborting the process when it
+ * moves a DequantizeLinear through the Transpose to an If that reads its output implicitly
+ * (it indexes the If's declared inputs with the implicit input's position). Pad is left out:
+ * its constant need not be on the grid.
+ */
+function carriedIntoSubgraphs(scopes: Scope[], enc: Encodings): [string, TensorEncoding][] {
+  const carried = new Map<string, string>([...enc.activations.keys()].map((v) => [v, v]));
+  const out = new Map<string, TensorEncoding>();
+  for (const sc of scopes) {
+    for (const n of sc.graph.nodes) {
+      const from = carried.get(n.inputs[0]);
+      if (from && PASS_THROUGH.has(n.op) && n.op !== 'Pad') for (const o of n.outputs) if (o && !carried.has(o)) carried.set(o, from);
+      if (n.declaredInputs === undefined) continue;
+      for (const v of n.inputs.slice(n.declaredInputs)) {
+        const e = carried.get(v);
+        if (e && e !== v) out.set(v, enc.activations.get(e)!);
+      }
     }
   }
-  return { ...g, nodes, consts };
+  return [...out];
+}
+
+/** A graph or subgraph being rebuilt: what it defines and reads, and the QDQ nodes it gets. */
+interface Scope {
+  graph: Graph;
+  consts: Map<string, ConstTensor>;
+  /** Values its inputs, constants and nodes define. */
+  defines: Set<string>;
+  /** Values its nodes read as declared inputs (not through their subgraphs). */
+  reads: Set<string>;
+  front: Node[];
+  /** Value -> nodes to insert after its producer. */
+  after: Map<string, Node[]>;
+}
+
+/** `g` and its subgraphs, `g` first. */
+function scopesOf(g: Graph, out: Scope[] = []): Scope[] {
+  const defines = new Set([...g.inputs.map((i) => i.name), ...g.consts.keys(), ...g.nodes.flatMap((n) => n.outputs.filter(Boolean))]);
+  const reads = new Set(g.nodes.flatMap((n) => n.inputs.slice(0, n.declaredInputs ?? n.inputs.length).filter(Boolean)));
+  out.push({ graph: g, consts: new Map(g.consts), defines, reads, front: [], after: new Map() });
+  for (const n of g.nodes) for (const a of Object.values(n.attrs)) if (isGraph(a)) scopesOf(a, out);
+  return out;
 }
 
 /**
  * Bias correction: the inputs of weighted node `n` with `delta` (per output channel) added to
  * its bias, as a new constant (a bias input is added when the node has none). MatMul has no
- * bias input and is left as it is.
+ * bias input and is left as it is. `constOf` finds a constant in any scope; the new one goes
+ * into `consts`, those of the node's scope.
  */
-function correctBias(n: Node, delta: Float32Array, consts: Map<string, ConstTensor>): string[] {
+function correctBias(n: Node, delta: Float32Array, constOf: (name: string) => ConstTensor | undefined, consts: Map<string, ConstTensor>): string[] {
   if (!['Conv', 'ConvTranspose', 'Gemm'].includes(n.op)) return n.inputs;
   const name = `${n.name || n.inputs[1]}::bias_corrected`;
-  const old = n.inputs[2] ? consts.get(n.inputs[2]) : undefined;
+  const old = n.inputs[2] ? constOf(n.inputs[2]) : undefined;
   if (n.inputs[2] && !old) return n.inputs; // bias computed at run time: leave it
   const beta = n.op === 'Gemm' ? Number(n.attrs.beta ?? 1) : 1;
   if (!(beta !== 0 && Number.isFinite(beta))) return n.inputs;

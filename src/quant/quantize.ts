@@ -7,6 +7,9 @@ import { ConstTensor } from '../graph/ir';
 import { native } from '../native';
 import { Graph } from '../graph/ir';
 import * as path from 'path';
+import { flattenedIfsNote } from '../graph/flatten-if';
+import { inlineTakenBranches } from '../graph/taken-branches';
+import { pinConditions } from './conditions';
 import { Model, RunOptions, Tensor } from '../model';
 import { runInWorker } from '../worker';
 import { saveGraph } from '../onnx/save';
@@ -46,6 +49,13 @@ export const DEFAULT_SEQUENTIAL = false;
 
 export interface Calibrated {
   model: Model;
+  /**
+   * The graph the quantizers are placed on: `model.graph` with each If that the calibration
+   * runs one branch of written out as that branch (taken-branches.ts).
+   */
+  graph: Graph;
+  /** What stays float and why (untaken If branches, other control flow), for run.json, quantize.json and the report. */
+  notes: string[];
   placement: Placement;
   /** Activation statistics by tensor. */
   stats: Awaited<ReturnType<typeof collectStats>>;
@@ -82,16 +92,22 @@ export async function calibrate(model: Model, batches: Batches, opts: QuantizeOp
   // shapes that depend on the data (Range bounds, Reshape targets, ... from input values) are
   // measured on the first batch; every later plan checks that its data gives the same
   await model.measureDataValues(b0, { ...opts, share: true });
+  // If conditions from the data that every batch agrees on select one branch (quantized inside)
+  const bothNotes = await pinConditions(model, shapes, batches, opts);
   const spec = model.specialize(shapes);
   const isFloat = (v: string) => {
     const val = spec.values.get(v);
     return !!val && val.dtype === 'float' && !val.value;
   };
-  const placement = placeQuantizers(model.graph, isFloat);
+  const { graph, notes } = inlineTakenBranches(model.graph, spec);
+  const flattened = flattenedIfsNote(model.graph);
+  if (flattened) notes.push(flattened);
+  notes.unshift(...bothNotes);
+  const placement = placeQuantizers(graph, isFloat);
   const stats = await collectStats(model, batches, placement.activations.map((a) => a.tensor), actRange, opts);
   const rounding = opts.rounding ?? DEFAULT_ROUNDING;
-  const rounder = rounding === 'nearest' ? undefined : await gatherRoundingStats(model, placement, batches, opts.roundingOptions, opts);
-  return { model, placement, stats, actRange, weightRange, shapes, rounding, rounder, batches, reduceRange: !!opts.scheme?.reduce_range };
+  const rounder = rounding === 'nearest' ? undefined : await gatherRoundingStats(model, graph, placement, batches, opts.roundingOptions, opts);
+  return { model, graph, notes, placement, stats, actRange, weightRange, shapes, rounding, rounder, batches, reduceRange: !!opts.scheme?.reduce_range };
 }
 
 /**
@@ -117,7 +133,7 @@ function scalesOf(cal: Calibrated, tensor: string, axis: number, bits: number): 
   const key = `${tensor}@${bits}`;
   let scales = cache.get(key);
   if (!scales) {
-    const t = cal.model.graph.consts.get(tensor)!;
+    const t = cal.graph.consts.get(tensor)!;
     cache.set(key, (scales = native().weightScalesSync(weightData(t), t.shape, axis, bits, cal.weightRange)));
   }
   return scales;
@@ -133,7 +149,7 @@ export async function prepareScales(cal: Calibrated, config: BitConfig, opts: Ru
     const bits = weightRangeBits(cal, weightBits(config, w.tensor));
     const key = `${w.tensor}@${bits}`;
     if (cache.has(key)) continue;
-    const t = cal.model.graph.consts.get(w.tensor)!;
+    const t = cal.graph.consts.get(w.tensor)!;
     jobs.push(native().weightScales(weightData(t), t.shape, w.axis, bits, cal.weightRange).then((s) => void cache.set(key, s), (e) => Promise.reject(fromNative(e))));
   }
   await Promise.all(jobs);
@@ -153,7 +169,7 @@ export async function prepareWeights(cal: Calibrated, config: BitConfig, opts: R
   for (const w of cal.placement.weights) {
     const bits = weightRangeBits(cal, weightBits(config, w.tensor));
     if (methodFor(cal.rounding, bits) !== 'gptq' || !r.has(w.tensor)) continue;
-    const t = cal.model.graph.consts.get(w.tensor)!;
+    const t = cal.graph.consts.get(w.tensor)!;
     jobs.push(r.round(w.tensor, t.data as Float32Array, t.shape, scalesOf(cal, w.tensor, w.axis, bits), bits));
   }
   await Promise.all(jobs);
@@ -178,16 +194,16 @@ export async function prepareSequential(cal: Calibrated, config: BitConfig, opts
   const r = cal.rounder;
   if (!r || !cal.batches) return;
   const order = new Map<string, number>();
-  cal.model.graph.nodes.forEach((n, i) => n.inputs[1] && !order.has(n.inputs[1]) && order.set(n.inputs[1], i));
+  cal.graph.nodes.forEach((n, i) => n.inputs[1] && !order.has(n.inputs[1]) && order.set(n.inputs[1], i));
   const jobs = cal.placement.weights
     .filter((w) => !leftFloat(config, w.tensor) && methodFor(cal.rounding, weightBits(config, w.tensor)) === 'gptq' && r.has(w.tensor))
     .sort((a, b) => (order.get(a.tensor) ?? 0) - (order.get(b.tensor) ?? 0))
     .map((w) => {
-      const t = cal.model.graph.consts.get(w.tensor)!;
+      const t = cal.graph.consts.get(w.tensor)!;
       const bits = weightRangeBits(cal, weightBits(config, w.tensor));
       return { tensor: w.tensor, w: t.data as Float32Array, shape: t.shape, scales: scalesOf(cal, w.tensor, w.axis, bits), bits };
     });
-  await r.roundSequential(configKey(cal, config), cal.model, cal.batches, jobs, (done, pending) => {
+  await r.roundSequential(configKey(cal, config), cal.model, cal.graph, cal.batches, jobs, (done, pending) => {
     const e = encodingsFor(cal, config, false);
     for (const w of pending) e.weights.delete(w);
     for (const [w, d] of done) withRounded(e.weights.get(w)!, d);

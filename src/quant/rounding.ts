@@ -295,6 +295,7 @@ export class WeightRounder {
   async roundSequential(
     key: string,
     model: Model,
+    g: Graph,
     batches: Batches,
     jobs: SequentialJob[],
     encodingsWith: (done: Map<string, RoundedWeight>, pending: Set<string>) => Encodings,
@@ -312,7 +313,6 @@ export class WeightRounder {
     }
     const feeds: Record<string, Tensor>[] = [];
     for await (const b of batches()) feeds.push(b);
-    const g = model.graph;
     const spec = model.specialize(Object.fromEntries(model.inputNames.map((k) => [k, feeds[0][k].shape])));
     const isFloat = (v: string) => spec.values.get(v)?.dtype === 'float';
     const fStream = new Stream(g, feeds, model.inputNames, isFloat);
@@ -448,9 +448,8 @@ function prod(a: number[]): number {
  * Gathers the layer-input statistics of every weight quantizer in `placement` over the
  * calibration batches (one run of the float model per batch).
  */
-export async function gatherRoundingStats(model: Model, placement: Placement, batches: Batches, options: RoundingOptions = {}, opts: RunOptions = {}): Promise<WeightRounder> {
+export async function gatherRoundingStats(model: Model, g: Graph, placement: Placement, batches: Batches, options: RoundingOptions = {}, opts: RunOptions = {}): Promise<WeightRounder> {
   const t0 = Date.now();
-  const g = model.graph;
   const uses = new Map<string, number>();
   for (const n of g.nodes) for (const i of n.inputs) if (i) uses.set(i, (uses.get(i) ?? 0) + 1);
   const layers: Layer[] = [];

@@ -1,6 +1,7 @@
 /** The simulated quantized model: the float model with an encodings file applied, run by the engine. */
 import * as fs from 'fs';
 import { MpqError } from '../errors';
+import { definedIn } from '../graph/control';
 import { Model } from '../model';
 import { encodingsFromJson, EncodingsJson } from './encodings';
 import { buildQdqGraph } from './qdq';
@@ -17,7 +18,8 @@ export function readEncodings(file: string): EncodingsJson {
 
 export function simulate(model: Model, enc: EncodingsJson): Model {
   const e = encodingsFromJson(enc);
-  const known = new Set([...model.graph.consts.keys(), ...model.graph.inputs.map((i) => i.name), ...model.graph.nodes.flatMap((n) => n.outputs)]);
+  // values inside subgraphs too (the If branch the calibration data took is quantized inside)
+  const known = definedIn(model.graph);
   const unknown = [...e.weights.keys(), ...e.activations.keys()].filter((k) => !known.has(k));
   if (unknown.length) {
     throw new MpqError('MPQ_BAD_INPUT', `the encodings name tensors that the model does not have: ${unknown.slice(0, 5).join(', ')}${unknown.length > 5 ? ', ...' : ''}; were they made for another model?`);

@@ -233,8 +233,9 @@ export async function computePhase1Graphs(
     }
     function prepare(w: (typeof slice)[number], wi: number) {
       const enc = groupEncodings(encodingsFor(cal, configs[wi]), w.group);
-      const gq = buildQdqGraph(model.graph, enc);
-      const seeds = new Set(gq.nodes.filter((n) => /_(Quantize|Dequantize)Linear$/.test(n.name) && !model.graph.nodes.some((m) => m.name === n.name)).map((n) => n.name));
+      // on the graph with the taken If branches written out: their quantizers are nodes of it
+      const gq = buildQdqGraph(cal.graph, enc);
+      const seeds = new Set(gq.nodes.filter((n) => /_(Quantize|Dequantize)Linear$/.test(n.name) && !cal.graph.nodes.some((m) => m.name === n.name)).map((n) => n.name));
       // the downstream part depends on the batch shape through folded shape arithmetic
       const subs = new Map<string, { ds: Downstream; sub?: Model }>();
       const subFor = (shapes: Record<string, number[]>) => {

@@ -96,6 +96,8 @@ export interface SearchResult {
   /** Data-aware roundings of a weight at a bit-width done in this run, and loaded from the cache. */
   rounding: { computed: number; loaded: number };
   groups: number;
+  /** Values the placement leaves float on purpose (masks, sentinels, what a Log reads), with the reason (as quantize.json's). */
+  left_float: { tensor: string; reason: string }[];
   order: FrontOrder;
   metric: MetricName;
   float_metric: number;
@@ -257,7 +259,14 @@ async function searchInto(
       ? (o.targetSearch === 'interpolation' ? interpolationSearch : binarySearch)(floatMetric - target.maxDrop)
       : // --max-bops budgets the profile's cost (BOPs unless the profile gives latencies or conversion costs)
         budget((p) => (target.maxBops !== undefined ? p.rel_cost <= target.maxBops + 1e-12 : p.size_bytes <= target.maxSizeMb! * 1e6));
-  const selected = await strategy.select(front, evalPoint);
+  const selected = await strategy.select(front, evalPoint).catch((e: unknown) => {
+    // a budget out of reach because compute stays float (inside control flow): say so
+    const float = cal.notes.filter((n) => /stays? float/.test(n));
+    if (float.length && e instanceof MpqError && e.code === 'MPQ_BAD_INPUT' && /^no configuration meets the budget/.test(e.message)) {
+      throw new MpqError(e.code, `${e.message} (${float.join('; ')}, so nothing there can be made cheaper)`, { cause: e });
+    }
+    throw e;
+  });
 
   // homogeneous configurations, evaluated beside the mixed ones
   const homogeneous: EvaluatedPoint[] = [];
@@ -326,11 +335,12 @@ async function searchInto(
     tool: 'onnx-mpq',
     version: pkgVersion(),
     versions: { node: process.version, 'onnx-mpq': pkgVersion() },
-    options: { model: modelFile ?? null, profile: profile.name, target, order, weightRange: cal.weightRange, actRange: cal.actRange, calib_samples: calibData.count, ...(o.record ?? {}) },
+    options: { model: modelFile ?? null, profile: profile.name, target, order, weightRange: cal.weightRange, actRange: cal.actRange, calib_samples: calibData.count, ...(o.record ?? {}), notes: [...((o.record?.notes as string[] | undefined) ?? []), ...cal.notes] },
     seconds,
     phase1: { computed: entries.length - reused, reused, total: entries.length, float_seconds: +phase1Timing.floatSecs.toFixed(3), entry_seconds: +phase1Timing.entrySecs.toFixed(3), ...(queue ? { workers: queue.counts } : {}) },
     rounding: { computed: cal.rounder?.computed ?? 0, loaded: cal.rounder?.loaded ?? 0 },
     groups: groups.length,
+    left_float: cal.placement.skipped,
     order,
     metric: metric.name,
     float_metric: floatMetric,

@@ -67,8 +67,8 @@ export async function openSession(
   cal.batches = data.batches;
   onProgress?.(total, total);
   const spec = model.specialize(cal.shapes);
-  const groups = buildGroups(model.graph, cal.placement, profile);
-  const cost = new CostModel(model.graph, spec, cal.placement, groups, profile);
+  const groups = buildGroups(cal.graph, cal.placement, profile);
+  const cost = new CostModel(cal.graph, spec, cal.placement, groups, profile);
   // a rerun with other settings into the same --out recomputes instead of reusing
   const options = { weightRange: cal.weightRange, actRange: cal.actRange, rounding: cal.rounding, roundingOptions, samples: data.count };
   const key = hashOf(modelHash, JSON.stringify(profile), data.fingerprint, JSON.stringify(options));
