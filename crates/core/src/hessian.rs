@@ -3,7 +3,9 @@
 //! patches of a Conv, channel vectors of a ConvTranspose, rows of a Gemm/MatMul input), one
 //! `H` per group, and their sum (for the mean, used by bias correction).
 //!
-//! Accumulation runs per image in parallel (rayon), with the products on the engine's GEMM.
+//! Accumulation runs over chunks of images in parallel (rayon): short input vectors
+//! (depthwise patches) by a dot-product kernel, longer ones on the engine's GEMM with the
+//! columns of several images at once when one image has few.
 
 use crate::dispatch_fn;
 use crate::error::{Error, Result};
@@ -243,6 +245,15 @@ impl LayerAcc {
         // a GEMM takes the columns of several images when one image has few (late layers),
         // so that its inner dimension is long enough to run near full speed
         let per = if d > GRAM_MAX_DIM { (GEMM_COLS / l).clamp(1, n.max(1)) } else { 1 };
+        // out += a b^T for a, b [d, k] (a is b when sym)
+        let moment = |a: &[f32], b: &[f32], k: usize, sym: bool, out: &mut [f64], tmp: &mut [f32]| {
+            if d > GRAM_MAX_DIM {
+                sgemm(d, d, k, MatRef::row_major(a, k), MatRef::transposed(b, k), tmp, d, false, gemm_threads);
+                add_into(out, tmp);
+            } else {
+                gram(level, a, b, d, k, sym, out);
+            }
+        };
         let chunk = |ids: &[usize]| -> Part {
             let mut p = Part::new(groups, d, with_ref);
             let mut tmp = if d > GRAM_MAX_DIM { vec![0f32; d * d] } else { Vec::new() };
@@ -254,23 +265,11 @@ impl LayerAcc {
                 let k = sub.len() * l;
                 for g in 0..groups {
                     let m = gather(&plan, &x.data, sub, g, &mut one, &mut wide);
-                    let h = &mut p.h[g * d * d..(g + 1) * d * d];
-                    if d > GRAM_MAX_DIM {
-                        sgemm(d, d, k, MatRef::row_major(m, k), MatRef::transposed(m, k), &mut tmp, d, false, gemm_threads);
-                        add_into(h, &tmp);
-                    } else {
-                        gram(level, m, m, d, k, true, h);
-                    }
+                    moment(m, m, k, true, &mut p.h[g * d * d..(g + 1) * d * d], &mut tmp);
                     row_sums(level, m, d, k, &mut p.s[g * d..(g + 1) * d]);
                     if let Some(r) = x_ref {
                         let mr = gather(&plan, &r.data, sub, g, &mut one_r, &mut wide_r);
-                        let c = &mut p.c.as_mut().unwrap()[g * d * d..(g + 1) * d * d];
-                        if d > GRAM_MAX_DIM {
-                            sgemm(d, d, k, MatRef::row_major(mr, k), MatRef::transposed(m, k), &mut tmp, d, false, gemm_threads);
-                            add_into(c, &tmp);
-                        } else {
-                            gram(level, mr, m, d, k, false, c);
-                        }
+                        moment(mr, m, k, false, &mut p.c.as_mut().unwrap()[g * d * d..(g + 1) * d * d], &mut tmp);
                         row_sums(level, mr, d, k, &mut p.sr.as_mut().unwrap()[g * d..(g + 1) * d]);
                     }
                 }
