@@ -61,16 +61,21 @@ export interface RoundingRow {
   top1?: number;
 }
 
-/** Seconds of the float forward pass over the calibration batches (the faster of two runs). */
-async function forwardSeconds(s: Setup): Promise<number> {
+/**
+ * Seconds of the float forward pass over the calibration batches (the faster of two runs), and
+ * of reading the batches once (decoding images: the layer statistics' pass includes it).
+ */
+async function forwardSeconds(s: Setup): Promise<{ fwd: number; load: number }> {
+  const tl = Date.now();
   const feeds = await collect(s.calib);
+  const load = (Date.now() - tl) / 1000;
   let best = Infinity;
   for (let k = 0; k < 2; k++) {
     const t0 = Date.now();
     for (const f of feeds) await s.model.run(f);
     best = Math.min(best, (Date.now() - t0) / 1000);
   }
-  return best;
+  return { fwd: best, load };
 }
 
 function sqnrOver(ref: Tensor[], got: Tensor[]): number {
@@ -229,11 +234,11 @@ function keptOf(cal: Calibrated, bits: number, sequential: boolean): string {
 async function roundingRows(s: Setup, configs: string[], log: (l: string) => void, sequential: boolean): Promise<RoundingRow[]> {
   const rows: RoundingRow[] = [];
   const calN = await calibrate(s.model, s.calib, { rounding: 'nearest' });
-  const fwd = await forwardSeconds(s);
+  const { fwd, load } = await forwardSeconds(s);
   const t0 = Date.now();
   const calG = await calibrate(s.model, s.calib, { rounding: 'gptq' });
   const statsS = calG.rounder!.statsSeconds;
-  log(`${s.name}: float forward pass over the calibration data ${fwd.toFixed(2)} s; calibration with layer statistics ${((Date.now() - t0) / 1000).toFixed(1)} s, of which layer statistics ${statsS.toFixed(1)} s (${(statsS / fwd).toFixed(1)} x the forward pass)`);
+  log(`${s.name}: float forward pass over the calibration data ${fwd.toFixed(2)} s; calibration with layer statistics ${((Date.now() - t0) / 1000).toFixed(1)} s, of which layer statistics ${statsS.toFixed(1)} s (${(statsS / fwd).toFixed(1)} x the forward pass; reading the data once, which it includes, ${load.toFixed(2)} s)`);
   let allRounding = statsS;
   for (const name of configs) {
     const bits = configOf(name).config.w;
