@@ -6,7 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { promisify } from 'util';
 import { Model, MpqError, search } from '../index';
-import { encodeNpy } from '../src/npy';
+import { encodeNpy, readNpy } from '../src/npy';
 import { loadProfile, Profile } from '../src/profiles/profile';
 import { placeQuantizers } from '../src/quant/placement';
 import { mseRange } from '../src/quant/ranges';
@@ -153,6 +153,41 @@ test.serial('a search killed during phase 1 resumes from its cache and leaves no
   t.is(v.advice !== undefined, !v.faithful);
   t.regex(fs.readFileSync(path.join(out, 'report.html'), 'utf8'), new RegExp(`faithful: ${v.faithful}`));
   t.regex(fs.readFileSync(path.join(out, 'summary.md'), 'utf8'), new RegExp(`faithful: ${v.faithful}`));
+});
+
+test.serial('the search reports for its selected point the metric that `mpq quantize --config` of its config.json scores on the same data; a rerun rounds nothing', async (t) => {
+  // PP-OCR cls with data-aware rounding (the default): the search scores points in its
+  // simulation with per-layer rounded weights; `quantize` rounds again from its own calibration
+  const dir = tmp();
+  const calib = path.join(dir, 'calib.npy');
+  const n = 8;
+  fs.writeFileSync(calib, encodeNpy([n, 3, 48, 192], randomData(n * 3 * 48 * 192, 17)));
+  const model = path.join(OCR, 'ch_ppocr_mobile_v2.0_cls_infer.onnx');
+  const float = Model.fromFile(model);
+  const x = { x: { shape: [n, 3, 48, 192], data: Float32Array.from(readNpy(calib).data as ArrayLike<number>) } };
+  const ref = (await float.run(x))[float.outputNames[0]];
+  // SQNR of the output against float: a continuous metric, so that equal means the same weights
+  const evaluate = async (m: { run: Model['run'] }) => {
+    const got = (await m.run(x))[float.outputNames[0]];
+    let s = 0, e = 0;
+    ref.data.forEach((v, i) => ((s += v * v), (e += (v - got.data[i]) ** 2)));
+    return 10 * Math.log10(s / e);
+  };
+  const out = path.join(dir, 'out');
+  const opts = { model, calibration: calib, data: { batchSize: 4 }, target: { maxBops: 0.75 }, evaluate, out };
+  const run = await search(opts);
+  t.true(run.rounding.computed > 0, 'the default rounding is data-aware');
+  t.true(Number.isFinite(run.selected.metric));
+  const q = path.join(dir, 'q');
+  await promisify(execFile)(process.execPath, [path.join(ROOT, 'bin', 'mpq.js'), 'quantize', model, '--calib', calib, '--batch', '4', '--config', path.join(out, 'config.json'), '--out', q, '--quiet'], { maxBuffer: 64 << 20 });
+  const exported = await evaluate(Model.fromFile(path.join(q, 'model.qdq.onnx')));
+  t.log(`selected point: ${run.selected.metric} dB in the search, ${exported} dB from quantize --config; ${run.rounding.computed} weights rounded`);
+  t.true(Math.abs(exported - run.selected.metric) <= 1e-6, `search reported ${run.selected.metric} dB, quantize --config scores ${exported} dB`);
+  // the search's own export is the same model
+  t.true(Math.abs((await evaluate(Model.fromFile(path.join(out, 'model.qdq.onnx')))) - run.selected.metric) <= 1e-6);
+  const again = await search(opts);
+  t.is(again.rounding.computed, 0, 'a second search with the same data and options does no rounding');
+  t.is(again.selected.metric, run.selected.metric);
 });
 
 test.serial('a search with --profile ort-cpu exports 8-bit weights in [-63, 63] and records the profile and the verification', async (t) => {

@@ -27,7 +27,7 @@ import { readNpy } from '../src/npy';
 import { loadBitConfig } from '../src/quant/config';
 import { Batches, rangePolicy } from '../src/quant/calibrate';
 import { buildQdqGraph } from '../src/quant/qdq';
-import { Calibrated, calibrate, encodingsFor, quantize, QuantizeOptions } from '../src/quant/quantize';
+import { Calibrated, calibrate, encodingsFor, prepareWeights, quantize, QuantizeOptions } from '../src/quant/quantize';
 import { RoundingOptions } from '../src/quant/rounding';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -56,7 +56,26 @@ export interface RoundingRow {
   vs_nearest: number;
   kept_data_aware?: string;
   rounding_s?: number;
+  /** `rounding_s` over the float forward pass over the same calibration data. */
+  rounding_x_forward?: number;
   top1?: number;
+}
+
+/**
+ * Seconds of the float forward pass over the calibration batches (the faster of two runs), and
+ * of reading the batches once (decoding images: the layer statistics' pass includes it).
+ */
+async function forwardSeconds(s: Setup): Promise<{ fwd: number; load: number }> {
+  const tl = Date.now();
+  const feeds = await collect(s.calib);
+  const load = (Date.now() - tl) / 1000;
+  let best = Infinity;
+  for (let k = 0; k < 2; k++) {
+    const t0 = Date.now();
+    for (const f of feeds) await s.model.run(f);
+    best = Math.min(best, (Date.now() - t0) / 1000);
+  }
+  return { fwd: best, load };
 }
 
 function sqnrOver(ref: Tensor[], got: Tensor[]): number {
@@ -215,9 +234,12 @@ function keptOf(cal: Calibrated, bits: number, sequential: boolean): string {
 async function roundingRows(s: Setup, configs: string[], log: (l: string) => void, sequential: boolean): Promise<RoundingRow[]> {
   const rows: RoundingRow[] = [];
   const calN = await calibrate(s.model, s.calib, { rounding: 'nearest' });
+  const { fwd, load } = await forwardSeconds(s);
   const t0 = Date.now();
   const calG = await calibrate(s.model, s.calib, { rounding: 'gptq' });
-  log(`${s.name}: calibration with layer statistics ${((Date.now() - t0) / 1000).toFixed(1)} s, of which layer statistics ${calG.rounder!.statsSeconds.toFixed(1)} s`);
+  const statsS = calG.rounder!.statsSeconds;
+  log(`${s.name}: float forward pass over the calibration data ${fwd.toFixed(2)} s; calibration with layer statistics ${((Date.now() - t0) / 1000).toFixed(1)} s, of which layer statistics ${statsS.toFixed(1)} s (${(statsS / fwd).toFixed(1)} x the forward pass; reading the data once, which it includes, ${load.toFixed(2)} s)`);
+  let allRounding = statsS;
   for (const name of configs) {
     const bits = configOf(name).config.w;
     const near = await quantized(calN, name);
@@ -225,19 +247,22 @@ async function roundingRows(s: Setup, configs: string[], log: (l: string) => voi
     const row = (variant: string, value: number, extra: Partial<RoundingRow>) => {
       const r: RoundingRow = { model: s.name, config: name, variant, value: +value.toFixed(s.unit === 'dB' ? 2 : 5), unit: s.unit, vs_nearest: +(value - vN).toFixed(s.unit === 'dB' ? 2 : 5), ...extra };
       rows.push(r);
-      log(`| ${s.name} | ${name} | ${variant} | ${r.value} ${s.unit} | ${r.vs_nearest >= 0 ? '+' : ''}${r.vs_nearest} | ${r.kept_data_aware ?? ''} | ${r.rounding_s ?? ''} | ${r.top1 ?? ''} |`);
+      log(`| ${s.name} | ${name} | ${variant} | ${r.value} ${s.unit} | ${r.vs_nearest >= 0 ? '+' : ''}${r.vs_nearest} | ${r.kept_data_aware ?? ''} | ${r.rounding_s ?? ''}${r.rounding_x_forward ? ` (${r.rounding_x_forward} x fwd)` : ''} | ${r.top1 ?? ''} |`);
     };
     row('nearest', vN, { top1: s.top1 && +(await s.top1(near)).toFixed(3) });
-    // per-layer (the default)
-    let before = calG.rounder!.seconds;
+    // per-layer (the default): the wall time of rounding every weight of this width
+    const computedBefore = calG.rounder!.computed;
+    const tr = Date.now();
+    await prepareWeights(calG, configOf(name).config);
+    const sg = calG.rounder!.computed > computedBefore ? (Date.now() - tr) / 1000 : 0;
+    allRounding += sg;
     const g = await quantized(calG, name);
-    const sg = calG.rounder!.seconds - before;
-    row('per-layer', await s.agreement(g), { kept_data_aware: keptOf(calG, bits, false), rounding_s: +sg.toFixed(1), top1: s.top1 && +(await s.top1(g)).toFixed(3) });
+    row('per-layer', await s.agreement(g), { kept_data_aware: keptOf(calG, bits, false), rounding_s: +sg.toFixed(2), rounding_x_forward: +(sg / fwd).toFixed(1), top1: s.top1 && +(await s.top1(g)).toFixed(3) });
     if (!sequential) continue;
     // sequential, from the same layer statistics' rounder
     const opts = calG.rounder!.options as RoundingOptions;
     opts.sequential = true;
-    before = calG.rounder!.seconds;
+    const before = calG.rounder!.seconds;
     try {
       const q = await quantized(calG, name);
       const ss = calG.rounder!.seconds - before;
@@ -246,6 +271,8 @@ async function roundingRows(s: Setup, configs: string[], log: (l: string) => voi
       opts.sequential = false;
     }
   }
+  log(`${s.name}: all data-aware rounding (layer statistics and every width above, per-layer) ${allRounding.toFixed(1)} s = ${(allRounding / fwd).toFixed(1)} x the float forward pass (${fwd.toFixed(2)} s)`);
+  rows.push({ model: s.name, config: configs.join('+'), variant: 'all data-aware rounding', value: +allRounding.toFixed(2), unit: 's', vs_nearest: 0, rounding_s: +allRounding.toFixed(2), rounding_x_forward: +(allRounding / fwd).toFixed(1) });
   return rows;
 }
 

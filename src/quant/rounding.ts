@@ -139,8 +139,10 @@ export class WeightRounder {
   private readonly done = new Map<string, RoundedWeight>();
   private readonly pending = new Map<string, Promise<RoundedWeight>>();
   private readonly choice = new Map<string, RoundingChoice>();
-  /** Seconds spent rounding so far. */
+  /** Wall-clock seconds spent rounding so far (time with at least one rounding under way, not the sum over weights rounded side by side). */
   seconds = 0;
+  /** When the roundings now under way started (while `pending` is not empty). */
+  private busySince = 0;
   /** Weights rounded in this process (not loaded from a persisted file). */
   computed = 0;
   /** Results loaded from a persisted file. */
@@ -262,7 +264,7 @@ export class WeightRounder {
     if (p) return p;
     const i = this.index.get(tensor);
     if (i === undefined) return Promise.reject(new MpqError('MPQ_INTERNAL', `no rounding statistics for weight '${tensor}'`));
-    const t0 = Date.now();
+    if (this.pending.size === 0) this.busySince = Date.now();
     p = (async () => {
       try {
         const r = (await this.stats.round(i, w, shape, scales, bits, 'gptq', JSON.stringify(this.options))) as NativeRounded;
@@ -272,12 +274,12 @@ export class WeightRounder {
         this.choice.set(key, c);
         this.append(key, out, c);
         this.computed++;
-        this.seconds += (Date.now() - t0) / 1000;
         return out;
       } catch (e) {
         throw fromNative(e);
       } finally {
         this.pending.delete(key);
+        if (this.pending.size === 0) this.seconds += (Date.now() - this.busySince) / 1000;
       }
     })();
     this.pending.set(key, p);

@@ -3,8 +3,11 @@
 //! patches of a Conv, channel vectors of a ConvTranspose, rows of a Gemm/MatMul input), one
 //! `H` per group, and their sum (for the mean, used by bias correction).
 //!
-//! Accumulation runs per image in parallel (rayon), with the products on the engine's GEMM.
+//! Accumulation runs over chunks of images in parallel (rayon): short input vectors
+//! (depthwise patches) by a dot-product kernel, longer ones on the engine's GEMM with the
+//! columns of several images at once when one image has few.
 
+use crate::dispatch_fn;
 use crate::error::{Error, Result};
 use crate::kernels::gemm::{sgemm, MatRef};
 use crate::tensor::Tensor;
@@ -148,6 +151,10 @@ impl Plan {
                     for ky in 0..kh {
                         for kx in 0..kw {
                             let row = &mut buf[((ci * kh + ky) * kw + kx) * l..((ci * kh + ky) * kw + kx + 1) * l];
+                            // output columns whose input column ox * sw + kx * dw - pl lies inside
+                            let off = kx * dw;
+                            let lo = if off >= pl { 0 } else { (pl - off).div_ceil(sw) }.min(ow);
+                            let hi = if iw + pl > off { (iw + pl - off).div_ceil(sw).min(ow) } else { 0 }.max(lo);
                             for oy in 0..oh {
                                 let y = (oy * sh + ky * dh) as isize - pt as isize;
                                 let dst = &mut row[oy * ow..(oy + 1) * ow];
@@ -156,9 +163,15 @@ impl Plan {
                                     continue;
                                 }
                                 let src = &plane[y as usize * iw..(y as usize + 1) * iw];
-                                for (ox, v) in dst.iter_mut().enumerate() {
-                                    let xx = (ox * sw + kx * dw) as isize - pl as isize;
-                                    *v = if xx >= 0 && xx < iw as isize { src[xx as usize] } else { 0.0 };
+                                dst[..lo].fill(0.0);
+                                dst[hi..].fill(0.0);
+                                let x0 = lo * sw + off - pl;
+                                if sw == 1 {
+                                    dst[lo..hi].copy_from_slice(&src[x0..x0 + hi - lo]);
+                                } else {
+                                    for (v, &s) in dst[lo..hi].iter_mut().zip(src[x0..].iter().step_by(sw)) {
+                                        *v = s;
+                                    }
                                 }
                             }
                         }
@@ -228,33 +241,50 @@ impl LayerAcc {
         }
         // images in parallel when there are enough of them, else the GEMMs use the threads
         let gemm_threads = if n >= threads { 1 } else { threads };
-        let image = |mut p: Part, i: usize| -> Part {
-            let mut tmp = vec![0f32; d * d];
-            let mut buf = if patches { vec![0f32; d * l] } else { Vec::new() };
-            let mut buf_r = if patches && with_ref { vec![0f32; d * l] } else { Vec::new() };
-            for g in 0..groups {
-                let m = plan.mat(&x.data, i, g, &mut buf);
-                sgemm(d, d, l, MatRef::row_major(m, l), MatRef::transposed(m, l), &mut tmp, d, false, gemm_threads);
-                add_into(&mut p.h[g * d * d..(g + 1) * d * d], &tmp);
-                row_sums(m, d, l, &mut p.s[g * d..(g + 1) * d]);
-                if let Some(r) = x_ref {
-                    let mr = plan.mat(&r.data, i, g, &mut buf_r);
-                    sgemm(d, d, l, MatRef::row_major(mr, l), MatRef::transposed(m, l), &mut tmp, d, false, gemm_threads);
-                    add_into(&mut p.c.as_mut().unwrap()[g * d * d..(g + 1) * d * d], &tmp);
-                    row_sums(mr, d, l, &mut p.sr.as_mut().unwrap()[g * d..(g + 1) * d]);
+        let level = crate::kernels::simd_level();
+        // a GEMM takes the columns of several images when one image has few (late layers),
+        // so that its inner dimension is long enough to run near full speed
+        let per = if d > GRAM_MAX_DIM { (GEMM_COLS / l).clamp(1, n.max(1)) } else { 1 };
+        // out += a b^T for a, b [d, k] (a is b when sym)
+        let moment = |a: &[f32], b: &[f32], k: usize, sym: bool, out: &mut [f64], tmp: &mut [f32]| {
+            if d > GRAM_MAX_DIM {
+                sgemm(d, d, k, MatRef::row_major(a, k), MatRef::transposed(b, k), tmp, d, false, gemm_threads);
+                add_into(out, tmp);
+            } else {
+                gram(level, a, b, d, k, sym, out);
+            }
+        };
+        let chunk = |ids: &[usize]| -> Part {
+            let mut p = Part::new(groups, d, with_ref);
+            let mut tmp = if d > GRAM_MAX_DIM { vec![0f32; d * d] } else { Vec::new() };
+            let one_len = if patches { d * l } else { 0 };
+            let wide_len = if per > 1 { d * per * l } else { 0 };
+            let (mut one, mut one_r) = (vec![0f32; one_len], vec![0f32; if with_ref { one_len } else { 0 }]);
+            let (mut wide, mut wide_r) = (vec![0f32; wide_len], vec![0f32; if with_ref { wide_len } else { 0 }]);
+            for sub in ids.chunks(per) {
+                let k = sub.len() * l;
+                for g in 0..groups {
+                    let m = gather(&plan, &x.data, sub, g, &mut one, &mut wide);
+                    moment(m, m, k, true, &mut p.h[g * d * d..(g + 1) * d * d], &mut tmp);
+                    row_sums(level, m, d, k, &mut p.s[g * d..(g + 1) * d]);
+                    if let Some(r) = x_ref {
+                        let mr = gather(&plan, &r.data, sub, g, &mut one_r, &mut wide_r);
+                        moment(mr, m, k, false, &mut p.c.as_mut().unwrap()[g * d * d..(g + 1) * d * d], &mut tmp);
+                        row_sums(level, mr, d, k, &mut p.sr.as_mut().unwrap()[g * d..(g + 1) * d]);
+                    }
                 }
             }
             p
         };
+        let ids: Vec<usize> = (0..n).collect();
         let total = if gemm_threads == 1 {
             // a fixed split of the images and an ordered merge: the sums (and so the rounding)
             // do not depend on how rayon happened to schedule the work, so a rerun (the search,
             // then `quantize --config`) rounds to the same integers
-            let ids: Vec<usize> = (0..n).collect();
-            let parts: Vec<Part> = ids.par_chunks(n.div_ceil(8).max(1)).map(|c| c.iter().fold(Part::new(groups, d, with_ref), |p, &i| image(p, i))).collect();
+            let parts: Vec<Part> = ids.par_chunks(n.div_ceil(8).max(1)).map(chunk).collect();
             parts.into_iter().fold(Part::new(groups, d, with_ref), Part::merge)
         } else {
-            (0..n).fold(Part::new(groups, d, with_ref), image)
+            chunk(&ids)
         };
         st.merge(total, (n * l) as u64);
         Ok(())
@@ -334,7 +364,7 @@ impl LayerAcc {
         }
         let sums = |d: &[f32], out: &mut [f64]| {
             if trans {
-                row_sums(d, k, m, out);
+                row_sums(crate::kernels::simd_level(), d, k, m, out);
             } else {
                 for r in 0..m {
                     for (a, &v) in out.iter_mut().zip(&d[r * k..(r + 1) * k]) {
@@ -377,11 +407,70 @@ fn channel_major(n: usize, c: usize, l: usize, group: usize) -> Result<Plan> {
     Ok(Plan { n, groups: group, d: c / group, l, geom: Geom::ChannelMajor { c } })
 }
 
-fn row_sums(p: &[f32], d: usize, l: usize, out: &mut [f64]) {
-    for (r, o) in out.iter_mut().enumerate().take(d) {
-        *o += p[r * l..(r + 1) * l].iter().map(|&v| v as f64).sum::<f64>();
+/// Input vectors of at most this length (depthwise 3x3 and 5x5, small convs) have their
+/// second moment summed by [`gram`] (a GEMM of so few rows runs far below its speed).
+const GRAM_MAX_DIM: usize = 32;
+/// Columns a second-moment GEMM takes at least, from several images if need be.
+const GEMM_COLS: usize = 1024;
+
+/// The `[d, k]` matrix of images `ids` (group `g`), side by side: image `ids[0]`'s own slice
+/// or im2col when there is one image, else copied into `wide`.
+fn gather<'a>(plan: &Plan, x: &'a [f32], ids: &[usize], g: usize, one: &'a mut [f32], wide: &'a mut [f32]) -> &'a [f32] {
+    let (d, l) = (plan.d, plan.l);
+    if ids.len() == 1 {
+        return plan.mat(x, ids[0], g, one);
     }
+    let k = ids.len() * l;
+    for (j, &i) in ids.iter().enumerate() {
+        let m = plan.mat(x, i, g, one);
+        for r in 0..d {
+            wide[r * k + j * l..r * k + (j + 1) * l].copy_from_slice(&m[r * l..(r + 1) * l]);
+        }
+    }
+    &wide[..d * k]
 }
+
+const LANES: usize = 16;
+
+// `out[a, b] += sum_p x[a, p] y[b, p]` for `x`, `y` `[d, k]` (with `sym`, `x` is `y` and only
+// `b >= a` is summed, then mirrored): sixteen f32 lanes per pair, added up in f64. Plain
+// multiplies and adds, so every SIMD level sums the same bits.
+dispatch_fn!(fn gram(x: &[f32], y: &[f32], d: usize, k: usize, sym: bool, out: &mut [f64]) {
+    for a in 0..d {
+        let xa = &x[a * k..(a + 1) * k];
+        for b in if sym { a } else { 0 }..d {
+            let yb = &y[b * k..(b + 1) * k];
+            let mut acc = [0f32; LANES];
+            for (u, v) in xa.chunks_exact(LANES).zip(yb.chunks_exact(LANES)) {
+                for t in 0..LANES {
+                    acc[t] += u[t] * v[t];
+                }
+            }
+            let mut s: f64 = acc.iter().map(|&v| v as f64).sum();
+            for t in k - k % LANES..k {
+                s += (xa[t] * yb[t]) as f64;
+            }
+            out[a * d + b] += s;
+            if sym && b != a {
+                out[b * d + a] += s;
+            }
+        }
+    }
+});
+
+// `out[r] += sum_p x[r, p]` for `x` `[d, k]`, in eight f64 lanes.
+dispatch_fn!(fn row_sums(x: &[f32], d: usize, k: usize, out: &mut [f64]) {
+    for (r, o) in out.iter_mut().enumerate().take(d) {
+        let row = &x[r * k..(r + 1) * k];
+        let mut acc = [0f64; 8];
+        for u in row.chunks_exact(8) {
+            for t in 0..8 {
+                acc[t] += u[t] as f64;
+            }
+        }
+        *o += acc.iter().sum::<f64>() + row[k - k % 8..].iter().map(|&v| v as f64).sum::<f64>();
+    }
+});
 
 fn add_into(dst: &mut [f64], src: &[f32]) {
     for (a, &b) in dst.iter_mut().zip(src) {
@@ -400,6 +489,79 @@ mod tests {
     use super::*;
 
     use crate::testutil::rnd;
+
+    /// Patch vector of (image, group, oy, ox) by its definition (zero outside the input).
+    #[allow(clippy::too_many_arguments)]
+    fn patch(x: &[f32], shape: [usize; 4], group: usize, k: [usize; 2], st: [usize; 2], dil: [usize; 2], pads: [usize; 2], i: usize, g: usize, oy: usize, ox: usize) -> Vec<f64> {
+        let [_, c, ih, iw] = shape;
+        let cg = c / group;
+        let mut v = Vec::new();
+        for ci in 0..cg {
+            for ky in 0..k[0] {
+                for kx in 0..k[1] {
+                    let y = (oy * st[0] + ky * dil[0]) as isize - pads[0] as isize;
+                    let xx = (ox * st[1] + kx * dil[1]) as isize - pads[1] as isize;
+                    let inside = y >= 0 && y < ih as isize && xx >= 0 && xx < iw as isize;
+                    v.push(if inside { x[((i * c + g * cg + ci) * ih + y as usize) * iw + xx as usize] as f64 } else { 0.0 });
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn every_accumulation_path_matches_the_definition() {
+        // (shape, group, kernel, strides, dilations, pads top/left = bottom/right): the small-vector
+        // path (d <= GRAM_MAX_DIM) with strides, dilation and padding, the GEMM path with columns
+        // gathered from several images (d > GRAM_MAX_DIM, few columns each), the plain GEMM path;
+        // each with a reference stream (cross moments) as sequential rounding gathers them
+        let cases: [([usize; 4], usize, [usize; 2], [usize; 2], [usize; 2], [usize; 2]); 4] = [
+            ([3, 6, 9, 11], 6, [3, 3], [2, 1], [1, 2], [1, 2]),
+            ([5, 8, 7, 6], 2, [3, 3], [1, 2], [1, 1], [1, 0]),
+            ([9, 40, 3, 3], 1, [1, 1], [1, 1], [1, 1], [0, 0]),
+            ([2, 6, 40, 41], 1, [3, 3], [1, 1], [1, 1], [1, 1]),
+        ];
+        for (ci, &(shape, group, k, st, dil, pads)) in cases.iter().enumerate() {
+            let len: usize = shape.iter().product();
+            let x = rnd(len, 40 + ci as u32);
+            let xr: Vec<f32> = rnd(len, 50 + ci as u32).iter().zip(&x).map(|(a, b)| b + 0.1 * a).collect();
+            let spec = LayerSpec::Conv { kernel: k.to_vec(), strides: st.to_vec(), pads: vec![pads[0], pads[1], pads[0], pads[1]], dilations: dil.to_vec(), group };
+            let mut acc = LayerAcc::new(spec);
+            acc.add_pair(&Tensor::new(shape.to_vec(), x.clone()), Some(&Tensor::new(shape.to_vec(), xr.clone()))).unwrap();
+            let stt = acc.stats.unwrap();
+            let oh = (shape[2] + 2 * pads[0] - dil[0] * (k[0] - 1) - 1) / st[0] + 1;
+            let ow = (shape[3] + 2 * pads[1] - dil[1] * (k[1] - 1) - 1) / st[1] + 1;
+            let d = shape[1] / group * k[0] * k[1];
+            assert_eq!((stt.groups, stt.dim, stt.count), (group, d, (shape[0] * oh * ow) as u64), "case {ci}");
+            for g in 0..group {
+                let (mut h, mut c, mut s, mut sr) = (vec![0f64; d * d], vec![0f64; d * d], vec![0f64; d], vec![0f64; d]);
+                for i in 0..shape[0] {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let v = patch(&x, shape, group, k, st, dil, pads, i, g, oy, ox);
+                            let vr = patch(&xr, shape, group, k, st, dil, pads, i, g, oy, ox);
+                            for a in 0..d {
+                                s[a] += v[a];
+                                sr[a] += vr[a];
+                                for b in 0..d {
+                                    h[a * d + b] += v[a] * v[b];
+                                    c[a * d + b] += vr[a] * v[b];
+                                }
+                            }
+                        }
+                    }
+                }
+                let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * (1.0 + a.abs());
+                for j in 0..d * d {
+                    assert!(close(h[j], stt.h[g * d * d + j]), "case {ci} H[{j}]: {} vs {}", h[j], stt.h[g * d * d + j]);
+                    assert!(close(c[j], stt.cross.as_ref().unwrap()[g * d * d + j]), "case {ci} C[{j}]");
+                }
+                for a in 0..d {
+                    assert!(close(s[a], stt.sum[g * d + a]) && close(sr[a], stt.sum_ref.as_ref().unwrap()[g * d + a]), "case {ci} sum[{a}]");
+                }
+            }
+        }
+    }
 
     #[test]
     fn conv_patches_match_direct_sum() {
