@@ -18,6 +18,8 @@ const rnd = (dims: number[], seed: number, scale = 1): TinyTensor => ({
 interface Case {
   name: string;
   x: number[];
+  /** a second graph input `x2` of this shape (both MatMul operands computed at run time) */
+  x2?: number[];
   node: TinyNode;
   inits: Record<string, TinyTensor>;
   /** more nodes after `node` (reading its output `y0`, ending in `y`) */
@@ -67,6 +69,35 @@ for (const [m, k, n] of [[40, 384, 96], [40, 120, 6625], [160, 384, 384]]) {
   });
 }
 
+// A B that onnxruntime does not pre-pack (not an initializer): a DequantizeLinear of an int8
+// weight (every weight of a QDQ export), or an activation (QK^T, attention x V). MLAS then
+// copies B panel by panel and cuts K by the columns of each thread's part, where the
+// pre-packed path cuts it in blocks of 256: the two differ in the last bits.
+const int8 = (dims: number[], seed: number): TinyTensor => ({ dims, type: 3, values: Array.from(randomData(dims.reduce((a, b) => a * b, 1), seed), (v) => Math.round(v * 127)) });
+const dqB = (name: string, x: number[], k: number, n: number, trans = false): Case => {
+  const wdims = trans ? [n, k] : [k, n];
+  const axis = trans ? 0 : 1;
+  return {
+    name,
+    x,
+    node: { op: 'DequantizeLinear', inputs: ['wq', 'ws', 'wz'], outputs: ['w'], attrs: { axis } },
+    inits: { wq: int8(wdims, 41 + k + n), ws: { dims: [n], values: Array.from(randomData(n, 42), (v) => 0.002 + 0.001 * (v + 1)) }, wz: { dims: [n], type: 3, values: new Array(n).fill(0) }, b: rnd([n], 43, 0.1) },
+  };
+};
+for (const [x, k, n] of [[[2, 64, 384], 384, 384], [[8, 64, 384], 384, 384], [[2, 64, 384], 384, 1536], [[2, 64, 1536], 1536, 384], [[1, 384], 384, 100], [[3, 200], 200, 1], [[1, 33, 300], 300, 40]] as [number[], number, number][]) {
+  const c = dqB(`MatMul DequantizeLinear B [${x.join(',')}]x[${k},${n}]`, x, k, n);
+  c.then = [{ op: 'MatMul', inputs: ['x', 'w'], outputs: ['y'] }];
+  cases.push(c);
+}
+for (const [m, k, n, trans, bias] of [[8, 256, 64, true, true], [1, 256, 64, true, true], [3, 100, 300, false, true], [40, 384, 96, false, false]] as [number, number, number, boolean, boolean][]) {
+  const c = dqB(`Gemm DequantizeLinear B [${m},${k}]x[${k},${n}]${trans ? ' transB' : ''}${bias ? ' + bias' : ''}`, [m, k], k, n, trans);
+  c.then = [{ op: 'Gemm', inputs: bias ? ['x', 'w', 'b'] : ['x', 'w'], outputs: ['y'], attrs: { transB: trans ? 1 : 0 } }];
+  cases.push(c);
+}
+for (const [x, x2] of [[[2, 12, 64, 32], [2, 12, 32, 64]], [[2, 12, 64, 64], [2, 12, 64, 32]], [[1, 2, 200, 64], [1, 2, 64, 300]], [[2, 3, 40], [40]], [[2, 70, 300], [300, 50]], [[5, 1, 40], [5, 40, 20]]]) {
+  cases.push({ name: `MatMul of two activations [${x.join(',')}]x[${x2.join(',')}]`, x, x2, node: { op: 'MatMul', inputs: ['x', 'x2'], outputs: ['y'] }, inits: {} });
+}
+
 // Conv + BatchNormalization (+ Clip): onnxruntime with optimizations off runs them apart, the
 // engine fuses them into one step in the unfused arithmetic (depthwise, GEMM, 1x1-plane paths)
 for (const [label, x, cout, k, group] of [
@@ -93,8 +124,11 @@ test.after.always(() => setEngineLevel(DEFAULT_LEVEL));
 // Serial: the level is process-wide, so each test sets it and runs alone.
 for (const c of cases) {
   test.serial(`bit-exact with onnxruntime at every engine level: ${c.name}`, async (t) => {
-    const bytes = tinyModel({ inputs: { x: c.x }, outputs: { y: null }, nodes: [c.node, ...(c.then ?? [])], inits: c.inits, opset: c.then ? 10 : 13 });
-    const feeds = { x: { shape: c.x, data: randomData(c.x.reduce((a, b) => a * b, 1), 5) } };
+    const inputs: Record<string, number[]> = c.x2 ? { x: c.x, x2: c.x2 } : { x: c.x };
+    const opset = c.node.op === 'DequantizeLinear' ? 13 : c.then ? 10 : 13;
+    const bytes = tinyModel({ inputs, outputs: { y: null }, nodes: [c.node, ...(c.then ?? [])], inits: c.inits, opset });
+    const feeds: Record<string, { shape: number[]; data: Float32Array }> = {};
+    for (const [name, dims] of Object.entries(inputs)) feeds[name] = { shape: dims, data: randomData(dims.reduce((a, b) => a * b, 1), name === 'x' ? 5 : 6) };
     const ref = await ortRun(bytes, feeds, { optimize: false });
     const model = Model.fromBytes(bytes);
     for (const level of LEVELS) {
