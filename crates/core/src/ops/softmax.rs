@@ -80,25 +80,39 @@ fn mlas_exp(x: f32, k: SumExpKernel) -> f32 {
     }
     p = p.mul_add(r, 1.0);
     match k {
-        // p * 2^m in one rounding (exact in f64, then rounded once, subnormals included)
-        SumExpKernel::Avx512F => (p as f64 * (m as f64).exp2()) as f32,
+        SumExpKernel::Avx512F => {
+            // vscalefps: p * 2^m in one rounding, into the subnormals: p * 2^(m - e) is exact
+            // (m - e >= -25, p in [1, 2)), then times 2^e (e = max(m, -126)) rounds once
+            let mi = m as i32;
+            let e = mi.max(-126);
+            let pow = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+            (p * pow(mi - e)) * pow(e)
+        }
         SumExpKernel::Fma3 => p * f32::from_bits((biased.to_bits() << 23).wrapping_add(MAXIMUM_EXPONENT)),
     }
 }
 
-/// MLAS's `ComputeSumExpF32Kernel`: `out[i] = exp(x[i] + neg_max)` (when `out` is given) and
-/// their sum: lane `j` of 16 (AVX-512F) or 8 (FMA3) lanes adds the elements `i = j mod
-/// lanes` in order, then the lanes are reduced by the kernel's tree.
-fn sum_exp(x: &[f32], mut out: Option<&mut [f32]>, neg_max: f32, k: SumExpKernel) -> f32 {
+crate::dispatch_fn!(
+    /// `out[i] = mlas_exp(x[i] + neg_max)`, compiled with FMA where the CPU has it (the
+    /// exp is a chain of fused multiply-adds: without hardware FMA each is a libm call).
+    fn exp_all(x: &[f32], out: &mut [f32], neg_max: f32, avx512: bool) {
+        let k = if avx512 { SumExpKernel::Avx512F } else { SumExpKernel::Fma3 };
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = mlas_exp(v + neg_max, k);
+        }
+    }
+);
+
+/// MLAS's `ComputeSumExpF32Kernel`: `out[i] = exp(x[i] + neg_max)` and their sum: lane `j`
+/// of 16 (AVX-512F) or 8 (FMA3) lanes adds the elements `i = j mod lanes` in order, then
+/// the lanes are reduced by the kernel's tree. `out` has the length of `x`.
+fn sum_exp(x: &[f32], out: &mut [f32], neg_max: f32, k: SumExpKernel) -> f32 {
+    exp_all(crate::kernels::simd_level(), x, out, neg_max, k == SumExpKernel::Avx512F);
     let lanes = if k == SumExpKernel::Avx512F { 16 } else { 8 };
     let mut acc = [0f32; 16];
-    for (c, xs) in x.chunks(lanes).enumerate() {
-        for (j, &v) in xs.iter().enumerate() {
-            let e = mlas_exp(v + neg_max, k);
-            if let Some(o) = out.as_deref_mut() {
-                o[c * lanes + j] = e;
-            }
-            acc[j] += e;
+    for c in out.chunks(lanes) {
+        for (a, &e) in acc.iter_mut().zip(c) {
+            *a += e;
         }
     }
     let l = if k == SumExpKernel::Avx512F { std::array::from_fn::<f32, 8, _>(|i| acc[i + 8] + acc[i]) } else { std::array::from_fn(|i| acc[i]) };
@@ -110,16 +124,17 @@ fn sum_exp(x: &[f32], mut out: Option<&mut [f32]>, neg_max: f32, k: SumExpKernel
 fn row(x: &mut [f32], log: bool, k: SumExpKernel) {
     let m = x.iter().fold(f32::MIN, |a, &b| if a > b { a } else { b });
     let neg = -m;
+    let mut e = vec![0f32; x.len()];
+    let sum = sum_exp(x, &mut e, neg, k);
     if log {
-        let l = sum_exp(x, None, neg, k).ln();
+        let l = sum.ln();
         for v in x.iter_mut() {
             *v = (*v + neg) - l;
         }
     } else {
-        let xin = x.to_vec();
-        let scale = 1.0 / sum_exp(&xin, Some(x), neg, k);
-        for v in x.iter_mut() {
-            *v *= scale;
+        let scale = 1.0 / sum;
+        for (v, e) in x.iter_mut().zip(&e) {
+            *v = e * scale;
         }
     }
 }
@@ -244,7 +259,7 @@ mod tests {
             }
             let x: Vec<f32> = (0..101).map(|i| -(i as f32) * 0.05).collect();
             let want: f64 = x.iter().map(|&v| (v as f64).exp()).sum();
-            assert!((sum_exp(&x, None, 0.0, k) as f64 - want).abs() < 1e-6 * want, "{k:?} sum");
+            assert!((sum_exp(&x, &mut vec![0.0; x.len()], 0.0, k) as f64 - want).abs() < 1e-6 * want, "{k:?} sum");
         }
         // below 2^-126 the FMA3 kernel's exponent field gives 0, vscalefps a subnormal
         assert_eq!(mlas_exp(-100.0, SumExpKernel::Fma3), 0.0);
