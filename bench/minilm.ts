@@ -3,7 +3,8 @@
  * retrieval top-1 of each export measured in onnxruntime-node, side by side with float.
  *
  *   npm run bench -- minilm [--configs W8A8,W8A16,W4A8,W16A16] [--rounding nearest] [--eval 500]
- *                           [--checks] [--search] [--search-out DIR]
+ *                           [--checks] [--search [--searches max-bops,max-drop]] [--search-out DIR]
+ *                           [--measure DIR|FILE ...]
  *
  * Task (../shared/data/README.md): embed each text by the mean of the last hidden state over
  * its attention mask, L2-normalise, and find each of the 500 evaluation summaries' own
@@ -17,6 +18,9 @@
  * DequantizeLinear weight against onnxruntime bit for bit (beside the same MatMul of a float
  * initializer), and how far a 1-ulp change of one weight's scales moves the engine's own W8A8
  * hidden state.
+ *
+ * `--measure DIR` measures an export written elsewhere (a CLI search's `--out` folder, whose
+ * run.json gives BOPs, size and seconds) the same way; `--configs ''` skips the homogeneous rows.
  *
  * `--search` also runs the mixed-precision search through the API twice: `--max-bops 0.75`
  * with the CLI's label-free metric (SQNR of the float outputs) and `--max-drop 0.01` with the
@@ -199,6 +203,15 @@ export async function minilmBench(log: (s: string) => void, argv: string[]): Pro
     await measureExport(name, exportQdq(q, cal), Model.fromGraph(q.graph), cost.relBops(choice), cost.sizeBytes(choice));
   }
 
+  // exports written elsewhere (a CLI search's --out folder, or a .onnx file), measured the same way
+  for (const given of argv.flatMap((a, i) => (a === '--measure' ? [argv[i + 1]] : []))) {
+    const file = fs.statSync(given).isDirectory() ? path.join(given, 'model.qdq.onnx') : given;
+    const run = path.join(path.dirname(file), 'run.json');
+    const r = fs.existsSync(run) ? JSON.parse(fs.readFileSync(run, 'utf8')) : undefined;
+    const bytes = fs.readFileSync(file);
+    await measureExport(`${given}`, bytes, Model.fromBytes(bytes), r?.selected?.rel_bops ?? null, r?.selected?.size_bytes ?? null, r?.seconds?.total);
+  }
+
   if (argv.includes('--search')) {
     const outBase = arg(argv, 'search-out', fs.mkdtempSync(path.join(os.tmpdir(), 'mpq-minilm-')));
     const calibration = { input_ids: path.join(PAIRS, 'calib_input_ids.npy'), attention_mask: path.join(PAIRS, 'calib_attention_mask.npy') };
@@ -207,7 +220,8 @@ export async function minilmBench(log: (s: string) => void, argv: string[]): Pro
       ['search --max-bops 0.75 (SQNR metric)', { maxBops: 0.75 }, false],
       ['search --max-drop 0.01 (retrieval evaluate)', { maxDrop: 0.01 }, true],
     ];
-    for (const [label, target, custom] of runs) {
+    const only = arg(argv, 'searches', 'max-bops,max-drop').split(',');
+    for (const [label, target, custom] of runs.filter(([, , c]) => only.includes(c ? 'max-drop' : 'max-bops'))) {
       const out = path.join(outBase, custom ? 'max-drop' : 'max-bops');
       const t = Date.now();
       const r = await search({ model: MODEL, calibration, target, rounding, out, ...(custom ? { evaluate: retrieval } : {}) });

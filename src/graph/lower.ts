@@ -15,7 +15,12 @@ export interface PlanDef {
   values: PlanValue[];
   inputs: number[];
   outputs: number[];
-  constants: { value: number; weight: string }[];
+  /**
+   * `folded`: computed by constant folding, not an initializer or Constant node of the
+   * graph. onnxruntime (graph optimizations off) computes such a value at run time and does
+   * not pre-pack it as a MatMul/Gemm weight, which changes its summation order.
+   */
+  constants: { value: number; weight: string; folded?: boolean }[];
   nodes: PlanNode[];
 }
 
@@ -39,7 +44,7 @@ export function lower(spec: Specialized, constKey: (name: string) => string): Lo
   const values: PlanValue[] = [];
   const index = new Map<string, number>();
   const consts: PlanConst[] = [];
-  const constants: { value: number; weight: string }[] = [];
+  const constants: PlanDef['constants'] = [];
   const valueOf = (name: string): number => {
     let i = index.get(name);
     if (i !== undefined) return i;
@@ -50,7 +55,7 @@ export function lower(spec: Specialized, constKey: (name: string) => string): Lo
     if (v.value) {
       const key = constKey(name);
       consts.push({ key, tensor: v.value });
-      constants.push({ value: i, weight: key });
+      constants.push(spec.graph.consts.has(name) ? { value: i, weight: key } : { value: i, weight: key, folded: true });
     }
     return i;
   };

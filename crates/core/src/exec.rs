@@ -49,6 +49,8 @@ pub struct Executor {
     inputs: Vec<usize>,
     outputs: Vec<usize>,
     pub(crate) consts: Vec<Option<Arc<Tensor>>>,
+    /// Constants that are initializers of the model (see [`BuildCtx::initializer`]).
+    initializer: Vec<bool>,
     pub(crate) steps: Vec<Step>,
     nodes: Vec<NodeDef>,
     /// For each value, the index of the last step that reads it (`usize::MAX`: never freed).
@@ -106,7 +108,9 @@ impl Executor {
         plan.validate()?;
         let nv = plan.values.len();
         let mut consts: Vec<Option<Arc<Tensor>>> = vec![None; nv];
+        let mut initializer = vec![false; nv];
         for c in &plan.constants {
+            initializer[c.value] = !c.folded;
             let t = store.get(&c.weight)?;
             let want = &plan.values[c.value].shape;
             if &t.shape != want && t.len() != crate::tensor::numel(want) {
@@ -210,6 +214,7 @@ impl Executor {
                 out_shapes: outputs.iter().map(|&v| shape_of(v)).collect(),
                 out_dtypes: outputs.iter().map(|&v| plan.values[v].dtype).collect(),
                 consts: node.inputs.iter().map(|v| v.and_then(|v| consts[v].clone())).collect(),
+                initializer: node.inputs.iter().map(|v| v.is_some_and(|v| initializer[v])).collect(),
                 fused,
                 post,
             };
@@ -227,12 +232,14 @@ impl Executor {
         for &v in plan.outputs.iter().chain(opts.keep.iter()) {
             last_use[v] = usize::MAX;
         }
-        Ok(Executor { values: plan.values, inputs: plan.inputs, outputs: plan.outputs, consts, steps, nodes: plan.nodes, last_use })
+        Ok(Executor { values: plan.values, inputs: plan.inputs, outputs: plan.outputs, consts, initializer, steps, nodes: plan.nodes, last_use })
     }
 
     /// Builds step `si` again with some of its inputs replaced by constants (`(input position,
     /// tensor)`; a position past the node's inputs or of an omitted input adds it), with the
     /// same fusion: the simulation's weight variants (quantized weights, corrected biases).
+    /// The replacements are not initializers: the QDQ export computes them at run time (a
+    /// DequantizeLinear), and so onnxruntime does not pre-pack them.
     pub(crate) fn build_step_with(&self, si: usize, replace: &[(usize, Arc<Tensor>)]) -> Result<Box<dyn Op>> {
         let step = &self.steps[si];
         if step.chain {
@@ -251,6 +258,7 @@ impl Executor {
             out_shapes: step.outputs.iter().map(|&v| shape_of(v)).collect(),
             out_dtypes: step.outputs.iter().map(|&v| self.values[v].dtype).collect(),
             consts: (0..n_in).map(|p| find(p).cloned().or_else(|| input(p).and_then(|v| self.consts[v].clone()))).collect(),
+            initializer: (0..n_in).map(|p| find(p).is_none() && input(p).is_some_and(|v| self.initializer[v])).collect(),
             fused: step.fused,
             post: step.post.clone(),
         };

@@ -44,6 +44,10 @@ pub struct ConstDef {
     pub value: usize,
     /// Key in the [`WeightStore`].
     pub weight: String,
+    /// Computed by the plan's constant folding rather than an initializer (or Constant node)
+    /// of the model: onnxruntime (graph optimizations off) computes it at run time.
+    #[serde(default)]
+    pub folded: bool,
 }
 
 /// A graph lowered to static shapes, in topological order.

@@ -29,13 +29,19 @@ const THREAD_COMPLEXITY: f64 = 65536.0;
 /// The K block size MLAS uses for a GEMM call over `n` output columns and depth `k`: it
 /// trades K for N when one of them is small.
 pub fn stride_k(n: usize, k: usize) -> usize {
+    stride_k_for(n, k, false)
+}
+
+/// [`stride_k`] for a call whose A is transposed (`TransA`): then MLAS never widens the K
+/// block (its A panel for the transposition holds `MLAS_SGEMM_STRIDEK` columns).
+pub fn stride_k_for(n: usize, k: usize, trans_a: bool) -> usize {
     let (mut sn, mut sk) = (STRIDE_N, STRIDE_K);
     if n >= k {
         while sk / 2 >= k {
             sn *= 2;
             sk /= 2;
         }
-    } else {
+    } else if !trans_a {
         while sn > 16 && sn / 2 >= n {
             sk *= 2;
             sn /= 2;
@@ -95,7 +101,14 @@ pub struct Part {
 
 /// How the threaded `MlasGemm` (one GEMM, `MlasGemmBatch` with batch 1) splits `m x n x k`.
 pub fn gemm_parts(m: usize, n: usize, k: usize) -> Vec<Part> {
-    let mut t = target_threads(m as f64 * n as f64 * k as f64);
+    gemm_parts_batch(m, n, k, 1)
+}
+
+/// How `MlasGemmBatch` splits each of `batch` GEMMs of `m x n x k`: the target thread count
+/// is that of one GEMM, shared by the batch (`ThreadsPerGemm`, rounded up), so a batch of
+/// at least as many GEMMs as threads runs every GEMM as one call.
+pub fn gemm_parts_batch(m: usize, n: usize, k: usize, batch: usize) -> Vec<Part> {
+    let mut t = target_threads(m as f64 * n as f64 * k as f64).div_ceil(batch.max(1));
     let blocked_n = n.div_ceil(THREAD_ALIGN);
     let (tm, tn) = if n > m {
         t = t.min(blocked_n).max(1);
@@ -141,9 +154,17 @@ pub fn conv_segments(filters: usize, out_size: usize, k: usize) -> Vec<(usize, u
 /// The M1 kernel on one row `a[k]` against `x` (`k` rows of `n` columns, row stride `ldx`):
 /// `out[j]` as described in the module docs. `out` is overwritten.
 pub fn m1_row(a: &[f32], x: &[f32], ldx: usize, n: usize, out: &mut [f32]) {
+    m1_row_acc(a, x, ldx, n, out, false)
+}
+
+/// [`m1_row`]; with `accumulate` the running sums start from what `out` holds (MLAS with
+/// beta = 1: a Gemm's `C`) instead of zero.
+pub fn m1_row_acc(a: &[f32], x: &[f32], ldx: usize, n: usize, out: &mut [f32], accumulate: bool) {
     let k = a.len();
     let out = &mut out[..n];
-    out.fill(0.0);
+    if !accumulate {
+        out.fill(0.0);
+    }
     let row = |p: usize| &x[p * ldx..p * ldx + n];
     let mut p = 0;
     while p + 4 <= k {
@@ -167,6 +188,118 @@ pub fn m1_row(a: &[f32], x: &[f32], ldx: usize, n: usize, out: &mut [f32]) {
         for j in 0..n {
             out[j] = w0 * r0[j] + out[j];
         }
+    }
+}
+
+/// The operands of one GEMM for [`gemm_unpacked`]: `a` row-major `[m, k]` (already
+/// transposed when the operator's `trans_a` was set: the flag only changes the K blocking),
+/// `b` as the operator holds it: row-major `[k, n]`, or `[n, k]` when `trans_b`, rows `ldb`
+/// apart.
+#[derive(Clone, Copy)]
+pub struct Operands<'a> {
+    pub a: &'a [f32],
+    pub b: &'a [f32],
+    pub ldb: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+}
+
+/// `out[m, n] = a * b` (plus what `out` holds when `accumulate`: MLAS with beta = 1, a
+/// Gemm's `C` broadcast into the output first) in the order of one GEMM of a
+/// `MlasGemmBatch` of `batch` GEMMs whose B is **not** pre-packed: a B computed at run time
+/// (a DequantizeLinear output, the other activation of QK^T or attention x V) or any
+/// constant that is not an initializer. `special`: MLAS's M == 1 / N == 1 kernels apply
+/// (alpha == 1 and beta 0 or 1).
+///
+/// MLAS (`MlasSgemmThreaded` / `MlasSgemmOperation`) cuts the GEMM into the thread parts of
+/// [`gemm_parts_batch`]; a part of one row runs an M1 kernel ([`m1_row`], or [`n1_rows`]
+/// over the rows of `B^T` when B is transposed), a single contiguous output column the M1
+/// transpose-B kernel ([`n1_rows`] over the rows of A), and every other part copies B panel
+/// by panel and sums each element as FMA chains over K blocks of
+/// [`stride_k_for`]`(part columns, k)`, later blocks added. The pre-packed path (a constant
+/// initializer B) uses K blocks of 256 instead: the two differ in the last bits.
+/// Not mirrored: the N == 1 kernel of a transposed A (the plain path runs).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_unpacked(op: Operands, m: usize, n: usize, k: usize, out: &mut [f32], accumulate: bool, special: bool, batch: usize) {
+    use super::pgemm::{gemm_packed_rows_acc, PackedA, ROW_BLOCK};
+    use rayon::prelude::*;
+    let Operands { a, b, ldb, trans_a, trans_b } = op;
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (brows, bcols) = if trans_b { (n, k) } else { (k, n) };
+    assert!(a.len() >= m * k && out.len() >= m * n, "operands out of bounds");
+    assert!(brows == 0 || bcols == 0 || (ldb >= bcols && (brows - 1) * ldb + bcols <= b.len()), "b out of bounds");
+    if k == 0 {
+        if !accumulate {
+            out[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let parts = gemm_parts_batch(m, n, k, batch);
+    let m1 = |p: &Part| special && !trans_a && p.mc == 1;
+    // B and C single contiguous columns (`ldb == 1`, `ldc == 1`)
+    let n1 = special && !trans_a && n == 1 && (!trans_b || k == 1);
+    let kernel_rows: Vec<Part> = parts.iter().copied().filter(|p| m1(p) || n1).collect();
+    let saved: Vec<Vec<f32>> = if accumulate { kernel_rows.iter().map(|p| (p.m0..p.m0 + p.mc).flat_map(|i| out[i * n + p.n0..i * n + p.n0 + p.nc].to_vec()).collect()).collect() } else { Vec::new() };
+    if kernel_rows.len() < parts.len() {
+        // every element's order depends only on its part's column count (the K block), so
+        // the rows are cut here by our own threads, in whole packed row blocks
+        let mut cols: Vec<(usize, usize, usize)> = parts.iter().map(|p| (p.n0, p.nc, stride_k_for(p.nc, k, trans_a))).collect();
+        cols.sort_unstable();
+        cols.dedup();
+        let owned;
+        let (bk, ldk): (&[f32], usize) = if trans_b {
+            let mut t = vec![0f32; k * n];
+            for j in 0..n {
+                for p in 0..k {
+                    t[p * n + j] = b[j * ldb + p];
+                }
+            }
+            owned = t;
+            (&owned, n)
+        } else {
+            (b, ldb)
+        };
+        let pa = PackedA::new(a, m, k);
+        let threads = rayon::current_num_threads().max(1);
+        let rb = m.div_ceil(2 * threads).next_multiple_of(ROW_BLOCK).max(ROW_BLOCK);
+        out[..m * n].par_chunks_mut(rb * n).enumerate().for_each(|(i, o)| {
+            let (r0, rows) = (i * rb, o.len() / n);
+            for &(n0, nc, kc) in &cols {
+                gemm_packed_rows_acc(&pa, r0, r0 + rows, &bk[n0..], ldk, nc, &mut o[n0..], n, None, f32::NEG_INFINITY, f32::INFINITY, kc, accumulate);
+            }
+        });
+    }
+    for (pi, p) in kernel_rows.iter().enumerate() {
+        if accumulate {
+            for (r, i) in (p.m0..p.m0 + p.mc).enumerate() {
+                out[i * n + p.n0..i * n + p.n0 + p.nc].copy_from_slice(&saved[pi][r * p.nc..(r + 1) * p.nc]);
+            }
+        }
+        if m1(p) {
+            let (row, o) = (&a[p.m0 * k..(p.m0 + 1) * k], &mut out[p.m0 * n + p.n0..p.m0 * n + p.n0 + p.nc]);
+            if trans_b {
+                // KernelM1TransposeB over the rows of B^T
+                add_after(o, accumulate, |o| n1_rows(row, &b[p.n0 * ldb..], ldb, o));
+            } else {
+                m1_row_acc(row, &b[p.n0..], ldb, p.nc, o, accumulate);
+            }
+        } else {
+            // KernelM1TransposeB with A and B swapped: a column of B against rows of A
+            let x: Vec<f32> = (0..k).map(|q| b[q * if trans_b { 1 } else { ldb }]).collect();
+            add_after(&mut out[p.m0..p.m0 + p.mc], accumulate, |o| n1_rows(&x, &a[p.m0 * k..], k, o));
+        }
+    }
+}
+
+/// Runs `f` (which overwrites `o`), then adds what `o` held before when `accumulate` (the
+/// M1 transpose-B kernel adds `beta * C` after its sum).
+fn add_after(o: &mut [f32], accumulate: bool, f: impl FnOnce(&mut [f32])) {
+    let before = accumulate.then(|| o.to_vec());
+    f(o);
+    if let Some(c) = before {
+        o.iter_mut().zip(c).for_each(|(v, c)| *v += c);
     }
 }
 
@@ -309,6 +442,77 @@ mod tests {
         assert_eq!(stride_k(49, 384), 256);
         assert_eq!(stride_k(32, 384), 512);
         assert_eq!(stride_k(1, 768), 1024);
+    }
+
+    /// What MLAS computes per element of an unpacked GEMM, written out plainly: the thread
+    /// parts, and per part the M1 kernel for one row or FMA chains over K blocks of
+    /// `stride_k_for(part columns)` added to the output.
+    fn gemm_unpacked_ref(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, out: &mut [f32], accumulate: bool, trans_a: bool, batch: usize) {
+        for p in gemm_parts_batch(m, n, k, batch) {
+            let kc = stride_k_for(p.nc, k, trans_a);
+            for i in p.m0..p.m0 + p.mc {
+                for j in p.n0..p.n0 + p.nc {
+                    let mut c = if accumulate { out[i * n + j] } else { 0.0 };
+                    if p.mc == 1 && !trans_a {
+                        let mut q = 0;
+                        while q + 4 <= k {
+                            let t = ((a[i * k + q] * b[q * n + j] + a[i * k + q + 1] * b[(q + 1) * n + j]) + a[i * k + q + 2] * b[(q + 2) * n + j]) + a[i * k + q + 3] * b[(q + 3) * n + j];
+                            c = t + c;
+                            q += 4;
+                        }
+                        if k - q >= 2 {
+                            c = (a[i * k + q] * b[q * n + j] + a[i * k + q + 1] * b[(q + 1) * n + j]) + c;
+                            q += 2;
+                        }
+                        if q < k {
+                            c = a[i * k + q] * b[q * n + j] + c;
+                        }
+                    } else {
+                        for (bi, k0) in (0..k).step_by(kc).enumerate() {
+                            let mut acc = 0f32;
+                            for q in k0..(k0 + kc).min(k) {
+                                acc = a[i * k + q].mul_add(b[q * n + j], acc);
+                            }
+                            c = if bi == 0 && !accumulate { acc } else { acc + c };
+                        }
+                    }
+                    out[i * n + j] = c;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_unpacked_follows_the_parts_and_k_blocks_at_every_level() {
+        let rnd = |n: usize, seed: u32| crate::testutil::rnd(n, seed);
+        let prev = crate::kernels::simd_level();
+        for (t, &(m, n, k, acc, ta, batch)) in [
+            (128, 384, 384, false, false, 1),
+            (512, 384, 384, false, false, 1),
+            (128, 1536, 384, false, false, 1),
+            (128, 384, 1536, true, false, 1),
+            (3, 300, 100, true, false, 1),
+            (2, 17, 700, false, false, 1),
+            (64, 64, 32, false, false, 24),
+            (1, 20, 40, false, false, 5),
+            (40, 96, 384, true, true, 1),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let (a, b) = (rnd(m * k, 10 + t as u32), rnd(k * n, 20 + t as u32));
+            let c0 = rnd(m * n, 30 + t as u32);
+            let mut want = c0.clone();
+            gemm_unpacked_ref(&a, &b, m, n, k, &mut want, acc, ta, batch);
+            for level in crate::kernels::available_levels() {
+                crate::kernels::set_simd_level(level);
+                let mut got = c0.clone();
+                gemm_unpacked(Operands { a: &a, b: &b, ldb: n, trans_a: ta, trans_b: false }, m, n, k, &mut got, acc, true, batch);
+                let bad = got.iter().zip(&want).filter(|(g, w)| g.to_bits() != w.to_bits()).count();
+                assert_eq!(bad, 0, "{m}x{n}x{k} acc={acc} transA={ta} batch={batch} {level:?}: {bad} of {} differ", m * n);
+            }
+        }
+        crate::kernels::set_simd_level(prev);
     }
 
     #[test]

@@ -60,9 +60,15 @@ pub fn gemm_packed_acc(a: &PackedA, x: &[f32], ldx: usize, n: usize, out: &mut [
 /// call, so the rows of one GEMM can be split across threads.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_packed_rows(a: &PackedA, r0: usize, r1: usize, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize) {
+    gemm_packed_rows_acc(a, r0, r1, x, ldx, n, out, ldo, bias, lo, hi, kc, false)
+}
+
+/// [`gemm_packed_rows`] with [`gemm_packed_acc`]'s `accumulate`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_packed_rows_acc(a: &PackedA, r0: usize, r1: usize, x: &[f32], ldx: usize, n: usize, out: &mut [f32], ldo: usize, bias: Option<&[f32]>, lo: f32, hi: f32, kc: usize, accumulate: bool) {
     assert!(r0 % MR == 0 && r0 <= r1 && r1 <= a.m, "row range {r0}..{r1} of {}", a.m);
     let data = &a.data[r0 / MR * a.k * MR..];
-    gemm_core(simd_level(), data, r1 - r0, a.k, x, ldx, n, out, ldo, bias.map(|b| &b[r0.min(b.len())..]), lo, hi, kc, false)
+    gemm_core(simd_level(), data, r1 - r0, a.k, x, ldx, n, out, ldo, bias.map(|b| &b[r0.min(b.len())..]), lo, hi, kc, accumulate)
 }
 
 /// Rows per packed row block: row splits of [`gemm_packed_rows`] start at multiples of it.

@@ -780,6 +780,7 @@ pub(crate) mod testutil {
                 .enumerate()
                 .map(|(i, t)| if consts.get(i).copied().unwrap_or(false) { t.map(|t| Arc::new(t.clone())) } else { None })
                 .collect(),
+            initializer: (0..inputs.len()).map(|i| consts.get(i).copied().unwrap_or(false)).collect(),
             fused,
             post: None,
         };

@@ -386,7 +386,7 @@ pub(crate) mod testutil {
             values.push(ValueDef { name: format!("in{i}"), shape: x.shape.clone(), dtype: x.dtype });
             if x.constant {
                 store.insert(format!("w{i}"), Tensor::new(x.shape, x.data));
-                constants.push(ConstDef { value: i, weight: format!("w{i}") });
+                constants.push(ConstDef { value: i, weight: format!("w{i}"), folded: false });
             } else {
                 inputs.push(i);
                 feeds.push(Tensor::new(x.shape, x.data));

@@ -4,11 +4,17 @@
 //! (single-threaded GEMMs), and each block's epilogue (alpha, beta * C, fused activation)
 //! runs right after its GEMM while the block is in cache. A MatMul whose right operand is
 //! 2-D is one GEMM over all rows of the left operand, whatever its batch dimensions.
+//!
+//! Every path but Gemm with alpha != 1 sums in onnxruntime's order (MLAS, graph
+//! optimizations off): a B that is an initializer is pre-packed there (K blocks of 256,
+//! [`PackedB`]); any other B (a DequantizeLinear output, an activation) is not
+//! ([`mlas::gemm_unpacked`]: K blocks by the column count of each thread's part).
 
 use super::{input, reg_fusing, BuildCtx, Op, Registry};
 use crate::error::{Error, Result};
 use crate::kernels::act::Activation;
 use crate::kernels::gemm::{sgemm, MatRef};
+use crate::kernels::mlas;
 use crate::kernels::pgemm::{gemm_packed_acc, PackedA};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
@@ -187,7 +193,7 @@ fn build_gemm(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
         return Err(ctx.err(format!("output shape {:?}, expected [{m}, {n}]", ctx.out_shapes.first())));
     }
     let alpha = a.float("alpha", 1.0)?;
-    let packed = match ctx.const_opt(1) {
+    let packed = match ctx.const_initializer(1) {
         Some(b) if alpha == 1.0 && b.data.len() == k * n => PackedB::new(&b.data, k, n, trans_b),
         _ => None,
     };
@@ -216,6 +222,11 @@ impl Op for Gemm {
             }
             return Ok(vec![Tensor::new(vec![m, n], out)]);
         }
+        if self.alpha == 1.0 {
+            return Ok(vec![Tensor::new(vec![m, n], self.run_unpacked(a, b, c))]);
+        }
+        // alpha != 1 with a B computed at run time: not in onnxruntime's order (its kernels
+        // scale each K block's sum by alpha before adding it)
         let am = if self.trans_a { MatRef::transposed(a, m) } else { MatRef::row_major(a, k) };
         let bm = if self.trans_b { MatRef::transposed(b, k) } else { MatRef::row_major(b, n) };
         let mut out = crate::kernels::alloc::zeroed(m * n);
@@ -241,6 +252,47 @@ impl Op for Gemm {
     }
 }
 
+impl Gemm {
+    /// alpha == 1, B not pre-packed: `beta * C` broadcast into the output, then MLAS's
+    /// unpacked GEMM adds to it ([`mlas::gemm_unpacked`]), then the activation.
+    fn run_unpacked(&self, a: &[f32], b: &[f32], c: Option<(&[f32], usize, usize)>) -> Vec<f32> {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let mut out = crate::kernels::alloc::zeroed(m * n);
+        if let Some((c, cm, cn)) = c {
+            for i in 0..m {
+                for j in 0..n {
+                    let v = c[if cm == 1 { 0 } else { i * cn }..][if cn == 1 { 0 } else { j }];
+                    out[i * n + j] = if self.beta == 1.0 { v } else { self.beta * v };
+                }
+            }
+        }
+        let at = self.trans_a.then(|| transpose(a, k, m));
+        let beta = if c.is_some() { self.beta } else { 0.0 };
+        let op = mlas::Operands { a: at.as_deref().unwrap_or(a), b, ldb: if self.trans_b { k } else { n }, trans_a: self.trans_a, trans_b: self.trans_b };
+        mlas::gemm_unpacked(op, m, n, k, &mut out, c.is_some(), beta == 0.0 || beta == 1.0, 1);
+        if let Some(act) = &self.act {
+            act.apply(&mut out);
+        }
+        out
+    }
+}
+
+/// MatMul's operands (neither transposed; `b` has rows of `ldb`).
+fn plain<'a>(a: &'a [f32], b: &'a [f32], ldb: usize) -> mlas::Operands<'a> {
+    mlas::Operands { a, b, ldb, trans_a: false, trans_b: false }
+}
+
+/// The row-major transpose of the row-major `[rows, cols]` matrix `x`.
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            t[j * rows + i] = x[i * cols + j];
+        }
+    }
+    t
+}
+
 struct MatMul {
     m: usize,
     n: usize,
@@ -251,8 +303,12 @@ struct MatMul {
     b_strides: Vec<usize>,
     a_len: usize,
     b_len: usize,
-    /// B is a single matrix: one GEMM over all rows of A.
-    b_single: bool,
+    /// One GEMM over all rows of A (B a single matrix): onnxruntime flattens A when both
+    /// operands have rank >= 2, A's rank is at least B's and B has no batch (or when there
+    /// is only one matrix product anyway); otherwise it runs a batch of GEMMs.
+    flatten: bool,
+    /// B is 1-D and A is not: one GEMM per row of A.
+    b_vector: bool,
     act: Option<Activation>,
     out_shape: Vec<usize>,
     /// Constant 2-D B packed for the exact path.
@@ -311,9 +367,11 @@ fn build_matmul(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
         b_strides: bstr(&pb, k * n),
         a_len: sa.iter().product(),
         b_len: sb.iter().product(),
-        b_single: bb.iter().all(|&d| d == 1),
-        packed: match ctx.const_opt(1) {
-            Some(b) if bb.iter().all(|&d| d == 1) && b.data.len() == k * n => PackedB::new(&b.data, k, n, false),
+        flatten: bb.iter().all(|&d| d == 1) && ((sa.len() >= 2 && sb.len() >= 2 && sa.len() >= sb.len()) || batch.iter().product::<usize>() == 1),
+        b_vector: sb.len() == 1 && sa.len() >= 2,
+        // onnxruntime pre-packs a 2-D initializer only
+        packed: match ctx.const_initializer(1) {
+            Some(b) if sb.len() == 2 && b.data.len() == k * n => PackedB::new(&b.data, k, n, false),
             _ => None,
         },
         batch,
@@ -330,20 +388,20 @@ impl Op for MatMul {
         let nb: usize = self.batch.iter().product();
         let mut out = crate::kernels::alloc::zeroed(nb * m * n);
         let act = self.act;
-        let epi = |_: usize, row: &mut [f32]| {
-            if let Some(a) = &act {
-                a.apply(row);
-            }
-        };
         // A's batches are contiguous when it is never broadcast: then rows stack.
         let a_dense = self.a_strides.iter().zip(&self.batch).all(|(&s, &d)| s != 0 || d == 1);
         if let (Some(pb), true) = (&self.packed, a_dense) {
             pb.run(a, nb * m, false, None, &mut out);
-            if let Some(a) = &act {
-                a.apply(&mut out);
+        } else if self.b_vector {
+            // B 1-D: onnxruntime pads A to [..., M, 1, K], a batch of one-row GEMMs (its M1 kernel)
+            let rows = nb * m;
+            for (r, o) in out.chunks_mut(1).enumerate() {
+                mlas::gemm_unpacked(plain(&a[r * k..(r + 1) * k], b, 1), 1, 1, k, o, false, true, rows);
             }
-        } else if self.b_single && a_dense {
-            gemm_rows(nb * m, n, k, MatRef::row_major(a, k), MatRef::row_major(b, n), &mut out, &epi);
+        } else if self.flatten && a_dense {
+            // B computed at run time (a DequantizeLinear output, an activation): MLAS's
+            // unpacked order, one GEMM over the flattened rows of A
+            mlas::gemm_unpacked(plain(a, b, n), nb * m, n, k, &mut out, false, true, 1);
         } else if nb > 0 && m * n > 0 {
             let offsets = |bi: usize| -> (usize, usize) {
                 let (mut rem, mut oa, mut ob) = (bi, 0, 0);
@@ -355,20 +413,18 @@ impl Op for MatMul {
                 }
                 (oa, ob)
             };
-            let threads = rayon::current_num_threads();
-            let one = |bi: usize, o: &mut [f32], t: usize| {
+            // a batch of GEMMs (QK^T, attention x V): each in MLAS's unpacked order, with the
+            // thread parts of a batch of `nb`
+            out.par_chunks_mut(m * n).enumerate().for_each(|(bi, o)| {
                 let (oa, ob) = offsets(bi);
-                sgemm(m, n, k, MatRef::row_major(&a[oa..oa + m * k], k), MatRef::row_major(&b[ob..ob + k * n], n), o, n, false, t);
-                if let Some(a) = &act {
-                    a.apply(o);
+                match &self.packed {
+                    Some(pb) => pb.run(&a[oa..oa + m * k], m, false, None, o),
+                    None => mlas::gemm_unpacked(plain(&a[oa..oa + m * k], &b[ob..ob + k * n], n), m, n, k, o, false, true, nb),
                 }
-            };
-            if nb >= threads {
-                out.par_chunks_mut(m * n).enumerate().for_each(|(bi, o)| one(bi, o, 1));
-            } else {
-                let t = if m * n * k >= 1 << 21 { threads } else { 1 };
-                out.chunks_mut(m * n).enumerate().for_each(|(bi, o)| one(bi, o, t));
-            }
+            });
+        }
+        if let Some(a) = &act {
+            a.apply(&mut out);
         }
         Ok(vec![Tensor::new(self.out_shape.clone(), out)])
     }
@@ -433,7 +489,7 @@ mod tests {
                 ("transA", AttrValue::Int(ta as i64)),
                 ("transB", AttrValue::Int(tb as i64)),
             ];
-            let got = run_op("Gemm", &attrs, &[Some(&a), Some(&b), c.as_ref()], &[false, true, true], &[vec![m, n]], act).unwrap();
+            let got = run_op("Gemm", &attrs, &[Some(&a), Some(&b), c.as_ref()], &[false, trial % 2 == 0, true], &[vec![m, n]], act).unwrap();
             assert_close(&got[0], &[m, n], &want, &format!("gemm trial {trial}"));
         }
         let a = Tensor::zeros(&[2, 3]);

@@ -36,6 +36,13 @@ pub struct BuildCtx<'a> {
     pub out_dtypes: Vec<DType>,
     /// The value of each input that is a constant of the plan (weights, folded constants).
     pub consts: Vec<Option<Arc<Tensor>>>,
+    /// Whether each constant input is one that onnxruntime sees as a constant initializer
+    /// (an initializer or a Constant node of the model), which its MatMul and Gemm pre-pack.
+    /// False for values the plan folded (a DequantizeLinear of an integer weight in a QDQ
+    /// model, a Transpose of a weight) and for the simulation's weight variants (exported as
+    /// DequantizeLinear outputs): onnxruntime computes those at run time and multiplies them
+    /// in its unpacked order (graph optimizations off).
+    pub initializer: Vec<bool>,
     /// An activation the executor fused into this node (only offered to ops that
     /// return true from [`Registration::fuses_activation`]).
     pub fused: Option<Activation>,
@@ -66,6 +73,11 @@ impl<'a> BuildCtx<'a> {
     }
     pub fn const_opt(&self, i: usize) -> Option<Arc<Tensor>> {
         self.consts.get(i).cloned().flatten()
+    }
+    /// Constant value of input `i` when it is an initializer in onnxruntime's eyes (see
+    /// [`Self::initializer`]): what its MatMul and Gemm pre-pack.
+    pub fn const_initializer(&self, i: usize) -> Option<Arc<Tensor>> {
+        self.const_opt(i).filter(|_| self.initializer.get(i).copied().unwrap_or(false))
     }
 }
 

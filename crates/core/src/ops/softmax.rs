@@ -1,5 +1,7 @@
 //! Softmax and LogSoftmax over one axis (see CONTRACT.md), numerically stable (the row
-//! maximum is subtracted before `exp`), parallel over independent rows.
+//! maximum is subtracted before `exp`), parallel over independent rows, in onnxruntime's
+//! arithmetic (MLAS's exp polynomial and lane sums, [`SumExpKernel`]), so that a quantizer
+//! reading an attention Softmax rounds what the runtime rounds.
 //!
 //! The input is viewed as `[outer, n, inner]` with `n` the reduced axis; with `legacy = 1`
 //! (opset < 13) the input is coerced to 2-D at `axis`: `n = prod(dims >= axis)`, `inner = 1`.
@@ -24,62 +26,130 @@ struct Softmax {
     shape: Vec<usize>,
 }
 
-/// One contiguous row (`inner == 1`).
-fn row(x: &mut [f32], log: bool) {
-    let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    if log {
-        let s: f64 = x.iter().map(|&v| (v - m).exp() as f64).sum();
-        let l = s.ln() as f32;
-        for v in x.iter_mut() {
-            *v = *v - m - l;
-        }
-    } else {
-        // f64 sum: long rows (legacy 2-D coercion) would otherwise lose precision
-        let mut s = 0.0f64;
-        for v in x.iter_mut() {
-            *v = (*v - m).exp();
-            s += *v as f64;
-        }
-        let s = s as f32;
-        for v in x.iter_mut() {
-            *v /= s;
+/// Which of onnxruntime's softmax kernels (MLAS `ComputeSumExpF32Kernel`) this CPU runs:
+/// the AVX-512F one when the CPU and OS have AVX-512F, else the FMA3 one. They differ in
+/// the exp's range clamp and scaling and in how many lane sums the row is added into, so
+/// onnxruntime's Softmax itself differs between the two CPU classes in the last bit; the
+/// engine follows the class of the CPU it runs on at every engine level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SumExpKernel {
+    Avx512F,
+    Fma3,
+}
+
+impl SumExpKernel {
+    /// The kernel onnxruntime selects on this CPU (CPUs without AVX2 + FMA run MLAS's plain
+    /// SSE2 kernel, not mirrored: they get the FMA3 arithmetic).
+    pub fn of_cpu() -> SumExpKernel {
+        match crate::kernels::detected_level() {
+            crate::kernels::SimdLevel::Avx512 => SumExpKernel::Avx512F,
+            _ => SumExpKernel::Fma3,
         }
     }
 }
 
-/// One `[n, inner]` block reduced over `n`, vectorised along `inner`.
-fn block(x: &mut [f32], n: usize, inner: usize, log: bool) {
-    let mut m = vec![f32::NEG_INFINITY; inner];
-    for r in x.chunks(inner) {
-        for (m, &v) in m.iter_mut().zip(r) {
-            *m = m.max(v);
+/// MLAS's exp constants (`MlasExpConstants`).
+mod exp_c {
+    pub const LOWER_RANGE: f32 = f32::from_bits(0xc2cf_f1b5); // -103.9720840454
+    pub const LOWER_RANGE_SUM_EXP: f32 = f32::from_bits(0xc2b0_c0a5); // -88.3762626647949
+    pub const ROUNDING_BIAS: f32 = 12582912.0; // 1.5 * 2^23
+    pub const LOG2_RECIPROCAL: f32 = f32::from_bits(0x3fb8_aa3b);
+    pub const LOG2_HIGH: f32 = f32::from_bits(0xbf31_7200);
+    pub const LOG2_LOW: f32 = f32::from_bits(0xb5bf_be8e);
+    pub const POLY: [f32; 5] = [f32::from_bits(0x3c09_2f6e), f32::from_bits(0x3d2a_adad), f32::from_bits(0x3e2a_aa28), f32::from_bits(0x3eff_fffb), 1.0];
+    pub const POLY_0: f32 = f32::from_bits(0x3ab4_a000);
+    pub const MAXIMUM_EXPONENT: u32 = 0x3F80_0000;
+}
+
+/// `exp(x)` for `x = v - max <= 0` as the SumExp kernel computes it, operation by operation:
+/// clamp below (`vmaxps`: a NaN passes), range reduction by FMAs, the degree-6 polynomial
+/// as an FMA chain, then the scaling by `2^m`: `vscalefps` (AVX-512F, exact into the
+/// subnormals) or the integer exponent field (FMA3: zero below `2^-126`).
+#[inline(always)]
+fn mlas_exp(x: f32, k: SumExpKernel) -> f32 {
+    use exp_c::*;
+    let lower = if k == SumExpKernel::Avx512F { LOWER_RANGE } else { LOWER_RANGE_SUM_EXP };
+    let x = if lower > x { lower } else { x };
+    let biased = x.mul_add(LOG2_RECIPROCAL, ROUNDING_BIAS);
+    let m = biased - ROUNDING_BIAS;
+    let r = m.mul_add(LOG2_HIGH, x);
+    let r = m.mul_add(LOG2_LOW, r);
+    let mut p = POLY_0;
+    for c in POLY {
+        p = p.mul_add(r, c);
+    }
+    p = p.mul_add(r, 1.0);
+    match k {
+        SumExpKernel::Avx512F => {
+            // vscalefps: p * 2^m in one rounding, into the subnormals: p * 2^(m - e) is exact
+            // (m - e >= -25, p in [1, 2)), then times 2^e (e = max(m, -126)) rounds once
+            let mi = m as i32;
+            let e = mi.max(-126);
+            let pow = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+            (p * pow(mi - e)) * pow(e)
+        }
+        SumExpKernel::Fma3 => p * f32::from_bits((biased.to_bits() << 23).wrapping_add(MAXIMUM_EXPONENT)),
+    }
+}
+
+crate::dispatch_fn!(
+    /// `out[i] = mlas_exp(x[i] + neg_max)`, compiled with FMA where the CPU has it (the
+    /// exp is a chain of fused multiply-adds: without hardware FMA each is a libm call).
+    fn exp_all(x: &[f32], out: &mut [f32], neg_max: f32, avx512: bool) {
+        let k = if avx512 { SumExpKernel::Avx512F } else { SumExpKernel::Fma3 };
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = mlas_exp(v + neg_max, k);
         }
     }
-    let mut s = vec![0.0f64; inner];
-    for r in x.chunks_mut(inner).take(n) {
-        for ((v, &m), s) in r.iter_mut().zip(&m).zip(s.iter_mut()) {
-            let e = (*v - m).exp();
-            *s += e as f64;
-            if !log {
-                *v = e;
-            }
+);
+
+/// MLAS's `ComputeSumExpF32Kernel`: `out[i] = exp(x[i] + neg_max)` and their sum: lane `j`
+/// of 16 (AVX-512F) or 8 (FMA3) lanes adds the elements `i = j mod lanes` in order, then
+/// the lanes are reduced by the kernel's tree. `out` has the length of `x`.
+fn sum_exp(x: &[f32], out: &mut [f32], neg_max: f32, k: SumExpKernel) -> f32 {
+    exp_all(crate::kernels::simd_level(), x, out, neg_max, k == SumExpKernel::Avx512F);
+    let lanes = if k == SumExpKernel::Avx512F { 16 } else { 8 };
+    let mut acc = [0f32; 16];
+    for c in out.chunks(lanes) {
+        for (a, &e) in acc.iter_mut().zip(c) {
+            *a += e;
         }
     }
-    let mut s: Vec<f32> = s.iter().map(|&v| v as f32).collect();
+    let l = if k == SumExpKernel::Avx512F { std::array::from_fn::<f32, 8, _>(|i| acc[i + 8] + acc[i]) } else { std::array::from_fn(|i| acc[i]) };
+    ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+}
+
+/// One contiguous row (`inner == 1`) in onnxruntime's arithmetic (`MlasComputeSoftmax`):
+/// `y = exp(x - max) * (1 / sum)`, or `y = (x - max) - log(sum)`.
+fn row(x: &mut [f32], log: bool, k: SumExpKernel) {
+    let m = x.iter().fold(f32::MIN, |a, &b| if a > b { a } else { b });
+    let neg = -m;
+    let mut e = vec![0f32; x.len()];
+    let sum = sum_exp(x, &mut e, neg, k);
     if log {
-        for (s, m) in s.iter_mut().zip(&m) {
-            *s = m + (*s as f64).ln() as f32;
-        }
-        for r in x.chunks_mut(inner) {
-            for (v, &s) in r.iter_mut().zip(&s) {
-                *v -= s;
-            }
+        let l = sum.ln();
+        for v in x.iter_mut() {
+            *v = (*v + neg) - l;
         }
     } else {
-        for r in x.chunks_mut(inner) {
-            for (v, &s) in r.iter_mut().zip(&s) {
-                *v /= s;
-            }
+        let scale = 1.0 / sum;
+        for (v, e) in x.iter_mut().zip(&e) {
+            *v = e * scale;
+        }
+    }
+}
+
+/// One `[n, inner]` block reduced over `n`: onnxruntime transposes the axis last, so each
+/// of the `inner` columns is a row.
+fn block(x: &mut [f32], n: usize, inner: usize, log: bool, k: SumExpKernel) {
+    let mut r = vec![0f32; n];
+    for i in 0..inner {
+        for (t, v) in r.iter_mut().enumerate() {
+            *v = x[t * inner + i];
+        }
+        row(&mut r, log, k);
+        for (t, v) in r.iter().enumerate() {
+            x[t * inner + i] = *v;
         }
     }
 }
@@ -91,12 +161,13 @@ impl Op for Softmax {
         let blk = self.n * self.inner;
         if blk > 0 {
             let (log, n, inner) = (self.log, self.n, self.inner);
+            let k = SumExpKernel::of_cpu();
             let f = |c: &mut [f32]| {
                 for b in c.chunks_mut(blk) {
                     if inner == 1 {
-                        row(b, log)
+                        row(b, log, k)
                     } else {
-                        block(b, n, inner, log)
+                        block(b, n, inner, log, k)
                     }
                 }
             };
@@ -175,6 +246,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn both_mlas_kernels_are_close_to_exp_and_differ_only_where_documented() {
+        use super::{mlas_exp, sum_exp, SumExpKernel};
+        for k in [SumExpKernel::Avx512F, SumExpKernel::Fma3] {
+            for i in 0..2000 {
+                let x = -87.0 * i as f32 / 2000.0;
+                let (got, want) = (mlas_exp(x, k) as f64, (x as f64).exp());
+                assert!((got - want).abs() <= 2e-7 * want, "{k:?} exp({x}) = {got}, want {want}");
+            }
+            let x: Vec<f32> = (0..101).map(|i| -(i as f32) * 0.05).collect();
+            let want: f64 = x.iter().map(|&v| (v as f64).exp()).sum();
+            assert!((sum_exp(&x, &mut vec![0.0; x.len()], 0.0, k) as f64 - want).abs() < 1e-6 * want, "{k:?} sum");
+        }
+        // below 2^-126 the FMA3 kernel's exponent field gives 0, vscalefps a subnormal
+        assert_eq!(mlas_exp(-100.0, SumExpKernel::Fma3), 0.0);
+        assert!(mlas_exp(-100.0, SumExpKernel::Avx512F) > 0.0);
     }
 
     #[test]
