@@ -2,7 +2,8 @@
  * `npm run bench -- search [mobilenet] [cls] [--calib N]`: the whole search per model, seconds
  * per phase, and phase 1 per entry beside the compute of the entries' downstream steps alone
  * (measured inside the same native calls): their ratio is what phase 1 costs beyond its
- * compute (the shared float passes, rounding, configuration upload, JS).
+ * compute (the shared float passes, rounding, configuration upload, JS); and phase 1 over all
+ * of its compute (downstream steps, float passes and the rounding of the entries' weights).
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -23,6 +24,10 @@ export interface SearchRow {
   float_pass_s: number;
   /** phase-1 wall time over the entries' downstream compute (1 = no overhead). */
   overhead: number;
+  /** Rounding the entries' weights (data-aware, once per layer and width; reused by phase 3 and the export). */
+  rounding_s: number;
+  /** phase-1 wall time over all its compute: downstream steps, shared float passes and rounding. */
+  overhead_beyond_compute: number;
   selected_rel_bops: number;
   load: string;
   cpu: string;
@@ -59,12 +64,14 @@ export async function searchBench(log: (s: string) => void, which: string[] = ['
       downstream_per_entry_s: +((r.phase1.entry_seconds ?? 0) / n).toFixed(3),
       float_pass_s: r.phase1.float_seconds ?? 0,
       overhead: +(r.seconds.phase1 / (r.phase1.entry_seconds ?? NaN)).toFixed(3),
+      rounding_s: r.phase1.rounding_seconds ?? 0,
+      overhead_beyond_compute: +(r.seconds.phase1 / ((r.phase1.entry_seconds ?? NaN) + (r.phase1.float_seconds ?? 0) + (r.phase1.rounding_seconds ?? 0))).toFixed(3),
       selected_rel_bops: r.selected.rel_bops,
       load: `${load} -> ${os.loadavg()[0].toFixed(1)}`,
       cpu,
     };
     rows.push(row);
-    log(`${row.model} (${row.samples} samples, ${n} entries): total ${r.seconds.total} s (calibration ${r.seconds.calibration}, phase1 ${r.seconds.phase1}, phase3 ${r.seconds.phase3}, verify ${r.seconds.verify}); phase 1 per entry ${row.phase1_per_entry_s} s vs downstream compute ${row.downstream_per_entry_s} s: ratio ${row.overhead} (load ${row.load}, ${cpu})`);
+    log(`${row.model} (${row.samples} samples, ${n} entries): total ${r.seconds.total} s (calibration ${r.seconds.calibration}, phase1 ${r.seconds.phase1}, phase3 ${r.seconds.phase3}, verify ${r.seconds.verify}); phase 1 per entry ${row.phase1_per_entry_s} s vs downstream compute ${row.downstream_per_entry_s} s: ratio ${row.overhead}; float passes ${row.float_pass_s} s, rounding ${row.rounding_s} s: phase 1 / all its compute ${row.overhead_beyond_compute} (load ${row.load}, ${cpu})`);
   }
   return rows;
 }

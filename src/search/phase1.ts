@@ -76,11 +76,14 @@ export interface Phase1Options extends RunOptions {
 
 /**
  * Seconds of phase 1 spent in the native calls' float passes (the shared upstream, once per
- * batch and chunk) and in the entries' own downstream steps (the compute phase 1 cannot avoid).
+ * batch and chunk), in the entries' own downstream steps (the compute phase 1 cannot avoid),
+ * and in rounding the entries' weights (data-aware rounding of each layer at each width, done
+ * once and cached: later evaluations and the export reuse it).
  */
 export interface Phase1Timing {
   floatSecs: number;
   entrySecs: number;
+  roundSecs?: number;
   calls: number;
 }
 
@@ -160,7 +163,9 @@ export const computePhase1: Phase1Compute = async function computePhase1(
   let finished = 0;
   for (let c0 = 0; c0 < todo.length; c0 += chunkSize) {
     const slice = todo.slice(c0, c0 + chunkSize);
+    const tr = performance.now();
     const configs = await entryConfigs(cal, groups, slice, opts);
+    if (opts.timing) opts.timing.roundSecs = (opts.timing.roundSecs ?? 0) + (performance.now() - tr) / 1000;
     throwIfAborted(opts.signal, 'the search');
     const encs = slice.map((w, i) => groupEncodings(encodingsFor(cal, configs[i]), w.group));
     const powers = slice.map(() => null as Record<string, [number, number]> | null);

@@ -90,9 +90,10 @@ export interface SearchResult {
   /**
    * Phase-1 entries computed and reused; `float_seconds` and `entry_seconds`: time of the
    * native calls in the shared float passes and in the entries' own downstream steps;
+   * `rounding_seconds`: rounding the entries' weights (data-aware, once per layer and width);
    * `workers`: entries computed per worker when phase 1 ran on a queue.
    */
-  phase1: { computed: number; reused: number; total: number; float_seconds?: number; entry_seconds?: number; workers?: Record<string, number> };
+  phase1: { computed: number; reused: number; total: number; float_seconds?: number; entry_seconds?: number; rounding_seconds?: number; workers?: Record<string, number> };
   /** Data-aware roundings of a weight at a bit-width done in this run, and loaded from the cache. */
   rounding: { computed: number; loaded: number };
   groups: number;
@@ -337,7 +338,7 @@ async function searchInto(
     versions: { node: process.version, 'onnx-mpq': pkgVersion() },
     options: { model: modelFile ?? null, profile: profile.name, target, order, weightRange: cal.weightRange, actRange: cal.actRange, calib_samples: calibData.count, ...(o.record ?? {}), notes: [...((o.record?.notes as string[] | undefined) ?? []), ...cal.notes] },
     seconds,
-    phase1: { computed: entries.length - reused, reused, total: entries.length, float_seconds: +phase1Timing.floatSecs.toFixed(3), entry_seconds: +phase1Timing.entrySecs.toFixed(3), ...(queue ? { workers: queue.counts } : {}) },
+    phase1: { computed: entries.length - reused, reused, total: entries.length, float_seconds: +phase1Timing.floatSecs.toFixed(3), entry_seconds: +phase1Timing.entrySecs.toFixed(3), rounding_seconds: +(phase1Timing.roundSecs ?? 0).toFixed(3), ...(queue ? { workers: queue.counts } : {}) },
     rounding: { computed: cal.rounder?.computed ?? 0, loaded: cal.rounder?.loaded ?? 0 },
     groups: groups.length,
     left_float: cal.placement.skipped,
