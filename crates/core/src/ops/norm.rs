@@ -136,6 +136,41 @@ fn broadcasts_to(s: &[usize], to: &[usize]) -> bool {
     s.len() <= to.len() && s.iter().rev().zip(to.iter().rev()).all(|(&a, &b)| a == b || a == 1)
 }
 
+/// Mean and 1/sqrt(var + eps) of one row in onnxruntime 1.30's order (CPU LayerNormalization,
+/// measured bit for bit against it on rows of 8 or more values, any length, every tail; see
+/// `__test__/ort-exact.test.ts`): the mean is the correctly rounded mean (summed in double);
+/// the variance sums `d * d` with `d = x - mean` in f32 over eight lanes with fused
+/// multiply-adds, lane `i % 8` taking element `i` of the whole blocks of eight, the lanes then
+/// added pairwise (halves: 0-3 + 4-7, then 0-1 + 2-3, then 0 + 1); of the remaining (< 8)
+/// elements, when there are four or more, the first four are added as rounded squares, and
+/// the others with fused multiply-adds;
+/// then `var = sum / n`, `inv = 1 / sqrt(var + eps)`, each in f32. Rows shorter than eight
+/// take another path in onnxruntime that is not reproduced (within an ulp or two).
+pub(crate) fn ln_row_stats(xr: &[f32], eps: f32) -> (f32, f32) {
+    let n = xr.len();
+    let sum: f64 = xr.iter().map(|&v| v as f64).sum();
+    let mean = (sum / n as f64) as f32;
+    let whole = n - n % 8;
+    let mut lanes = [0f32; 8];
+    for blk in xr[..whole].chunks_exact(8) {
+        for (a, &v) in lanes.iter_mut().zip(blk) {
+            let d = v - mean;
+            *a = d.mul_add(d, *a);
+        }
+    }
+    let l4 = [lanes[0] + lanes[4], lanes[1] + lanes[5], lanes[2] + lanes[6], lanes[3] + lanes[7]];
+    let l2 = [l4[0] + l4[2], l4[1] + l4[3]];
+    let mut s = l2[0] + l2[1];
+    let tail = &xr[whole..];
+    let four = if tail.len() >= 4 { 4 } else { 0 };
+    for (k, &v) in tail.iter().enumerate() {
+        let d = v - mean;
+        s = if k < four { s + d * d } else { d.mul_add(d, s) };
+    }
+    let var = s / n as f32;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
 fn build_ln(ctx: &BuildCtx) -> Result<Box<dyn Op>> {
     let xs = ctx.in_shape(0)?;
     let axis = ctx.attrs.int("axis", -1)?;
@@ -213,21 +248,8 @@ impl Op for LayerNorm {
         let mut out = crate::kernels::alloc::zeroed(x.data.len());
         let mut stats = vec![(0f32, 0f32); self.outer];
         if self.inner > 0 {
-            // As close to onnxruntime 1.30 as measured (__test__/ort-exact.test.ts): its Mean
-            // output is the correctly rounded mean (sums in double here); given its own Mean
-            // and InvStdDev, every output is `fma((x - mean) * inv, scale, bias)` in float
-            // (bit for bit on 24576 of 24576 values); its InvStdDev is not reproduced exactly
-            // (this formula matches it on ~80% of rows, otherwise 1 ulp off)
-            let n = self.inner as f64;
             out.par_chunks_mut(self.inner).zip(x.data.par_chunks(self.inner)).zip(stats.par_iter_mut()).for_each(|((o, xr), st)| {
-                let (mut sum, mut sq) = (0f64, 0f64);
-                for &v in xr {
-                    sum += v as f64;
-                    sq += v as f64 * v as f64;
-                }
-                let mean_d = sum / n;
-                let denom = (sq / n - mean_d * mean_d + self.eps as f64).sqrt() as f32;
-                let (mean, inv) = (mean_d as f32, 1.0 / denom);
+                let (mean, inv) = ln_row_stats(xr, self.eps);
                 *st = (mean, inv);
                 match bias {
                     Some(b) => o.iter_mut().zip(xr).zip(scale).zip(b.iter()).for_each(|(((o, x), s), b)| *o = ((x - mean) * inv).mul_add(*s, *b)),
