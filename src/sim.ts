@@ -127,28 +127,24 @@ export class Simulator {
   /**
    * Phase 1 on one batch: for each configuration, [signal, noise] power per graph output
    * (signal of the float model, noise of the configuration against it), and the seconds spent
-   * in the float pass and in the configurations' own steps.
+   * in the float pass and in the configurations' own steps. Without `floatOuts` the call's
+   * float pass runs to the end and returns them (`floats`), for the caller to keep.
    */
   async phase1(
     feeds: Record<string, Tensor>,
     configs: (p: SimPlan) => Promise<SimConfig[]>,
     floatOuts: Tensor[] | null,
     opts: RunOptions = {},
-  ): Promise<{ outputs: string[]; signal: number[]; noise: number[][]; floatSecs: number; entrySecs: number }> {
+  ): Promise<{ outputs: string[]; signal: number[]; noise: number[][]; floatSecs: number; entrySecs: number; floats: Tensor[] | null }> {
     const { p, outputs, ids, inputs } = this.at(feeds);
     const cfgs = await configs(p);
-    const r = await cancellable(opts, (t) => p.handle.phase1(inputs, cfgs, ids, floatOuts, t), 'the search');
+    const { values: r, floats } = await cancellable(opts, (t) => p.handle.phase1(inputs, cfgs, ids, floatOuts, t), 'the search');
     const no = outputs.length;
     const signal = Array.from(r.subarray(0, no));
     const noise = cfgs.map((_, e) => Array.from(r.subarray(no + e * no, no + (e + 1) * no)));
-    return { outputs, signal, noise, floatSecs: r[r.length - 2], entrySecs: r[r.length - 1] };
+    return { outputs, signal, noise, floatSecs: r[r.length - 2], entrySecs: r[r.length - 1], floats: floats ?? null };
   }
 
-  /** The float outputs of one batch on the simulation plan (no quantizer). */
-  async floatOutputs(feeds: Record<string, Tensor>, opts: RunOptions = {}): Promise<Tensor[]> {
-    const { p, ids, inputs } = this.at(feeds);
-    return cancellable(opts, (t) => p.handle.run(inputs, { acts: [], weights: [] }, ids, t));
-  }
 }
 
 /** The key of a weight variant: its tensor, range, scales and (by identity) rounded integers. */

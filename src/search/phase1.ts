@@ -90,13 +90,38 @@ export interface Phase1Timing {
 /** Computes phase-1 entries, calling `done` once per finished entry (in any order). */
 export type Phase1Compute = (todo: Phase1Work[], done: (r: Phase1Result) => void, opts: Phase1Options, cal: Calibrated, groups: Group[], batches: Batches) => Promise<void>;
 
+/** The phase-1 measurements: each group at each of its candidates but the highest, in group order. */
+export function phase1Work(groups: Group[]): Phase1Work[] {
+  const work: Phase1Work[] = [];
+  for (const grp of groups) for (const c of grp.candidates.slice(0, -1)) work.push({ group: grp, cand: c });
+  return work;
+}
+
+/** The measurements of {@link phase1Work} that `cache` does not hold. */
+export function pendingWork(groups: Group[], cache: SensitivityCache): Phase1Work[] {
+  return phase1Work(groups).filter((w) => !cache.get(w.group.id, candKey(w.cand)));
+}
+
+/**
+ * The weights of every entry of `todo`, scaled and rounded (data-aware rounding of each layer
+ * at each width, once: phase 1, the evaluations and the export read the same integers), before
+ * phase 1 measures anything: a session's preparation, timed apart from phase 1's own compute.
+ */
+export async function prepareEntries(cal: Calibrated, groups: Group[], todo: Phase1Work[], opts: RunOptions & { onProgress?: (done: number, total: number) => void } = {}): Promise<void> {
+  opts.onProgress?.(0, todo.length);
+  for (let i = 0; i < todo.length; i++) {
+    throwIfAborted(opts.signal, 'the search');
+    await entryConfigs(cal, groups, todo.slice(i, i + 1), opts);
+    opts.onProgress?.(i + 1, todo.length);
+  }
+}
+
 /**
  * Phase 1 with the cache: entries found in `cache` are reused, the others computed (by
  * `opts.compute`, or here) and appended to the cache as each finishes.
  */
 export async function runPhase1(cal: Calibrated, groups: Group[], batches: Batches, cache: SensitivityCache, opts: Phase1Options = {}): Promise<Phase1Entry[]> {
-  const work: Phase1Work[] = [];
-  for (const grp of groups) for (const c of grp.candidates.slice(0, -1)) work.push({ group: grp, cand: c });
+  const work = phase1Work(groups);
   const results: Phase1Entry[] = [];
   let reused = 0;
   const todo = work.filter((w) => {
@@ -172,15 +197,15 @@ export const computePhase1: Phase1Compute = async function computePhase1(
     let seen = 0, bi = 0;
     for await (const b of batches()) {
       throwIfAborted(opts.signal, 'the search');
-      let kept = floats?.[bi] ?? null;
-      if (floats && !kept && (opts.floatOutputs || c0 + chunkSize < todo.length)) {
-        // this batch's float outputs, kept for the next chunks while they fit the budget
-        kept = await sim.floatOutputs(b, opts);
-        floatBytes += kept.reduce((a, t) => a + t.data.byteLength, 0);
-        if (floatBytes > FLOAT_OUTPUTS_BUDGET) floats = null;
-        else floats[bi] = kept;
-      }
+      const kept = floats?.[bi] ?? null;
       const r = await sim.phase1(b, (p) => Promise.all(encs.map((e) => sim.config(p, e))), kept, opts);
+      if (floats && !kept && r.floats && (opts.floatOutputs || c0 + chunkSize < todo.length)) {
+        // this batch's float outputs (computed by this call's float pass), kept for the next
+        // chunks while they fit the budget
+        floatBytes += r.floats.reduce((a, t) => a + t.data.byteLength, 0);
+        if (floatBytes > FLOAT_OUTPUTS_BUDGET) floats = null;
+        else floats[bi] = r.floats;
+      }
       if (opts.timing) {
         opts.timing.floatSecs += r.floatSecs;
         opts.timing.entrySecs += r.entrySecs;

@@ -1,7 +1,8 @@
 /** Progress events of long calls: per phase, done of total, and an estimate of the time left. */
 
 /** The phases of {@link search} (and of {@link quantize}, which has the first two). */
-export type Phase = 'load' | 'calibration' | 'phase1' | 'phase3' | 'export' | 'verify';
+/** `rounding`: the weights phase 1 measures, scaled and rounded (data-aware rounding, once per layer and width). */
+export type Phase = 'load' | 'calibration' | 'rounding' | 'phase1' | 'phase3' | 'export' | 'verify';
 
 export interface Progress {
   phase: Phase;

@@ -20,7 +20,7 @@ import { SensitivityCache } from './cache';
 import { configOf, Group } from './groups';
 import { EvalData, EvaluateFn, makeMetric, MetricName } from './metric';
 import { buildFront, FrontOrder, FrontPoint, frontQuality } from './pareto';
-import { Phase1Compute, Phase1Timing, runPhase1 } from './phase1';
+import { pendingWork, Phase1Compute, Phase1Timing, prepareEntries, runPhase1 } from './phase1';
 import { binarySearch, budget, interpolationSearch, TargetStrategy } from './targets';
 import { openSession } from './session';
 import type { Coordinator, QueueOptions } from '../queue/coordinator';
@@ -86,11 +86,15 @@ export interface SearchResult {
   version: string;
   versions: Record<string, string>;
   options: Record<string, unknown>;
+  /**
+   * Wall seconds per stage: load, calibration, rounding (the weights phase 1 measures, scaled
+   * and rounded before it starts), phase1, phase2, phase3, export, verify, total.
+   */
   seconds: Record<string, number>;
   /**
    * Phase-1 entries computed and reused; `float_seconds` and `entry_seconds`: time of the
    * native calls in the shared float passes and in the entries' own downstream steps;
-   * `rounding_seconds`: rounding the entries' weights (data-aware, once per layer and width);
+   * `rounding_seconds`: rounding still done inside phase 1 (0 when the rounding stage did it all);
    * `workers`: entries computed per worker when phase 1 ran on a queue.
    */
   phase1: { computed: number; reused: number; total: number; float_seconds?: number; entry_seconds?: number; rounding_seconds?: number; workers?: Record<string, number> };
@@ -178,8 +182,6 @@ async function searchInto(
   lap('calibration', t);
   check();
 
-  // phase 1
-  t = Date.now();
   const cache = new SensitivityCache(path.join(o.out, 'cache', 'sensitivity.jsonl'), key);
   const phase1Timing: Phase1Timing = { floatSecs: 0, entrySecs: 0, calls: 0 };
   // rounded weights beside it, under the same key: a rerun rounds nothing
@@ -189,6 +191,13 @@ async function searchInto(
   let queue: Coordinator | undefined;
   try {
     if (o.queue) queue = (require('../queue/coordinator') as typeof import('../queue/coordinator')).openCoordinator(o.queue, { session, modelBytes: modelBytesOf(o.model), calib: calibData });
+    // the weights phase 1 will read, scaled and rounded first (on a queue, the workers do it)
+    t = Date.now();
+    if (!queue && !o.phase1Compute) await prepareEntries(cal, groups, pendingWork(groups, cache), { signal: o.signal, onProgress: (d, n) => progress('rounding', d, n) });
+    lap('rounding', t);
+    check();
+    // phase 1
+    t = Date.now();
     entries = await runPhase1(cal, groups, calibData.batches, cache, {
       signal: o.signal,
       timing: phase1Timing,

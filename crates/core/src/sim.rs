@@ -445,8 +445,9 @@ impl Sim {
     /// Phase 1 on one batch: for each configuration, the noise power (sum of squared
     /// differences from float) of each of `outs` (graph outputs), entries x outputs, and the
     /// float signal power of each output. `float_outs`: the float outputs when the caller has
-    /// them (else one float run computes them). The float plan runs once; each configuration
-    /// runs its own steps as soon as the float values it reads exist.
+    /// them; otherwise the float pass runs to the end and they are returned (the fourth value),
+    /// so that the caller can keep them for the next chunk: the float plan runs once per call,
+    /// and each configuration runs its own steps as soon as the float values it reads exist.
     pub fn phase1(
         &self,
         inputs: Vec<Tensor>,
@@ -454,7 +455,7 @@ impl Sim {
         outs: &[usize],
         float_outs: Option<Vec<Tensor>>,
         cancel: Option<&AtomicBool>,
-    ) -> Result<(Vec<f64>, Vec<f64>, Phase1Times)> {
+    ) -> Result<(Vec<f64>, Vec<f64>, Phase1Times, Option<Vec<Tensor>>)> {
         for &o in outs {
             if !self.exec.output_ids().contains(&o) {
                 return Err(Error::Plan(format!("value {o} is not a graph output")));
@@ -463,25 +464,21 @@ impl Sim {
         let prepared: Vec<Prepared> = cfgs.iter().map(|c| self.prepare(c)).collect::<Result<_>>()?;
         let mut times = Phase1Times::default();
         let t0 = Instant::now();
-        let float_outs = match float_outs {
-            Some(f) => {
-                for (t, &o) in f.iter().zip(outs) {
-                    if t.shape != self.exec.values()[o].shape {
-                        return Err(Error::Plan(format!("float output '{}' has shape {:?}, the plan says {:?}", self.exec.values()[o].name, t.shape, self.exec.values()[o].shape)));
-                    }
-                }
-                if f.len() != outs.len() {
-                    return Err(Error::Plan(format!("{} float outputs for {} outputs", f.len(), outs.len())));
-                }
-                f
+        if let Some(f) = &float_outs {
+            if f.len() != outs.len() {
+                return Err(Error::Plan(format!("{} float outputs for {} outputs", f.len(), outs.len())));
             }
-            None => self.exec.run_values(inputs.clone(), outs, cancel)?,
-        };
-        let signal: Vec<f64> = float_outs.iter().map(|t| sum_sq(&t.data)).collect();
+            for (t, &o) in f.iter().zip(outs) {
+                if t.shape != self.exec.values()[o].shape {
+                    return Err(Error::Plan(format!("float output '{}' has shape {:?}, the plan says {:?}", self.exec.values()[o].name, t.shape, self.exec.values()[o].shape)));
+                }
+            }
+        }
+        let computed_here = float_outs.is_none();
         let nsteps = self.exec.steps.len();
         let nv = self.exec.values().len();
         // each float value is kept until its last float reader and the last configuration
-        // that reads it have run
+        // that reads it have run (the graph outputs to the end when this call computes them)
         let mut need: Vec<Option<usize>> = vec![None; nv];
         for (si, st) in self.exec.steps.iter().enumerate() {
             for &v in st.inputs.iter().flatten() {
@@ -496,34 +493,49 @@ impl Sim {
                 need[v] = Some(need[v].map_or(r.saturating_sub(1), |n| n.max(r.saturating_sub(1))));
             }
         }
+        if computed_here {
+            for &o in outs {
+                need[o] = Some(usize::MAX);
+            }
+        }
         let last = prepared.iter().filter(|p| !p.dirty.is_empty()).map(|p| p.ready.map_or(0, |s| s + 1)).max();
         let mut noise = vec![0f64; cfgs.len() * outs.len()];
         let mut slots = self.exec.initial_slots(inputs)?;
         times.float_secs += t0.elapsed().as_secs_f64();
+        // the configurations' outputs, until the float outputs exist (this call computes them)
+        let mut pending: Vec<(usize, Vec<Option<Arc<Tensor>>>)> = Vec::new();
+        let add_noise = |noise: &mut [f64], float: &[Tensor], e: usize, g: &[Option<Arc<Tensor>>]| {
+            for (i, g) in g.iter().enumerate() {
+                if let Some(g) = g {
+                    noise[e * outs.len() + i] = sum_sq_diff(&float[i].data, &g.data);
+                }
+            }
+        };
         // the entries ready at one point run side by side (a group's candidates share their
         // frontier): small downstream steps alone would leave cores idle
-        let mut run_ready = |r: usize, slots: &[Option<Arc<Tensor>>], times: &mut Phase1Times| -> Result<()> {
+        let run_ready = |r: usize, slots: &[Option<Arc<Tensor>>], times: &mut Phase1Times, noise: &mut [f64], pending: &mut Vec<(usize, Vec<Option<Arc<Tensor>>>)>| -> Result<()> {
             let t = Instant::now();
             let got: Vec<(usize, Vec<Option<Arc<Tensor>>>)> = at[r]
                 .par_iter()
                 .filter(|&&e| !prepared[e].dirty.is_empty())
                 .map(|&e| self.run_prepared(&prepared[e], slots, outs, cancel).map(|g| (e, g)))
                 .collect::<Result<_>>()?;
-            for (e, g) in got {
-                for (i, g) in g.iter().enumerate() {
-                    if let Some(g) = g {
-                        noise[e * outs.len() + i] = sum_sq_diff(&float_outs[i].data, &g.data);
-                    }
-                }
+            match &float_outs {
+                Some(f) => got.iter().for_each(|(e, g)| add_noise(noise, f, *e, g)),
+                None => pending.extend(got),
             }
             times.entry_secs += t.elapsed().as_secs_f64();
             Ok(())
         };
-        let Some(last) = last else {
-            return Ok((signal, noise, times));
+        let end = match (last, computed_here) {
+            (_, true) => nsteps,
+            (Some(l), false) => l,
+            (None, false) => 0,
         };
-        run_ready(0, &slots, &mut times)?;
-        for si in 0..last {
+        if last.is_some() {
+            run_ready(0, &slots, &mut times, &mut noise, &mut pending)?;
+        }
+        for si in 0..end {
             check_cancel(cancel)?;
             let t = Instant::now();
             let step = &self.exec.steps[si];
@@ -537,14 +549,30 @@ impl Sim {
                 }
             }
             times.float_secs += t.elapsed().as_secs_f64();
-            run_ready(si + 1, &slots, &mut times)?;
+            if last.is_some_and(|l| si < l) {
+                run_ready(si + 1, &slots, &mut times, &mut noise, &mut pending)?;
+            }
             for v in step.inputs.iter().flatten().copied().chain(step.outputs.iter().copied()) {
                 if need[v].is_none_or(|n| n <= si) && self.exec.consts[v].is_none() {
                     slots[v] = None;
                 }
             }
         }
-        Ok((signal, noise, times))
+        let (float, returned) = match float_outs {
+            Some(f) => (f, None),
+            None => {
+                let f: Vec<Tensor> = outs
+                    .iter()
+                    .map(|&o| slots[o].as_deref().cloned().ok_or_else(|| Error::Plan(format!("float value '{}' was not computed", self.exec.values()[o].name))))
+                    .collect::<Result<_>>()?;
+                for (e, g) in &pending {
+                    add_noise(&mut noise, &f, *e, g);
+                }
+                (f.clone(), Some(f))
+            }
+        };
+        let signal: Vec<f64> = float.iter().map(|t| sum_sq(&t.data)).collect();
+        Ok((signal, noise, times, returned))
     }
 }
 
@@ -596,7 +624,8 @@ mod tests {
             SimConfig::default(),
         ];
         let float = sim.executor().run(vec![input()], None).unwrap();
-        let (signal, noise, _) = sim.phase1(vec![input()], &cfgs, &[6], None, None).unwrap();
+        let (signal, noise, _, floats) = sim.phase1(vec![input()], &cfgs, &[6], None, None).unwrap();
+        assert!(floats.is_some());
         assert_eq!(signal[0], sum_sq(&float[0].data));
         for (e, c) in cfgs.iter().enumerate() {
             let y = sim.run(vec![input()], c, &[6], None).unwrap();

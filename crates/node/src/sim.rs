@@ -102,25 +102,37 @@ pub struct Phase1Task {
     cancel: Option<Arc<AtomicBool>>,
 }
 
+/// What a phase-1 call returns: `values` = `[signal per output..., noise per config and
+/// output..., float seconds, configurations' seconds]`; `floats`: the float outputs, when the
+/// call computed them (none were given).
+#[napi(object)]
+pub struct Phase1Out {
+    pub values: Float64Array,
+    pub floats: Option<Vec<TensorOut>>,
+}
+
 #[napi]
 impl Task for Phase1Task {
-    type Output = Vec<f64>;
-    type JsValue = Float64Array;
+    type Output = (Vec<f64>, Option<Vec<Tensor>>);
+    type JsValue = Phase1Out;
     fn compute(&mut self) -> Result<Self::Output> {
         let inputs = self.inputs.take().unwrap_or_default();
         let float_outs = self.float_outs.take();
         let (sim, cfgs, outs, cancel) = (self.sim.clone(), &self.configs, &self.outs, self.cancel.clone());
         guard(move || {
-            let (signal, noise, t) = sim.phase1(inputs, cfgs, outs, float_outs, cancel.as_deref())?;
+            let (signal, noise, t, floats) = sim.phase1(inputs, cfgs, outs, float_outs, cancel.as_deref())?;
             let mut v = signal;
             v.extend(noise);
             v.push(t.float_secs);
             v.push(t.entry_secs);
-            Ok(v)
+            Ok((v, floats))
         })
     }
-    fn resolve(&mut self, _env: Env, v: Self::Output) -> Result<Self::JsValue> {
-        Ok(Float64Array::new(v))
+    fn resolve(&mut self, _env: Env, (v, floats): Self::Output) -> Result<Self::JsValue> {
+        Ok(Phase1Out {
+            values: Float64Array::new(v),
+            floats: floats.map(|f| f.into_iter().map(|t| TensorOut { shape: t.shape.iter().map(|&d| d as u32).collect(), data: Float32Array::new(t.data) }).collect()),
+        })
     }
 }
 
@@ -211,8 +223,7 @@ impl SimHandle {
         })
     }
 
-    /// Phase 1 on one batch (off the JS thread): `[signal per output..., noise per config and
-    /// output..., float seconds, configurations' seconds]`.
+    /// Phase 1 on one batch (off the JS thread): see [`Phase1Out`].
     #[napi]
     pub fn phase1(
         &self,
