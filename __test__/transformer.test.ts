@@ -286,6 +286,9 @@ test('MiniLM: placement of the real encoder: one quantizer per LayerNorm and GEL
   // the -3.4e38 mask and its (1 - mask) are left float
   t.true(p.skipped.some((s) => /sentinel/.test(s.reason)));
   t.true(p.weights.some((w) => w.op === 'Gather' && w.tensor.includes('word_embeddings')));
+  // the token-type table is looked up at constant (all-zero) ids: a constant, no quantized weight
+  t.false(p.weights.some((w) => w.tensor.includes('token_type_embeddings')));
+  t.true(p.skipped.some((s) => s.tensor.includes('token_type_embeddings') && /folds to a constant/.test(s.reason)));
 });
 
 test('Erf equals onnxruntime bit for bit (the GELU a quantizer reads rounds as in the runtime)', async (t) => {

@@ -428,7 +428,17 @@ async function benchModel(ort: Ort, t: Task, log: (s: string) => void, o: { comp
       r.push({ label: `mixed@${b}`, kind: 'mixed', budget: b, rel_bops: +p.rel_bops.toFixed(4), size_bytes: p.size_bytes, metric: m.metric, noise: m.noise, seconds: m.seconds, front_index: p.index, predicted_sqnr_db: +p.predicted_sqnr_db.toFixed(2) });
       log(`  ${tag} budget ${b}: rel_bops ${p.rel_bops.toFixed(3)} ${t.metric_name} ${m.metric.toFixed(4)} (${m.seconds} s, load ${load()})`);
     }
+    r.push(...(await cheapestPoint(session, front, tag, r)));
     return r;
+  };
+  // the front's cheapest end (every group at its cheapest candidate) when no budget took it:
+  // a budget grid can fall just short of it (rec's all-W4A8 point costs 0.5005 x)
+  const cheapestPoint = async (session: Session, front: FrontPoint[], tag: string, have: Point[]): Promise<Point[]> => {
+    const p = front[front.length - 1];
+    if (have.some((x) => x.front_index === p.index)) return [];
+    const m = await measurePoint(session, p);
+    log(`  ${tag} front's cheapest point: rel_bops ${p.rel_bops.toFixed(4)} ${t.metric_name} ${m.metric.toFixed(4)} (${m.seconds} s)`);
+    return [{ label: 'mixed@cheapest', kind: 'mixed', budget: +p.rel_cost.toFixed(4), rel_bops: +p.rel_bops.toFixed(4), size_bytes: p.size_bytes, metric: m.metric, noise: m.noise, seconds: m.seconds, front_index: p.index, predicted_sqnr_db: +p.predicted_sqnr_db.toFixed(2) }];
   };
   const dropPoints = async (session: Session, front: FrontPoint[], tag: string, drops = DROPS): Promise<Point[]> => {
     const r: Point[] = [];
@@ -477,8 +487,11 @@ async function benchModel(ort: Ort, t: Task, log: (s: string) => void, o: { comp
   // --add: the other order's budget points first, then the earlier run's results (read now, so that both can run at once)
   const early = o.prev && o.compare === 'order' ? await budgetPoints(session, fronts.efficiency, 'efficiency') : undefined;
   const prev = await o.prev?.();
-  if (prev) points.splice(0, points.length, ...(prev.points as Point[]));
-  else {
+  if (prev) {
+    points.splice(0, points.length, ...(prev.points as Point[]));
+    // results from before the cheapest end was a point of its own: add it
+    if (!points.some((p) => p.label === 'mixed@cheapest')) points.push(...(await cheapestPoint(session, fronts[order], order, points.filter((p) => p.budget !== undefined))));
+  } else {
     points.push(...(await budgetPoints(session, fronts[order], order)));
     points.push(...(await dropPoints(session, fronts[order], order)));
   }
@@ -658,31 +671,21 @@ export async function tradeoffBench(argv: string[], log: (s: string) => void): P
   const ort = loadOrt();
   fs.mkdirSync(RESULTS, { recursive: true });
   const out: Record<string, unknown>[] = [];
-  // MiniLM last: it needs int64 inputs
+  // MiniLM last (int64 inputs)
   for (const w of [...which].sort((a, b) => (a === 'minilm' ? 1 : 0) - (b === 'minilm' ? 1 : 0))) {
     const t = TASKS[w](ort, evalLimit);
     if (!fs.existsSync(t.file)) throw new Error(`${t.file} is missing (../shared/ is present, so it should be there)`);
-    let r: Record<string, unknown>;
-    try {
-      const file = path.join(RESULTS, `${t.model}.json`);
-      const since = Date.now();
-      // --add --wait: the main run of this model is still running; wait for its results file
-      const prev = flag('--add')
-        ? async () => {
-            while (flag('--wait') && (!fs.existsSync(file) || fs.statSync(file).mtimeMs < since)) await new Promise((res) => setTimeout(res, 10000));
-            return JSON.parse(fs.readFileSync(file, 'utf8'));
-          }
-        : undefined;
-      r = await benchModel(ort, t, log, { compare: flag('--compare') ? 'all' : flag('--compare-order') ? 'order' : false, robust: flag('--robust'), prev });
-    } catch (e) {
-      if (w === 'minilm') {
-        log(`tradeoff: skipping MiniLM: ${(e as Error).message.split('\n')[0]} (int64 inputs are not supported by this build yet)`);
-        continue;
-      }
-      throw e;
-    }
-    if (evalLimit !== undefined) r.eval_limit = evalLimit;
     const file = path.join(RESULTS, `${t.model}.json`);
+    const since = Date.now();
+    // --add --wait: the main run of this model is still running; wait for its results file
+    const prev = flag('--add')
+      ? async () => {
+          while (flag('--wait') && (!fs.existsSync(file) || fs.statSync(file).mtimeMs < since)) await new Promise((res) => setTimeout(res, 10000));
+          return JSON.parse(fs.readFileSync(file, 'utf8'));
+        }
+      : undefined;
+    const r = await benchModel(ort, t, log, { compare: flag('--compare') ? 'all' : flag('--compare-order') ? 'order' : false, robust: flag('--robust'), prev });
+    if (evalLimit !== undefined) r.eval_limit = evalLimit;
     if (evalLimit !== undefined && !flag('--write')) log(`  (--eval ${evalLimit}: a development run, not written to ${file}; --write to write it)`);
     else {
       fs.writeFileSync(file, JSON.stringify(r, null, 1) + '\n');

@@ -130,7 +130,12 @@ export function placeQuantizers(g: Graph, isFloat: (v: string) => boolean): Plac
 
   const weights: WeightQuantizer[] = [];
   const embeddings = new Set<string>(); // outputs of embedding lookups: on the table's grid already
+  const constLookups: Node[] = []; // lookups at indices known before run time: folded to constants
   for (const n of g.nodes) {
+    if (isEmbedding(g, n) && !isFloat(n.outputs[0])) {
+      constLookups.push(n);
+      continue;
+    }
     if (isEmbedding(g, n)) {
       weights.push({ tensor: n.inputs[0], node: n.name, op: n.op, axis: 0 });
       embeddings.add(n.outputs[0]);
@@ -257,6 +262,9 @@ export function placeQuantizers(g: Graph, isFloat: (v: string) => boolean): Plac
       activations.push({ tensor: o, producer: n.name, fused });
       encodingOf.set(o, o);
     }
+  }
+  for (const n of constLookups) {
+    skipped.push({ tensor: n.inputs[0], reason: `an embedding table looked up at indices known before run time: '${n.name}' folds to a constant, so nothing of it is computed at run time (token type ids that are all zero, for instance)` });
   }
   return { weights, activations, encodingOf, skipped };
 }
