@@ -323,3 +323,33 @@ test('targets: binary and interpolation search find the same cheapest point meet
   t.is(p.index, 2, 'the most accurate of the costliest points within budget');
   await t.throwsAsync(budget(() => false).select(front, async () => 0), { message: /no configuration meets the budget/ });
 });
+
+test('phase-1 cache key covers the quantizer groups: another placement under the same model hash, profile, data and options gets another key', async (t) => {
+  const { openSession } = await import('../src/search/session');
+  const x = { x: { shape: [4, 3, 8, 8], data: randomData(4 * 3 * 64, 7) } };
+  const data = { batches: async function* () { yield x; }, fingerprint: 'fixed-4', count: 4 };
+  const profile = loadProfile('default');
+  const a = Model.fromBytes(twoBranchBytes('N'));
+  // the same graph with one weight under another name (what another version's placement or
+  // a re-export would change): the same model hash is given on purpose
+  const bBytes = tinyModel({
+    inputs: { x: ['N', 3, 8, 8] },
+    outputs: { y: null },
+    inits: { w1: rnd([4, 3, 3, 3], 1), w2: rnd([4, 4, 1, 1], 2), w4: rnd([4, 4, 1, 1], 3) },
+    nodes: [
+      { op: 'Conv', inputs: ['x', 'w1'], outputs: ['c1'], attrs: { pads: [1, 1, 1, 1] } },
+      { op: 'Relu', inputs: ['c1'], outputs: ['r1'] },
+      { op: 'Conv', inputs: ['r1', 'w2'], outputs: ['c2'] },
+      { op: 'Conv', inputs: ['r1', 'w4'], outputs: ['c3'] },
+      { op: 'Add', inputs: ['c2', 'c3'], outputs: ['s'] },
+      { op: 'Flatten', inputs: ['s'], outputs: ['f'] },
+      { op: 'Softmax', inputs: ['f'], outputs: ['y'] },
+    ],
+  });
+  const sa = await openSession(a, 'same-hash', data, profile, { rounding: 'nearest' });
+  const sb = await openSession(Model.fromBytes(bBytes), 'same-hash', data, profile, { rounding: 'nearest' });
+  const sa2 = await openSession(Model.fromBytes(twoBranchBytes('N')), 'same-hash', data, profile, { rounding: 'nearest' });
+  t.is(sa.key, sa2.key, 'the same model, data and options: the same key');
+  t.notDeepEqual(sa.groups.map((g) => g.weights), sb.groups.map((g) => g.weights));
+  t.not(sa.key, sb.key, 'cached entries are named by group id: other groups must not reuse them');
+});

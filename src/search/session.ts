@@ -6,7 +6,7 @@
  * are interchangeable.
  */
 import { Model } from '../model';
-import { Profile } from '../profiles/profile';
+import { candKey, Profile } from '../profiles/profile';
 import { Batches } from '../quant/calibrate';
 import { calibrate, Calibrated, DEFAULT_RANGES, DEFAULT_ROUNDING, QuantizeOptions } from '../quant/quantize';
 import { hashOf } from './cache';
@@ -71,6 +71,9 @@ export async function openSession(
   const cost = new CostModel(cal.graph, spec, cal.placement, groups, profile);
   // a rerun with other settings into the same --out recomputes instead of reusing
   const options = { weightRange: cal.weightRange, actRange: cal.actRange, rounding: cal.rounding, roundingOptions, samples: data.count };
-  const key = hashOf(modelHash, JSON.stringify(profile), data.fingerprint, JSON.stringify(options));
+  // and so does one whose quantizers or groups differ (another version's placement): cached
+  // entries are named by group id, which only means the same thing under the same groups
+  const layout = groups.map((g) => [g.id, g.act ?? null, g.weights, g.candidates.map(candKey)]);
+  const key = hashOf(modelHash, JSON.stringify(profile), data.fingerprint, JSON.stringify(options), JSON.stringify(layout), JSON.stringify(cal.placement.activations.map((a) => a.tensor)));
   return { model, profile, cal, groups, cost, key, options };
 }
