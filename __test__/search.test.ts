@@ -24,16 +24,16 @@ function twoBranchModel(): Model {
 }
 
 /** The ONNX bytes of {@link twoBranchModel}, with batch dimension `batch`. */
-function twoBranchBytes(batch: number | string = 1): Uint8Array {
+function twoBranchBytes(batch: number | string = 1, w3 = 'w3'): Uint8Array {
   return tinyModel({
     inputs: { x: [batch, 3, 8, 8] },
     outputs: { y: null },
-    inits: { w1: rnd([4, 3, 3, 3], 1), w2: rnd([4, 4, 1, 1], 2), w3: rnd([4, 4, 1, 1], 3) },
+    inits: { w1: rnd([4, 3, 3, 3], 1), w2: rnd([4, 4, 1, 1], 2), [w3]: rnd([4, 4, 1, 1], 3) },
     nodes: [
       { op: 'Conv', inputs: ['x', 'w1'], outputs: ['c1'], attrs: { pads: [1, 1, 1, 1] } },
       { op: 'Relu', inputs: ['c1'], outputs: ['r1'] },
       { op: 'Conv', inputs: ['r1', 'w2'], outputs: ['c2'] },
-      { op: 'Conv', inputs: ['r1', 'w3'], outputs: ['c3'] },
+      { op: 'Conv', inputs: ['r1', w3], outputs: ['c3'] },
       { op: 'Add', inputs: ['c2', 'c3'], outputs: ['s'] },
       { op: 'Flatten', inputs: ['s'], outputs: ['f'] },
       { op: 'Softmax', inputs: ['f'], outputs: ['y'] },
@@ -332,20 +332,7 @@ test('phase-1 cache key covers the quantizer groups: another placement under the
   const a = Model.fromBytes(twoBranchBytes('N'));
   // the same graph with one weight under another name (what another version's placement or
   // a re-export would change): the same model hash is given on purpose
-  const bBytes = tinyModel({
-    inputs: { x: ['N', 3, 8, 8] },
-    outputs: { y: null },
-    inits: { w1: rnd([4, 3, 3, 3], 1), w2: rnd([4, 4, 1, 1], 2), w4: rnd([4, 4, 1, 1], 3) },
-    nodes: [
-      { op: 'Conv', inputs: ['x', 'w1'], outputs: ['c1'], attrs: { pads: [1, 1, 1, 1] } },
-      { op: 'Relu', inputs: ['c1'], outputs: ['r1'] },
-      { op: 'Conv', inputs: ['r1', 'w2'], outputs: ['c2'] },
-      { op: 'Conv', inputs: ['r1', 'w4'], outputs: ['c3'] },
-      { op: 'Add', inputs: ['c2', 'c3'], outputs: ['s'] },
-      { op: 'Flatten', inputs: ['s'], outputs: ['f'] },
-      { op: 'Softmax', inputs: ['f'], outputs: ['y'] },
-    ],
-  });
+  const bBytes = twoBranchBytes('N', 'w4');
   const sa = await openSession(a, 'same-hash', data, profile, { rounding: 'nearest' });
   const sb = await openSession(Model.fromBytes(bBytes), 'same-hash', data, profile, { rounding: 'nearest' });
   const sa2 = await openSession(Model.fromBytes(twoBranchBytes('N')), 'same-hash', data, profile, { rounding: 'nearest' });
