@@ -31,7 +31,7 @@ import { loadProfile, candKey, Candidate } from '../src/profiles/profile';
 import { openSession, Session } from '../src/search/session';
 import { runPhase1 } from '../src/search/phase1';
 import { SensitivityCache } from '../src/search/cache';
-import { buildFront, FrontOrder, FrontPoint } from '../src/search/pareto';
+import { buildFront, FrontOrder, FrontPoint, frontQuality } from '../src/search/pareto';
 import { configOf } from '../src/search/groups';
 import { resolveModel } from '../src/search/inputs';
 import type { RangeMethod } from '../src/quant/ranges';
@@ -518,6 +518,8 @@ async function benchModel(ort: Ort, t: Task, log: (s: string) => void, o: { comp
       return { homogeneous: h.label, rel_bops: h.rel_bops, metric: h.metric, best_mixed: best?.label ?? null, best_mixed_rel_bops: best?.rel_bops ?? null, best_mixed_metric: best?.metric ?? null, matched: !!best && best.metric >= h.metric - fl.noise };
     });
   result.dominance = dominance;
+  // what the search's default order ('auto': the front with the better predicted SQNR over budgets 0.5-1) picks on this model
+  result.auto_order = frontQuality(fronts.efficiency) > frontQuality(fronts.sqnr) ? 'efficiency' : 'sqnr';
   for (const d of dominance) log(`  ${d.homogeneous} (${d.rel_bops}, ${d.metric.toFixed(4)}): best mixed at no more BOPs ${d.best_mixed ?? '-'} ${d.best_mixed_metric?.toFixed(4) ?? ''} -> ${d.matched ? 'matched' : 'NOT matched'}`);
   if (o.compare === 'order') {
     // the other phase-2 order on the same phase 1 (budgets only)
@@ -645,6 +647,7 @@ export function renderResults(): string {
         o.push('', `Budgets where one is better by more than metric_noise: ${a} ${aw}, ${b} ${bw}, of ${wins.length}.`, '');
       };
       table('Phase-2 order (same phase 1)', 'sqnr', r.compare.order.sqnr, 'efficiency', r.compare.order.efficiency);
+      if (r.auto_order) o.push(`The search's default order (\`auto\`: the front with the better predicted SQNR) picks **${r.auto_order}** on this model.`, '');
       if (r.compare.ranges) table('Range setting (weights and activations; own calibration and phase 1)', 'mse', r.compare.ranges.mse, 'minmax', r.compare.ranges.minmax);
       else o.push('Range setting: not run for this model (see the notes).', '');
     }
