@@ -2,7 +2,7 @@
  * The paper's NLP case (issue 15): paraphrase-MiniLM-L3-v2 on ../shared/data/textpairs,
  * retrieval top-1 of each export measured in onnxruntime-node, side by side with float.
  *
- *   npm run bench -- minilm [--configs W8A8,W8A16,W4A8,W16A16] [--rounding nearest] [--eval 500]
+ *   npm run bench -- minilm [--configs W8A8,W8A16,W4A8,W16A16] [--rounding nearest|auto] (default: the tool's, auto) [--eval 500]
  *                           [--checks] [--search [--searches max-bops,max-drop]] [--search-out DIR]
  *                           [--measure DIR|FILE ...]
  *
@@ -37,7 +37,7 @@ import { Model, Tensor } from '../src/model';
 import { readNpy } from '../src/npy';
 import { fromOrt, ortFeeds } from '../src/ort';
 import { loadBitConfig } from '../src/quant/config';
-import { calibrate, exportQdq, quantize } from '../src/quant/quantize';
+import { calibrate, DEFAULT_ROUNDING, exportQdq, quantize } from '../src/quant/quantize';
 import { Rounding } from '../src/quant/rounding';
 import { loadProfile } from '../src/profiles/profile';
 import { buildGroups } from '../src/search/groups';
@@ -152,7 +152,7 @@ export async function minilmBench(log: (s: string) => void, argv: string[]): Pro
   }
   for (const f of [MODEL, path.join(PAIRS, 'calib_input_ids.npy')]) if (!fs.existsSync(f)) throw new Error(`${f} is missing (../shared is present)`);
   const configs = arg(argv, 'configs', 'W8A8,W8A16,W4A8,W16A16').split(',').filter(Boolean);
-  const rounding = arg(argv, 'rounding', 'nearest') as Rounding;
+  const rounding = arg(argv, 'rounding', DEFAULT_ROUNDING) as Rounding;
   const nEval = Number(arg(argv, 'eval', '500'));
   const queries = split('eval_query', nEval), docs = split('eval_doc', nEval), calibRows = split('calib', 128);
   log(`MiniLM-L3: ${nEval} retrieval pairs, 128 calibration rows, rounding ${rounding}, CPU ${os.cpus()[0]?.model ?? process.arch}`);
