@@ -144,7 +144,6 @@ export class Simulator {
     const noise = cfgs.map((_, e) => Array.from(r.subarray(no + e * no, no + (e + 1) * no)));
     return { outputs, signal, noise, floatSecs: r[r.length - 2], entrySecs: r[r.length - 1], floats: floats ?? null };
   }
-
 }
 
 /** The key of a weight variant: its tensor, range, scales and (by identity) rounded integers. */

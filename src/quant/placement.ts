@@ -132,11 +132,11 @@ export function placeQuantizers(g: Graph, isFloat: (v: string) => boolean): Plac
   const embeddings = new Set<string>(); // outputs of embedding lookups: on the table's grid already
   const constLookups: Node[] = []; // lookups at indices known before run time: folded to constants
   for (const n of g.nodes) {
-    if (isEmbedding(g, n) && !isFloat(n.outputs[0])) {
-      constLookups.push(n);
-      continue;
-    }
     if (isEmbedding(g, n)) {
+      if (!isFloat(n.outputs[0])) {
+        constLookups.push(n);
+        continue;
+      }
       weights.push({ tensor: n.inputs[0], node: n.name, op: n.op, axis: 0 });
       embeddings.add(n.outputs[0]);
       continue;

@@ -558,21 +558,25 @@ impl Sim {
                 }
             }
         }
-        let (float, returned) = match float_outs {
-            Some(f) => (f, None),
-            None => {
-                let f: Vec<Tensor> = outs
-                    .iter()
-                    .map(|&o| slots[o].as_deref().cloned().ok_or_else(|| Error::Plan(format!("float value '{}' was not computed", self.exec.values()[o].name))))
-                    .collect::<Result<_>>()?;
-                for (e, g) in &pending {
-                    add_noise(&mut noise, &f, *e, g);
-                }
-                (f.clone(), Some(f))
+        // the float outputs this call computed, taken out of their slots (copied only when shared)
+        let computed: Option<Vec<Tensor>> = if computed_here {
+            let f: Vec<Tensor> = outs
+                .iter()
+                .map(|&o| {
+                    let t = slots[o].take().ok_or_else(|| Error::Plan(format!("float value '{}' was not computed", self.exec.values()[o].name)))?;
+                    Ok(Arc::try_unwrap(t).unwrap_or_else(|a| (*a).clone()))
+                })
+                .collect::<Result<_>>()?;
+            for (e, g) in &pending {
+                add_noise(&mut noise, &f, *e, g);
             }
+            Some(f)
+        } else {
+            None
         };
+        let float = float_outs.as_deref().or(computed.as_deref()).unwrap_or_default();
         let signal: Vec<f64> = float.iter().map(|t| sum_sq(&t.data)).collect();
-        Ok((signal, noise, times, returned))
+        Ok((signal, noise, times, computed))
     }
 }
 

@@ -138,6 +138,12 @@ pub struct TensorOut {
     pub data: Float32Array,
 }
 
+impl From<Tensor> for TensorOut {
+    fn from(t: Tensor) -> Self {
+        TensorOut { shape: t.shape.iter().map(|&d| d as u32).collect(), data: Float32Array::new(t.data) }
+    }
+}
+
 pub struct RunTask {
     exec: Arc<Executor>,
     inputs: Option<Vec<Tensor>>,
@@ -162,10 +168,7 @@ impl Task for RunTask {
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
-        Ok(output
-            .into_iter()
-            .map(|t| TensorOut { shape: t.shape.iter().map(|&d| d as u32).collect(), data: Float32Array::new(t.data) })
-            .collect())
+        Ok(output.into_iter().map(TensorOut::from).collect())
     }
 }
 

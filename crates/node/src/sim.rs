@@ -86,10 +86,7 @@ impl Task for SimRunTask {
         guard(move || sim.run(inputs, cfg, want, cancel.as_deref()))
     }
     fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
-        Ok(output
-            .into_iter()
-            .map(|t| TensorOut { shape: t.shape.iter().map(|&d| d as u32).collect(), data: Float32Array::new(t.data) })
-            .collect())
+        Ok(output.into_iter().map(TensorOut::from).collect())
     }
 }
 
@@ -131,7 +128,7 @@ impl Task for Phase1Task {
     fn resolve(&mut self, _env: Env, (v, floats): Self::Output) -> Result<Self::JsValue> {
         Ok(Phase1Out {
             values: Float64Array::new(v),
-            floats: floats.map(|f| f.into_iter().map(|t| TensorOut { shape: t.shape.iter().map(|&d| d as u32).collect(), data: Float32Array::new(t.data) }).collect()),
+            floats: floats.map(|f| f.into_iter().map(TensorOut::from).collect()),
         })
     }
 }
